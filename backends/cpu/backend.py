@@ -1,0 +1,124 @@
+"""CpuBackend: the always-available backend, with cgroup-aware memory and flag-based dtypes."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from hal.backend import Backend, DeviceInfo, Hardware, MemoryInfo, Probe
+from hal.backends.cpu.sysinfo import CpuFacts, cgroup_memory, cpu_facts, process_memory
+
+if TYPE_CHECKING:
+    import torch
+
+#: Substrings of the CPU allocator's out-of-memory errors (c10 DefaultCPUAllocator).
+CPU_OOM_MARKERS = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "DefaultCPUAllocator: not enough memory",
+)
+
+
+class CpuBackend(Backend):
+    """The host CPU as a torch device; always available."""
+
+    name = "cpu"
+    device_type = "cpu"
+    priority = 0
+    dist_backend = "gloo"
+    visible_devices_env = ()
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = root
+        self._facts: CpuFacts | None = None
+
+    @property
+    def facts(self) -> CpuFacts:
+        """Parsed /proc/cpuinfo, read once."""
+        if self._facts is None:
+            self._facts = cpu_facts(self.root)
+        return self._facts
+
+    def probe(self) -> Probe:
+        return Probe(True, "the host CPU is always available", 1)
+
+    def _total_free(self) -> tuple[int, int, int | None]:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        total, free = int(vm.total), int(vm.available)
+        limit, usage = cgroup_memory(self.root)
+        if limit is not None:
+            total = min(total, limit)
+            free = min(free, max(0, limit - (usage or 0)))
+        return total, free, limit
+
+    def devices(self) -> Sequence[DeviceInfo]:
+        import psutil
+
+        total, _, limit = self._total_free()
+        facts = self.facts
+        extras = {
+            "vendor": facts.vendor,
+            "physical_cores": psutil.cpu_count(logical=False) or 0,
+            "logical_cores": psutil.cpu_count(logical=True) or 0,
+            "usable_cores": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else psutil.cpu_count(logical=True) or 0,
+            "flags": sorted(facts.flags),
+            "cgroup_limit": limit,
+        }
+        return [DeviceInfo(0, facts.model, total, platform.machine(), extras)]
+
+    def memory(self, index: int = 0) -> MemoryInfo:
+        total, free, limit = self._total_free()
+        rss, hwm = process_memory(self.root)
+        capped = "min(host RAM, cgroup limit)" if limit is not None else "host RAM (no cgroup limit)"
+        return MemoryInfo(
+            total=total,
+            free=free,
+            allocated=rss,
+            reserved=rss,
+            peak=hwm,
+            source=f"total/free: {capped}; allocated/reserved: process RSS; peak: RSS high-water",
+        )
+
+    def reset_peak_memory(self, index: int | None = None) -> None:
+        # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+        try:
+            with open(os.path.join(self.root, "proc/self/clear_refs"), "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    def native_dtype_names(self) -> list[str]:
+        """Native compute dtypes by name, best first, from the CPU flags."""
+        flags = self.facts.flags
+        names = []
+        if flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+            names.append("bfloat16")
+        if flags & {"avx512_fp16", "amx_fp16"} or (
+            platform.machine() in ("aarch64", "arm64") and flags & {"fphp", "asimdhp"}
+        ):
+            names.append("float16")
+        names.append("float32")
+        return names
+
+    def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        import torch
+
+        return [getattr(torch, n) for n in self.native_dtype_names()]
+
+    def is_oom(self, exc: BaseException) -> bool:
+        if isinstance(exc, MemoryError):
+            return True
+        return isinstance(exc, RuntimeError) and any(m in str(exc) for m in CPU_OOM_MARKERS)
+
+    def hardware(self) -> Sequence[Hardware]:
+        facts = self.facts
+        return [Hardware(vendor=facts.vendor or "unknown", kind="cpu", detail=facts.model,
+                         path="/proc/cpuinfo")]
+
+    def versions(self) -> Mapping[str, str]:
+        return {"kernel": platform.release(), "machine": platform.machine()}

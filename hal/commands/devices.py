@@ -1,0 +1,58 @@
+"""``hal devices``: every backend, available or not and why, its devices, and the selection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``devices`` command."""
+    p = sub.add_parser("devices", help="list backends, their devices and the selected device")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(run=run)
+
+
+def collect() -> dict[str, Any]:
+    """Backends and the selection as one JSON-able dict (the ``--json`` output)."""
+    from hal.inventory import describe_backend
+    from hal.selection import backends, select
+
+    selection = select()
+    return {
+        "schema": "hal.devices/1",
+        "backends": [describe_backend(b) for b in backends()],
+        "selection": selection.as_dict(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the inventory; exit 0 (selection errors surface as HalError)."""
+    data = collect()
+    if args.json:
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from hal.units import format_bytes
+
+    lines = []
+    for b in data["backends"]:
+        state = "available" if b["available"] else "not available"
+        lines.append(f"{b['name']} (priority {b['priority']}, {b['device_type']}, "
+                     f"collectives {b['dist_backend']}): {state}: {b['reason']}")
+        for d in b["devices"]:
+            mem = d["memory"] or {}
+            cap = f", {d['capability']}" if d["capability"] else ""
+            lines.append(
+                f"  [{d['index']}] {d['name']}{cap}: {format_bytes(d['total_memory'])} total, "
+                f"{format_bytes(mem.get('free'))} free; native dtypes: {', '.join(d['dtypes'])}"
+            )
+        lines.extend(f"  error: {e}" for e in b["errors"])
+    sel = data["selection"]
+    lines.append("")
+    lines.append(f"selected: {sel['device']} ({sel['backend']})")
+    lines.append(f"why: {sel['reason']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
