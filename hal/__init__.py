@@ -36,7 +36,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "get_device": ("hal.selection", "get_device"),
     "select": ("hal.selection", "select"),
     "backend": ("hal.selection", "backend"),
-    "backends": ("hal.selection", "backends"),
+    "list_backends": ("hal.selection", "list_backends"),
     "get_backend": ("hal.selection", "get_backend"),
     "reset": ("hal.selection", "reset"),
     "plugin_list": ("hal.plugins", "plugin_list"),
@@ -55,7 +55,41 @@ _OPTIONAL_EXPORTS: dict[str, tuple[str, str | None]] = {
 }
 _EXPORTS.update(_OPTIONAL_EXPORTS)
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "API_VERSION",
+    "Backend",
+    "ConfigError",
+    "DeviceInfo",
+    "DeviceUnavailableError",
+    "Finding",
+    "HalError",
+    "HalFallbackWarning",
+    "Hardware",
+    "MemoryInfo",
+    "PluginError",
+    "Probe",
+    "Selection",
+    "__version__",
+    "autocast",
+    "backend",
+    "batching",
+    "distributed",
+    "get_backend",
+    "get_device",
+    "grad_scaler",
+    "hookimpl",
+    "hookspec",
+    "is_oom",
+    "list_backends",
+    "memory",
+    "optimize",
+    "planner",
+    "plugin_list",
+    "plugins",
+    "precision",
+    "reset",
+    "select",
+]
 
 if TYPE_CHECKING:
     from hal.backend import (
@@ -74,9 +108,9 @@ if TYPE_CHECKING:
         HalFallbackWarning,
         Selection,
         backend,
-        backends,
         get_backend,
         get_device,
+        list_backends,
         reset,
         select,
     )

@@ -6,6 +6,7 @@ Feeds ``hal devices`` and ``hal doctor``; a backend method that raises is report
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from hal.backend import Backend
@@ -40,8 +41,8 @@ def describe_backend(backend: Backend, *, details: bool = True) -> dict[str, Any
     if probe.available and details:
         infos = _guard(backend.devices, errors, "devices()") or []
         for info in infos:
-            mem = _guard(lambda i=info.index: backend.memory(i), errors, "memory()")
-            dtypes = _guard(lambda i=info.index: backend.dtypes(i), errors, "dtypes()") or []
+            mem = _guard(partial(backend.memory, info.index), errors, "memory()")
+            dtypes = _guard(partial(backend.dtypes, info.index), errors, "dtypes()") or []
             out["devices"].append({
                 "index": info.index,
                 "name": info.name,

@@ -197,13 +197,13 @@ def decide(
                    if not probes[b.name].available]
     why_not = "; ".join(missing + unavailable)
 
-    for backend, index, req in chain:
+    for backend, index, wanted in chain:
         probe = probes[backend.name]
         if not probe.available:
             continue
         if index is not None and index >= max(probe.device_count, 1):
             raise ConfigError(
-                f"{DEVICE_ENV}={raw!r}: index {index} in {req.text if req else ''!r} is out of "
+                f"{DEVICE_ENV}={raw!r}: index {index} in {wanted.text if wanted else ''!r} is out of "
                 f"range; {backend.name} has {probe.device_count} device(s) "
                 f"(indices 0..{max(probe.device_count - 1, 0)})"
             )
@@ -294,7 +294,7 @@ def backend() -> Backend:
     return select().backend
 
 
-def backends() -> list[Backend]:
+def list_backends() -> list[Backend]:
     """Every backend the loaded plugins provide, highest priority first."""
     return sorted(load_plugins().backends(), key=lambda b: (-b.priority, b.name))
 

@@ -18,12 +18,12 @@ def add_parser(sub: Any) -> None:
 def collect() -> dict[str, Any]:
     """Backends and the selection as one JSON-able dict (the ``--json`` output)."""
     from hal.inventory import describe_backend
-    from hal.selection import backends, select
+    from hal.selection import list_backends, select
 
     selection = select()
     return {
         "schema": "hal.devices/1",
-        "backends": [describe_backend(b) for b in backends()],
+        "backends": [describe_backend(b) for b in list_backends()],
         "selection": selection.as_dict(),
     }
 

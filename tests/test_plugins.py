@@ -1,0 +1,204 @@
+"""Plugin loading through real entry points: isolation of each kind of breakage, allow/deny lists."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import make_dist
+
+import hal
+from hal import plugins
+from hal.errors import ConfigError
+
+GOOD = """
+import hal
+
+class GoodBackend(hal.Backend):
+    name = "good"
+    device_type = "meta"
+    priority = 40
+
+    def probe(self):
+        return hal.Probe(True, "always", 2)
+
+@hal.hookimpl
+def hal_backends():
+    return [GoodBackend()]
+"""
+
+
+def _records() -> dict[str, dict[str, object]]:
+    return {p["name"]: p for p in plugins.plugin_list()}
+
+
+def test_builtin_cpu_loads_through_its_entry_point() -> None:
+    rec = _records()["cpu"]
+    assert rec["status"] == "loaded"
+    assert rec["distribution"] == "torch-hal"
+    assert rec["version"] == hal.__version__
+    assert rec["hooks"] == ["hal_backends"]
+    assert rec["backends"] == ["cpu"]
+
+
+def test_third_party_plugin_is_loaded_and_listed(plugin_dir: Path) -> None:
+    make_dist(plugin_dir, "hal-good", "1.2.3", {"good": "good_plugin"}, {"good_plugin": GOOD})
+    rec = _records()["good"]
+    assert rec == {"name": "good", "distribution": "hal-good", "version": "1.2.3",
+                   "status": "loaded", "error": None, "hooks": ["hal_backends"],
+                   "backends": ["good"]}
+    assert "good" in [b.name for b in hal.list_backends()]
+
+
+BROKEN = {
+    "import_error": ("raise ImportError('libfoo.so: cannot open shared object file')",
+                     "import failed: ImportError: libfoo.so"),
+    "system_exit": ("raise SystemExit(3)", "import failed: SystemExit: 3"),
+    "hook_raises": ("import hal\n@hal.hookimpl\ndef hal_backends():\n    raise RuntimeError('boom')",
+                    "hal_backends raised RuntimeError: boom"),
+    "not_a_list": ("import hal\n@hal.hookimpl\ndef hal_backends():\n    return 42",
+                   "hal_backends returned int, expected a list of hal.Backend"),
+    "wrong_items": ("import hal\n@hal.hookimpl\ndef hal_backends():\n    return ['cpu']",
+                    "a str in its list, expected hal.Backend instances"),
+    "misspelled": ("import hal\n@hal.hookimpl\ndef hal_backend():\n    return []",
+                   "unknown hook(s) hal_backend"),
+    "bad_signature": ("import hal\n@hal.hookimpl\ndef hal_backends(extra):\n    return []",
+                      "registration failed"),
+    "no_probe": ("import hal\nclass B(hal.Backend):\n    name='noprobe'\n    device_type='meta'\n"
+                 "@hal.hookimpl\ndef hal_backends():\n    return [B()]",
+                 "does not implement probe()"),
+    "taken_name": ("import hal\nclass B(hal.Backend):\n    name='cpu'\n    device_type='meta'\n"
+                   "    def probe(self):\n        return hal.Probe(True, 'x', 1)\n"
+                   "@hal.hookimpl\ndef hal_backends():\n    return [B()]",
+                   "backend name 'cpu' is already taken"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_plugin_is_recorded_and_skipped(plugin_dir: Path, kind: str) -> None:
+    source, expected = BROKEN[kind]
+    make_dist(plugin_dir, "hal-broken", "0.1", {"broken": f"broken_{kind}"},
+              {f"broken_{kind}": source, "good_plugin": GOOD})
+    make_dist(plugin_dir, "hal-good", "1.0", {"good": "good_plugin"}, {})
+    records = _records()
+    assert records["broken"]["status"] == "failed"
+    assert expected in str(records["broken"]["error"])
+    assert records["broken"]["distribution"] == "hal-broken"
+    # everything else keeps working
+    assert records["good"]["status"] == "loaded"
+    names = [b.name for b in hal.list_backends()]
+    assert "good" in names and "cpu" in names
+    assert hal.select().backend.name == "good"
+    if kind == "taken_name":
+        assert type(hal.get_backend("cpu")).__module__ == "hal.backends.cpu.backend"
+
+
+MARKER = """
+import sys
+sys.modules.setdefault("denied_was_imported", sys)
+import hal
+class D(hal.Backend):
+    name = "denied"
+    device_type = "meta"
+    def probe(self):
+        return hal.Probe(True, "x", 1)
+@hal.hookimpl
+def hal_backends():
+    return [D()]
+"""
+
+
+@pytest.mark.parametrize("env", [
+    {"HAL_PLUGINS": "cpu,good"},
+    {"HAL_PLUGINS": "good"},
+    {"HAL_DISABLE_PLUGINS": "denied"},
+    {"HAL_DISABLE_PLUGINS": "denied, other"},
+])
+def test_blocked_plugin_module_is_never_imported(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    make_dist(plugin_dir, "hal-denied", "0.1", {"denied": "denied_plugin"},
+              {"denied_plugin": MARKER, "good_plugin": GOOD})
+    make_dist(plugin_dir, "hal-good", "1.0", {"good": "good_plugin"}, {})
+    monkeypatch.delitem(sys.modules, "denied_was_imported", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    records = _records()
+    assert records["denied"]["status"] == "blocked"
+    assert "denied_was_imported" not in sys.modules
+    assert "denied_plugin" not in sys.modules
+    assert records["good"]["status"] == "loaded"
+    assert records["cpu"]["status"] == "loaded"  # the CPU backend always loads
+
+
+def test_cpu_always_loads_even_when_denied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_DISABLE_PLUGINS", "cpu")
+    monkeypatch.setenv("HAL_PLUGINS", "toyaccel")
+    assert hal.get_device().type == "cpu"
+
+
+def test_allowlisted_but_missing_plugin_is_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_PLUGINS", "cpu,notinstalled")
+    rec = _records()["notinstalled"]
+    assert rec["status"] == "missing"
+    assert "not installed" in str(rec["error"])
+
+
+@pytest.mark.parametrize("value", ["", "  ", "cpu,,good", "cpu;good", "-x", "a b"])
+def test_malformed_allowlist_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("HAL_PLUGINS", value)
+    with pytest.raises(ConfigError, match="HAL_PLUGINS") as info:
+        hal.get_device()
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value)
+
+
+def test_empty_denylist_means_no_denial(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_DISABLE_PLUGINS", "")
+    assert _records()["cpu"]["status"] == "loaded"
+
+
+def test_registered_context_registers_and_unregisters() -> None:
+    import good_module_for_registered as mod  # type: ignore[import-not-found]
+
+    with plugins.registered(mod, "inline"):
+        hal.reset()
+        assert hal.select().backend.name == "inline"
+    hal.reset()
+    assert "inline" not in _records()
+    assert hal.select().backend.name == "cpu"
+
+
+@pytest.fixture(autouse=False)
+def _inline_module(plugin_dir: Path) -> None:
+    (plugin_dir / "good_module_for_registered.py").write_text(GOOD.replace('"good"', '"inline"'))
+
+
+test_registered_context_registers_and_unregisters = pytest.mark.usefixtures("_inline_module")(
+    test_registered_context_registers_and_unregisters
+)
+
+
+def test_registering_a_broken_object_raises_config_error() -> None:
+    class Misspelled:
+        @staticmethod
+        @hal.hookimpl
+        def hal_backendz() -> list[hal.Backend]:
+            return []
+
+    with pytest.raises(ConfigError, match="hal_backendz"), plugins.registered(Misspelled(), "x"):
+        pass
+
+
+def test_plugins_load_lazily_not_at_import() -> None:
+    plugins.reset_plugins()
+    assert plugins._host is None
+    import importlib
+
+    importlib.reload(hal)
+    assert plugins._host is None
+    hal.list_backends()
+    assert plugins._host is not None

@@ -1,0 +1,244 @@
+"""The selection policy: HAL_DEVICE forms, priorities, fallback with a reason, strictness, caching."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+import hal
+from hal import plugins
+from hal.backend import Backend, Probe
+from hal.backends.cpu import CpuBackend
+from hal.errors import ConfigError, DeviceUnavailableError
+from hal.selection import HalFallbackWarning, decide, parse_device_env
+
+
+class Fake(Backend):
+    """A backend whose availability and device count are constructor arguments."""
+
+    def __init__(self, name: str, device_type: str, priority: int, available: bool,
+                 count: int = 1, reason: str = "") -> None:
+        self.name = name  # type: ignore[misc]
+        self.device_type = device_type  # type: ignore[misc]
+        self.priority = priority  # type: ignore[misc]
+        self._probe = Probe(available, reason or ("ok" if available else "no driver"), count)
+        self.calls = 0
+
+    def probe(self) -> Probe:
+        self.calls += 1
+        return self._probe
+
+
+def _world(*, gpu: bool = False, npu: bool = False, gpu_count: int = 2) -> list[Backend]:
+    return [
+        Fake("gpu", "meta", 100, gpu, gpu_count if gpu else 0, "" if gpu else "CPU build"),
+        Fake("gpu2", "meta", 100, False, 0, "not this build"),
+        Fake("npu", "npu_t", 90, npu, 8 if npu else 0, "" if npu else "extension not installed"),
+        CpuBackend(),
+    ]
+
+
+def test_auto_picks_highest_priority_available() -> None:
+    sel = decide(_world(gpu=True, npu=True), {})
+    assert (sel.backend.name, sel.index, sel.fell_back) == ("gpu", 0, False)
+    assert "highest-priority" in sel.reason
+    sel = decide(_world(npu=True), {})
+    assert sel.backend.name == "npu"
+    assert "gpu: CPU build" in sel.reason
+
+
+def test_auto_on_cpu_only_explains_every_other_backend() -> None:
+    sel = decide(_world(), {})
+    assert sel.backend.name == "cpu" and sel.index is None
+    assert sel.device_string == "cpu"
+    assert {c.name: c.available for c in sel.candidates} == {
+        "gpu": False, "gpu2": False, "npu": False, "cpu": True}
+    for why in ("gpu: CPU build", "gpu2: not this build", "npu: extension not installed"):
+        assert why in sel.reason
+
+
+@pytest.mark.parametrize(("env", "backend", "index"), [
+    ("cpu", "cpu", None),
+    ("npu", "npu", 0),
+    ("npu:3", "npu", 3),
+    ("npu_t:5", "npu", 5),          # a torch device type resolves to its backend
+    ("gpu:1", "gpu", 1),
+    ("meta:1", "gpu", 1),           # device type shared by two backends: the available one
+    ("cpu:0", "cpu", 0),
+    ("NPU", "npu", 0),
+    ("gpu2,npu,cpu", "npu", 0),     # ordered list: first available, no warning
+    (" npu , cpu ", "npu", 0),
+])
+def test_hal_device_forms(env: str, backend: str, index: int | None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sel = decide(_world(gpu=True, npu=True), {"HAL_DEVICE": env})
+    assert (sel.backend.name, sel.index, sel.fell_back) == (backend, index, False)
+
+
+def test_unavailable_request_falls_back_with_a_reason() -> None:
+    sel = decide(_world(npu=True), {"HAL_DEVICE": "gpu"})
+    assert sel.fell_back and sel.backend.name == "npu"
+    assert sel.warning is not None and "gpu: CPU build" in sel.warning
+    assert "falling back to npu" in sel.warning
+
+
+def test_strict_makes_fallback_an_error() -> None:
+    with pytest.raises(DeviceUnavailableError, match="HAL_STRICT=1") as info:
+        decide(_world(), {"HAL_DEVICE": "gpu", "HAL_STRICT": "1"})
+    assert "gpu: CPU build" in str(info.value)
+    # strict is satisfied by any entry of the list
+    assert decide(_world(), {"HAL_DEVICE": "gpu,cpu", "HAL_STRICT": "1"}).backend.name == "cpu"
+
+
+def test_unknown_torch_device_type_without_backend_falls_back() -> None:
+    sel = decide(_world(), {"HAL_DEVICE": "mps"})
+    assert sel.fell_back and sel.backend.name == "cpu"
+    assert "no installed hal backend drives torch device type 'mps'" in sel.reason
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("bogus", "unknown backend or device type 'bogus'; accepted: cpu, gpu, gpu2, meta, npu"),
+    ("gpu:abc", "device index 'abc' in 'gpu:abc' is not a non-negative integer"),
+    ("cpu:7", "index 7 in 'cpu:7' is out of range; cpu has 1 device(s)"),
+    ("npu:8", "index 8 in 'npu:8' is out of range; npu has 8 device(s)"),
+    ("gpu:-1", "device index '-1'"),
+    ("", "HAL_DEVICE is set but empty"),
+    ("cpu,,npu", "'' is not a backend name"),
+    ("cpu:1:2", "is not a backend name"),
+])
+def test_bad_hal_device_is_a_one_line_value_error(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        decide(_world(npu=True), {"HAL_DEVICE": value})
+    assert isinstance(info.value, ValueError)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_local_rank_picks_the_index_under_torchrun() -> None:
+    assert decide(_world(gpu=True), {"LOCAL_RANK": "1"}).index == 1
+    assert decide(_world(), {"LOCAL_RANK": "1"}).index is None  # host device has no index
+    with pytest.raises(ConfigError, match="LOCAL_RANK=2 but gpu has only 2"):
+        decide(_world(gpu=True), {"LOCAL_RANK": "2"})
+    with pytest.raises(ConfigError, match="LOCAL_RANK='x'"):
+        decide(_world(gpu=True), {"LOCAL_RANK": "x"})
+    # an explicit index wins over LOCAL_RANK
+    assert decide(_world(gpu=True), {"LOCAL_RANK": "1", "HAL_DEVICE": "gpu:0"}).index == 0
+
+
+def test_priority_ties_are_broken_by_name_deterministically() -> None:
+    a = Fake("b_second", "meta", 100, True)
+    b = Fake("a_first", "meta", 100, True)
+    assert decide([a, b, CpuBackend()], {}).backend.name == "a_first"
+
+
+def test_a_probe_that_raises_or_lies_is_unavailable_not_fatal() -> None:
+    class Raises(Fake):
+        def probe(self) -> Probe:
+            raise OSError("driver exploded")
+
+    class Lies(Fake):
+        def probe(self) -> Probe:
+            return True  # type: ignore[return-value]
+
+    sel = decide([Raises("r", "meta", 100, True), Lies("l", "meta", 99, True), CpuBackend()], {})
+    assert sel.backend.name == "cpu"
+    reasons = {c.name: c.reason for c in sel.candidates}
+    assert reasons["r"] == "probe raised OSError: driver exploded"
+    assert reasons["l"] == "probe returned bool, expected hal.Probe"
+
+
+def test_parse_device_env_returns_requests_in_order() -> None:
+    reqs = parse_device_env("ascend,cuda:1,cpu")
+    assert [(r.name, r.index) for r in reqs] == [("ascend", None), ("cuda", 1), ("cpu", None)]
+
+
+class _Counting:
+    """A plugin whose backend counts probes and is slow to answer, to expose races."""
+
+    def __init__(self) -> None:
+        self.backend = Fake("slow", "meta", 60, True, 4)
+        orig = self.backend.probe
+
+        def slow_probe() -> Probe:
+            threading.Event().wait(0.05)
+            return orig()
+
+        self.backend.probe = slow_probe  # type: ignore[method-assign]
+
+    @hal.hookimpl
+    def hal_backends(self) -> Sequence[Backend]:
+        return [self.backend]
+
+
+def test_decided_once_for_32_threads_and_reset_forgets() -> None:
+    plugin = _Counting()
+    with plugins.registered(plugin, "slow"):
+        hal.reset()
+        barrier = threading.Barrier(32)
+        results: list[torch.device] = []
+
+        def worker() -> None:
+            barrier.wait()
+            results.append(hal.get_device())
+
+        threads = [threading.Thread(target=worker) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == [torch.device("meta:0")] * 32
+        assert plugin.backend.calls == 1
+        assert all(r is results[0] for r in results)  # the same cached object
+        hal.get_device()
+        assert plugin.backend.calls == 1
+        hal.reset()
+        hal.get_device()
+        assert plugin.backend.calls == 2
+
+
+def test_reset_rereads_hal_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOYACCEL_DEVICES", "2")
+    installed = {p["name"] for p in plugins.plugin_list()}
+    if "toyaccel" not in installed:
+        pytest.skip("hal-toyaccel test plugin is not installed (tox installs it)")
+    hal.reset()
+    assert hal.get_device() == torch.device("meta:0")
+    monkeypatch.setenv("HAL_DEVICE", "cpu")
+    assert hal.get_device() == torch.device("meta:0")  # cached until reset
+    hal.reset()
+    assert hal.get_device() == torch.device("cpu")
+    assert hal.backend().name == "cpu"
+
+
+def test_fallback_warns_once_per_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_DEVICE", "toyaccel")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if "toyaccel" not in {b.name for b in hal.list_backends()}:
+            pytest.skip("hal-toyaccel test plugin is not installed (tox installs it)")
+        for _ in range(5):
+            assert hal.get_device() == torch.device("cpu")
+    relevant = [w for w in caught if issubclass(w.category, HalFallbackWarning)]
+    assert len(relevant) == 1
+    assert "TOYACCEL_DEVICES is not set" in str(relevant[0].message)
+
+
+def test_select_as_dict_is_json_ready() -> None:
+    import json
+
+    data = json.loads(json.dumps(hal.select().as_dict()))
+    assert data["backend"] == "cpu" and data["device"] == "cpu"
+    assert any(c["name"] == "cpu" and c["available"] for c in data["candidates"])
+
+
+def test_hal_backend_is_callable_despite_the_submodule_of_that_name() -> None:
+    import hal.backend as module
+
+    assert callable(module)
+    assert hal.backend().name == "cpu"
+    assert module.Backend is hal.Backend
