@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from hal import __version__
 
 #: Command modules under hal.commands, in the order ``--help`` lists them.
-COMMANDS = ("devices", "plugins")
+COMMANDS = ("devices", "plugins", "doctor", "run")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     warnings.showwarning = _show_warning
+    # torch's CPU wheel warns at import when numpy is absent; it says nothing about hal's answer.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     try:
         result: int = args.run(args)
         return result
