@@ -1,0 +1,278 @@
+"""RocmBackend: AMD GPUs through torch.cuda on a HIP (ROCm) build, probed without HIP init."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from hal.backend import DeviceInfo, Finding, Hardware, Probe
+from hal.backends.cuda.common import TorchCudaFamily, quiet
+from hal.backends.cuda.visible import parse_visible, resolve
+from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, dev_nodes, pci_devices, read_text
+
+if TYPE_CHECKING:
+    import torch
+
+AMD_PCI_VENDOR = 0x1002
+ROCR_ENV = "ROCR_VISIBLE_DEVICES"
+HIP_ENV = "HIP_VISIBLE_DEVICES"
+CUDA_ENV = "CUDA_VISIBLE_DEVICES"
+DRIVER_VERSION_FILE = "/sys/module/amdgpu/version"
+KFD_NODES = "sys/class/kfd/kfd/topology/nodes"
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+#: The ROCm wheel variant named in fixes; check pytorch.org/get-started for your torch release.
+ROCM_WHEEL_TAG = "rocm6.4"
+HIP_OOM_MARKERS = ("HIP out of memory", "hipErrorOutOfMemory")
+
+#: Native compute dtypes by gfx architecture family, best first (AMD, "Data types and precision
+#: support", hardware table): MI300 (gfx942) has FNUZ fp8, MI350 (gfx950) and RDNA4 (gfx12) OCP
+#: fp8, MI100/MI200 and RDNA3 bf16 without fp8, gfx906 (MI50/60) no bf16.
+ARCH_DTYPES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("gfx950", ("bfloat16", "float16", "float8_e4m3fn", "float32")),
+    ("gfx942", ("bfloat16", "float16", "float8_e4m3fnuz", "float32")),
+    ("gfx941", ("bfloat16", "float16", "float8_e4m3fnuz", "float32")),
+    ("gfx940", ("bfloat16", "float16", "float8_e4m3fnuz", "float32")),
+    ("gfx90a", ("bfloat16", "float16", "float32")),
+    ("gfx908", ("bfloat16", "float16", "float32")),
+    ("gfx12", ("bfloat16", "float16", "float8_e4m3fn", "float32")),
+    ("gfx11", ("bfloat16", "float16", "float32")),
+    ("gfx906", ("float16", "float32")),
+)
+
+
+def native_dtype_names(arch: str) -> list[str]:
+    """Native dtypes of a gcnArchName such as ``gfx942:sramecc+:xnack-``; fp16+fp32 if unknown."""
+    base = arch.split(":")[0].strip().lower()
+    for prefix, names in ARCH_DTYPES:
+        if base.startswith(prefix):
+            return list(names)
+    return ["float16", "float32"]
+
+
+class RocmBackend(TorchCudaFamily):
+    """AMD GPUs via torch.cuda on a ROCm (HIP) build of torch."""
+
+    name = "rocm"
+    device_type = "cuda"
+    priority = 100
+    dist_backend = "nccl"  # RCCL, reached through torch's nccl backend name
+    visible_devices_env = (HIP_ENV, ROCR_ENV, CUDA_ENV)
+
+    def __init__(self, module: Any = None, version: Any = None, amdsmi: Any = None,
+                 root: str = "/", cudnn: Any = None) -> None:
+        super().__init__(module, version, root, cudnn)
+        self._amdsmi = amdsmi
+
+    @property
+    def amdsmi(self) -> Any:
+        """The amdsmi module when installed, else None."""
+        if self._amdsmi is None:
+            try:
+                import amdsmi
+
+                self._amdsmi = amdsmi
+            except Exception:
+                self._amdsmi = False
+        return self._amdsmi or None
+
+    def build_problem(self) -> str | None:
+        """Why this torch cannot drive AMD GPUs, or None for a ROCm build."""
+        if getattr(self.version, "hip", None):
+            return None
+        cuda = getattr(self.version, "cuda", None)
+        flavour = f"a CUDA {cuda} build" if cuda else "a CPU-only build"
+        return (f"torch {self.torch_version} is not a ROCm build ({flavour}; "
+                "torch.version.hip is None)")
+
+    def kfd_gpus(self) -> list[str]:
+        """GPU nodes of the KFD topology (simd_count > 0): what the ROCm runtime enumerates."""
+        nodes = []
+        for path in sorted(glob.glob(os.path.join(self.root, KFD_NODES, "*", "properties"))):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                props = dict(line.split(None, 1) for line in f if len(line.split(None, 1)) == 2)
+            if int(props.get("simd_count", "0").strip() or 0) > 0:
+                nodes.append(path)
+        return nodes
+
+    def physical_count(self) -> tuple[int | None, tuple[str, ...] | None, str]:
+        """(GPU count, serial UUIDs or None, source) without initialising HIP."""
+        smi = self.amdsmi
+        if smi is not None:
+            def ask() -> tuple[int, tuple[str, ...] | None]:
+                smi.amdsmi_init()
+                try:
+                    handles = smi.amdsmi_get_processor_handles()
+                    serials = tuple(str(smi.amdsmi_get_gpu_asic_info(h)["asic_serial"])[2:].lower()
+                                    for h in handles)
+                    return len(handles), serials
+                finally:
+                    quiet(smi.amdsmi_shut_down, None)
+
+            got = quiet(ask, None)
+            if got is not None:
+                return got[0], got[1], "amdsmi"
+        nodes = self.kfd_gpus()
+        if nodes or os.path.exists(os.path.join(self.root, "dev/kfd")):
+            return len(nodes), None, "KFD topology"
+        return None, None, ""
+
+    def visible_values(self) -> dict[str, str]:
+        """The three visible-devices variables that are set."""
+        return {k: os.environ[k] for k in (ROCR_ENV, HIP_ENV, CUDA_ENV) if k in os.environ}
+
+    def visible_count(self, physical: int, serials: tuple[str, ...] | None) -> int | None:
+        """Devices left after ROCR (runtime level) then HIP, or CUDA_VISIBLE_DEVICES as its alias."""
+        env = self.visible_values()
+        count: int | None = physical
+        if ROCR_ENV in env:
+            pos = resolve(parse_visible(env[ROCR_ENV]), physical, serials, strip_prefix=True)
+            count = len(pos) if pos is not None else len(env[ROCR_ENV].split(","))
+            serials = tuple(serials[i] for i in pos) if serials is not None and pos else None
+        hip_value = env.get(HIP_ENV, env.get(CUDA_ENV))
+        if hip_value is not None and count is not None:
+            pos = resolve(parse_visible(hip_value), count, serials, strip_prefix=True)
+            count = len(pos) if pos is not None else len(parse_visible(hip_value).ids)
+        return count
+
+    def probe(self) -> Probe:
+        problem = self.build_problem()
+        if problem:
+            return Probe(False, problem, 0)
+        cuda = self.cuda
+        if quiet(cuda.is_initialized, False):
+            n = int(quiet(cuda.device_count, 0))
+            return Probe(n > 0, f"{n} ROCm device(s) (torch.cuda already initialised)", n)
+        physical, serials, source = self.physical_count()
+        if physical is None:
+            n = int(quiet(cuda._device_count_amdsmi, -1))
+            if n >= 0:
+                return self._counted(n, None, "torch.cuda._device_count_amdsmi")
+            return Probe(False, "no amdgpu driver: /dev/kfd and the KFD topology are missing "
+                         "and amdsmi is not installed", 0)
+        if physical == 0:
+            return Probe(False, f"the amdgpu driver reports no GPU ({source})", 0)
+        visible = self.visible_count(physical, serials)
+        return self._counted(physical if visible is None else visible, physical, source)
+
+    def _counted(self, n: int, physical: int | None, source: str) -> Probe:
+        env = self.visible_values()
+        shown = ", ".join(f"{k}={v!r}" for k, v in env.items())
+        of = f" of {physical}" if physical is not None else ""
+        if n <= 0:
+            if env:
+                return Probe(False, f"{shown} hides every GPU{of} ({source})", 0)
+            return Probe(False, f"no AMD GPU found ({source})", 0)
+        extra = f", {shown}" if shown else ""
+        return Probe(True, f"{n} ROCm device(s) visible{of} ({source}{extra}); "
+                     f"HIP {self.version.hip}", n)
+
+    def devices(self) -> Sequence[DeviceInfo]:
+        out = []
+        for i in range(self.probe().device_count):
+            p = self.cuda.get_device_properties(i)
+            arch = str(getattr(p, "gcnArchName", "") or "")
+            bus = getattr(p, "pci_bus_id", None)
+            extras: dict[str, Any] = {
+                "compute_units": int(p.multi_processor_count),
+                "gfx": arch.split(":")[0],
+                "uuid": str(p.uuid) if getattr(p, "uuid", None) is not None else None,
+                "pci_bus_id": None if bus is None else
+                f"{int(getattr(p, 'pci_domain_id', 0) or 0):04x}:{int(bus):02x}:"
+                f"{int(getattr(p, 'pci_device_id', 0) or 0):02x}.0",
+                "vendor": "AMD",
+            }
+            out.append(DeviceInfo(i, str(p.name), int(p.total_memory), arch or None, extras))
+        return out
+
+    def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        import torch
+
+        arch = str(self.cuda.get_device_properties(index).gcnArchName)
+        return [getattr(torch, n) for n in native_dtype_names(arch) if hasattr(torch, n)]
+
+    def is_oom(self, exc: BaseException) -> bool:
+        text = str(exc)
+        if any(m in text for m in HIP_OOM_MARKERS):
+            return isinstance(exc, RuntimeError) or self._oom_class_match(exc)
+        return False
+
+    def versions(self) -> Mapping[str, str]:
+        out: dict[str, str] = {"torch": self.torch_version}
+        driver = read_text(self.root, DRIVER_VERSION_FILE)
+        if driver:
+            out["amdgpu_driver"] = driver
+        if getattr(self.version, "hip", None):
+            out["hip_runtime"] = str(self.version.hip)
+            miopen = self.cudnn_version()
+            if miopen:
+                out["miopen"] = str(miopen)
+            rccl = self.nccl_version()
+            if rccl:
+                out["rccl"] = rccl
+        return out
+
+    def hardware(self) -> Sequence[Hardware]:
+        found = [
+            Hardware("AMD", "pci", f"PCI device 0x{d.device_id:04x} (class 0x{d.class_id:06x}"
+                     f", driver {d.driver or 'none'}) at {d.address}",
+                     f"/sys/bus/pci/devices/{d.address}")
+            for d in pci_devices(self.root, AMD_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
+        ]
+        found += [Hardware("AMD", "dev", "ROCm compute node", p)
+                  for p in dev_nodes(self.root, "/dev/kfd")]
+        found += [Hardware("AMD", "dev", "DRM render node", p)
+                  for p in dev_nodes(self.root, "/dev/dri/renderD*")]
+        text = read_text(self.root, DRIVER_VERSION_FILE)
+        if text:
+            found.append(Hardware("AMD", "driver", f"amdgpu {text}", DRIVER_VERSION_FILE))
+        return found
+
+    def findings(self) -> Sequence[Finding]:
+        out: list[Finding] = []
+        gpus = pci_devices(self.root, AMD_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
+        has_gpu = bool(gpus) or bool(dev_nodes(self.root, "/dev/kfd"))
+        version = self.torch_version.split("+")[0]
+        if has_gpu and not getattr(self.version, "hip", None):
+            cuda = getattr(self.version, "cuda", None)
+            flavour = f"a CUDA {cuda} build" if cuda else "a CPU-only build"
+            out.append(Finding(
+                "rocm.non-rocm-torch-on-amd", "error",
+                f"{len(gpus) or 'an'} AMD GPU(s) present but torch {self.torch_version} is "
+                f"{flavour}, so torch.cuda.is_available() is False on this machine",
+                f'pip install --force-reinstall "torch=={version}" '
+                f"--index-url {PYTORCH_INDEX}/{ROCM_WHEEL_TAG}"))
+        env = self.visible_values()
+        rocr, hip, cuda_env = env.get(ROCR_ENV), env.get(HIP_ENV), env.get(CUDA_ENV)
+        if hip is not None and cuda_env is not None and hip != cuda_env:
+            out.append(Finding(
+                "rocm.visible-devices-conflict", "warn",
+                f"{HIP_ENV}={hip!r} and {CUDA_ENV}={cuda_env!r} disagree; on ROCm "
+                f"{CUDA_ENV} is an alias of {HIP_ENV} and {HIP_ENV} wins",
+                f"set only one of them: unset {CUDA_ENV}"))
+        if rocr is not None and hip is not None and len(hip.split(",")) > len(rocr.split(",")):
+            out.append(Finding(
+                "rocm.visible-devices-conflict", "error",
+                f"{HIP_ENV}={hip!r} lists more devices than {ROCR_ENV}={rocr!r}; {HIP_ENV} "
+                f"indexes the devices {ROCR_ENV} left, and torch raises RuntimeError here",
+                f"index into the {len(rocr.split(','))} device(s) {ROCR_ENV} exposes "
+                f"(0..{len(rocr.split(',')) - 1}), or unset {HIP_ENV}"))
+        elif rocr is not None and cuda_env is not None and hip is None:
+            out.append(Finding(
+                "rocm.visible-devices-conflict", "warn",
+                f"{ROCR_ENV}={rocr!r} and {CUDA_ENV}={cuda_env!r} are both set: the HIP runtime "
+                f"applies {CUDA_ENV} to the devices {ROCR_ENV} left, but torch's device count "
+                f"ignores {CUDA_ENV} when {ROCR_ENV} is set",
+                f"use {ROCR_ENV} alone (or {HIP_ENV} instead of {CUDA_ENV})"))
+        if env and has_gpu:
+            physical, serials, _ = self.physical_count()
+            if physical is None:
+                physical = len(gpus)
+            if physical > 0 and self.visible_count(physical, serials) == 0:
+                shown = ", ".join(f"{k}={v!r}" for k, v in env.items())
+                out.append(Finding(
+                    "rocm.visible-devices-hide-all", "error",
+                    f"{shown} hides every AMD GPU (this machine has {physical})",
+                    f"unset them, or list existing indices, e.g. export {ROCR_ENV}=0"))
+        return out
