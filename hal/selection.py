@@ -71,7 +71,7 @@ class Selection:
 
     @property
     def device_string(self) -> str:
-        """The torch device string, e.g. ``cpu`` or ``cuda:1``."""
+        """The torch device string, e.g. ``cpu`` or ``meta:1``."""
         t = self.backend.device_type
         return t if self.index is None else f"{t}:{self.index}"
 
