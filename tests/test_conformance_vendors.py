@@ -57,23 +57,11 @@ CASES: dict[str, Callable[[], tuple[Any, BaseException, str]]] = {
     "xpu-Max1550": xpu,
 }
 #: Known gaps against hal's corpus of real OOM messages (the backend's owner fixes them).
-CORPUS_GAPS = {"rocm-MI300X": "RocmBackend.is_oom misses 'HIP error: out of memory' "
-                              "(hip-runtime-out-of-memory in hal.testing.oom_corpus)"}
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_vendor_backend_conforms_on_its_fake(case: str) -> None:
     backend, oom, vendor = CASES[case]()
     assert backend.probe().available, backend.probe().reason
-    corpus = None if case in CORPUS_GAPS else vendor
-    assert conformance.run_checks(backend, oom_error=oom, corpus_vendor=corpus) == []
-
-
-@pytest.mark.parametrize("case", sorted(CORPUS_GAPS))
-@pytest.mark.xfail(strict=True, reason="known corpus gap; remove from CORPUS_GAPS once fixed")
-def test_known_corpus_gap(case: str) -> None:
-    backend, oom, vendor = CASES[case]()
-    conformance.check_is_oom(backend, oom, vendor)
+    assert conformance.run_checks(backend, oom_error=oom, corpus_vendor=vendor) == []
 
 
 @pytest.mark.parametrize("spec", ["ASCEND_910B", "ASCEND_310P3"])

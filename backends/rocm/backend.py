@@ -24,7 +24,8 @@ KFD_NODES = "sys/class/kfd/kfd/topology/nodes"
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 #: The ROCm wheel variant named in fixes; check pytorch.org/get-started for your torch release.
 ROCM_WHEEL_TAG = "rocm6.4"
-HIP_OOM_MARKERS = ("HIP out of memory", "hipErrorOutOfMemory")
+HIP_OOM_MARKERS = ("HIP out of memory", "HIP error: out of memory", "hipErrorOutOfMemory",
+                   "HIPBLAS_STATUS_ALLOC_FAILED")
 
 #: Native compute dtypes by gfx architecture family, best first (AMD, "Data types and precision
 #: support", hardware table): MI300 (gfx942) has FNUZ fp8, MI350 (gfx950) and RDNA4 (gfx12) OCP
