@@ -1,0 +1,137 @@
+"""The accelerator catalogue: cards a user could buy, from hal/data/accelerators.json and plugins.
+
+Each entry carries the source of its figures.  Plugins add entries through the
+``hal_accelerators`` hook; an entry with a bad field is skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from hal.errors import ConfigError
+
+REQUIRED = ("id", "name", "memory_bytes", "backend", "source")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One catalogue entry: memory in bytes, bandwidth in bytes/s, dense peak TFLOPS by dtype."""
+
+    id: str
+    name: str
+    backend: str
+    memory_bytes: int
+    source: str
+    memory_bandwidth: int | None = None
+    tflops: Mapping[str, float] = field(default_factory=dict)
+    board_power_w: float | None = None
+    native_dtypes: tuple[str, ...] = ()
+    shared_memory: bool = False
+    memory_type: str = ""
+    match: tuple[str, ...] = ()
+    notes: str = ""
+    provider: str = "hal"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, the same fields as the data file."""
+        return {
+            "id": self.id, "name": self.name, "backend": self.backend,
+            "memory_bytes": self.memory_bytes, "memory_type": self.memory_type,
+            "memory_bandwidth": self.memory_bandwidth, "tflops": dict(self.tflops),
+            "board_power_w": self.board_power_w, "native_dtypes": list(self.native_dtypes),
+            "shared_memory": self.shared_memory, "match": list(self.match),
+            "source": self.source, "notes": self.notes, "provider": self.provider,
+        }
+
+
+def from_mapping(entry: Mapping[str, Any], provider: str = "hal") -> Accelerator:
+    """Validate one entry; a ConfigError names the field and what it should be."""
+    missing = [k for k in REQUIRED if k not in entry]
+    ident = entry.get("id", "?")
+    if missing:
+        raise ConfigError(f"accelerator {ident!r} lacks {', '.join(missing)}")
+    for key in ("id", "name", "backend", "source"):
+        if not isinstance(entry[key], str) or not entry[key]:
+            raise ConfigError(f"accelerator {ident!r}: {key} must be a non-empty string")
+    memory = entry["memory_bytes"]
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0:
+        raise ConfigError(f"accelerator {ident!r}: memory_bytes {memory!r} must be a positive int")
+    bandwidth = entry.get("memory_bandwidth")
+    if bandwidth is not None and (not isinstance(bandwidth, (int, float)) or bandwidth <= 0):
+        raise ConfigError(f"accelerator {ident!r}: memory_bandwidth {bandwidth!r} must be "
+                          "positive bytes/s or null")
+    tflops = entry.get("tflops") or {}
+    if not isinstance(tflops, Mapping) or not all(
+        isinstance(v, (int, float)) and v > 0 for v in tflops.values()
+    ):
+        raise ConfigError(f"accelerator {ident!r}: tflops must map dtype names to positive numbers")
+    return Accelerator(
+        id=entry["id"], name=entry["name"], backend=entry["backend"], memory_bytes=memory,
+        source=entry["source"], memory_bandwidth=None if bandwidth is None else int(bandwidth),
+        tflops={str(k): float(v) for k, v in tflops.items()},
+        board_power_w=entry.get("board_power_w"),
+        native_dtypes=tuple(entry.get("native_dtypes") or ()),
+        shared_memory=bool(entry.get("shared_memory", False)),
+        memory_type=str(entry.get("memory_type", "")),
+        match=tuple(entry.get("match") or ()), notes=str(entry.get("notes", "")),
+        provider=provider,
+    )
+
+
+def builtin() -> list[Accelerator]:
+    """The entries shipped in hal/data/accelerators.json."""
+    text = resources.files("hal").joinpath("data/accelerators.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    return [from_mapping(e) for e in data["accelerators"]]
+
+
+def catalogue(plugins: bool = True) -> list[Accelerator]:
+    """Built-in entries plus those plugins add (``plugins=False`` skips loading plugins).
+
+    A plugin entry that reuses a built-in id replaces it; an invalid one is recorded on the
+    plugin host as that plugin's failure and skipped.
+    """
+    entries = {a.id: a for a in builtin()}
+    if plugins:
+        from hal.plugins import load_plugins
+
+        host = load_plugins()
+        for plugin_name, entry in host.accelerators():
+            try:
+                acc = from_mapping(entry, provider=plugin_name)
+            except ConfigError as exc:
+                host._fail(plugin_name, f"hal_accelerators entry skipped: {exc}")
+                continue
+            entries[acc.id] = acc
+    return list(entries.values())
+
+
+def find(name: str, entries: Sequence[Accelerator] | None = None) -> Accelerator:
+    """An entry by id (exact) or by a case-insensitive substring of its name."""
+    entries = catalogue(plugins=False) if entries is None else entries
+    key = name.strip().lower()
+    for acc in entries:
+        if acc.id == key:
+            return acc
+    hits = [a for a in entries if key in a.name.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    raise ConfigError(f"unknown accelerator {name!r}; expected one of: "
+                      f"{', '.join(a.id for a in entries)}")
+
+
+def match_device(device_name: str, total_memory: int,
+                 entries: Sequence[Accelerator]) -> Accelerator | None:
+    """The catalogue entry a local device is, by the name substrings in ``match``.
+
+    Several matches (one name, two memory sizes) are settled by the closest memory size.
+    """
+    name = device_name.lower()
+    hits = [a for a in entries if any(m.lower() in name for m in a.match)]
+    if not hits:
+        return None
+    return min(hits, key=lambda a: abs(a.memory_bytes - total_memory))

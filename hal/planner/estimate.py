@@ -1,0 +1,263 @@
+"""The memory estimate: weights, KV cache, activations and runtime overhead, with formulas.
+
+All sizes are bytes.  Each term's formula is written into the breakdown's ``notes`` so the
+CLI and docs/planner.md show how a figure was reached.  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from hal.errors import ConfigError
+from hal.planner.models import ModelSpec, resolve
+
+Mode = Literal["inference", "train"]
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """A weight storage format: bits a weight, plus one scale of ``scale_bits`` per group."""
+
+    name: str
+    bits: int
+    group_size: int = 0  # weights sharing one scale; 0: no scales
+    scale_bits: int = 0
+    quantized: bool = False  # embeddings and lm_head stay in 16-bit
+
+    @property
+    def scale_bits_per_weight(self) -> float:
+        """Scale overhead in bits a weight (int4 with fp16 per 128: 0.125)."""
+        return self.scale_bits / self.group_size if self.group_size else 0.0
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits a weight including scales (int4 with fp16 per 128: 4.125)."""
+        return self.bits + self.scale_bits_per_weight
+
+
+#: Weight formats.  Scales: int4 and int8 one fp16 per 128 weights (GPTQ/AWQ group size);
+#: fp8 one fp32 per 128x128 block (the DeepSeek-V3 checkpoint layout).
+WEIGHT_FORMATS: dict[str, WeightFormat] = {
+    "fp32": WeightFormat("fp32", 32),
+    "fp16": WeightFormat("fp16", 16),
+    "bf16": WeightFormat("bf16", 16),
+    "fp8": WeightFormat("fp8", 8, 128 * 128, 32, quantized=True),
+    "int8": WeightFormat("int8", 8, 128, 16, quantized=True),
+    "int4": WeightFormat("int4", 4, 128, 16, quantized=True),
+}
+#: KV-cache element sizes in bytes.
+KV_BYTES: dict[str, float] = {
+    "fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "int4": 0.5,
+}
+_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16",
+            "bfloat16": "bf16", "float8": "fp8", "float8_e4m3fn": "fp8", "e4m3": "fp8",
+            "4bit": "int4", "q4": "int4", "8bit": "int8", "q8": "int8"}
+#: Runtime context (driver context, kernels, library workspaces) on an accelerator.
+DEFAULT_RUNTIME_BYTES = 512 * 2**20
+#: Allocator fragmentation and caching slack, as a fraction of KV cache plus activations.
+FRAGMENTATION = 0.10
+#: Tokens a prefill pass processes at once (serving engines chunk long prompts).
+PREFILL_CHUNK = 2048
+#: Bytes of Adam state a parameter: fp32 master copy (mixed precision), m and v.
+ADAM_MASTER, ADAM_MOMENTS = 4, 8
+
+
+def dtype_name(value: str, *, kv: bool = False) -> str:
+    """Normalise a dtype name (``bfloat16`` -> ``bf16``); a ConfigError names the accepted."""
+    key = str(value).strip().lower().removeprefix("torch.")
+    key = _ALIASES.get(key, key)
+    accepted = KV_BYTES if kv else WEIGHT_FORMATS
+    if key not in accepted:
+        what = "KV-cache dtype" if kv else "dtype"
+        raise ConfigError(f"unknown {what} {value!r}; expected one of: {', '.join(accepted)}")
+    return key
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """A memory budget in bytes, per device; ``notes`` hold the formula of every term."""
+
+    model: str
+    mode: str
+    dtype: str
+    kv_dtype: str
+    batch: int
+    context: int
+    tensor_parallel: int
+    params_total: int
+    params_active: int
+    weights: int
+    weight_scales: int
+    gradients: int
+    optimizer: int
+    kv_cache: int
+    activations: int
+    overhead: int
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total(self) -> int:
+        """Everything summed: the bytes one device must hold."""
+        return (self.weights + self.weight_scales + self.gradients + self.optimizer
+                + self.kv_cache + self.activations + self.overhead)
+
+    @property
+    def terms(self) -> dict[str, int]:
+        """The non-total terms by name, in display order."""
+        return {"weights": self.weights, "weight_scales": self.weight_scales,
+                "gradients": self.gradients, "optimizer": self.optimizer,
+                "kv_cache": self.kv_cache, "activations": self.activations,
+                "overhead": self.overhead}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (``hal plan --json``)."""
+        out = asdict(self)
+        out["notes"] = list(self.notes)
+        out["total"] = self.total
+        return out
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} {value!r} is invalid; expected an integer >= {minimum}")
+    return value
+
+
+def kv_cache_bytes(spec: ModelSpec, batch: int, context: int, kv_dtype: str = "fp16") -> int:
+    """KV cache of ``batch`` sequences of ``context`` tokens: elements x element size."""
+    return int(batch * spec.kv_elements_per_token(context) * KV_BYTES[dtype_name(kv_dtype, kv=True)])
+
+
+def estimate(
+    model: str | int | ModelSpec | Mapping[str, Any],
+    dtype: str = "fp16",
+    kv_dtype: str | None = None,
+    batch: int = 1,
+    context: int = 4096,
+    mode: Mode = "inference",
+    *,
+    checkpointing: bool = False,
+    tensor_parallel: int = 1,
+    runtime_bytes: int = DEFAULT_RUNTIME_BYTES,
+    fragmentation: float = FRAGMENTATION,
+    prefill_chunk: int = PREFILL_CHUNK,
+) -> Breakdown:
+    """Estimate the memory one device needs to run (or train) ``model``.
+
+    :param model: a parameter count (``"13B"``), a config.json path, a preset name, a config
+        mapping or a :class:`ModelSpec`.
+    :param dtype: weight format: fp32, fp16, bf16, fp8, int8, int4.
+    :param kv_dtype: KV-cache dtype; default the weight dtype for fp32/fp16/bf16, else fp16.
+    :param mode: ``"inference"`` or ``"train"`` (weights, gradients, Adam states, activations).
+    :param tensor_parallel: the degree N; figures are per device.
+    :param runtime_bytes: fixed runtime context; 0 on a CPU, where there is none to pay.
+    """
+    spec = resolve(model)
+    fmt = WEIGHT_FORMATS[dtype_name(dtype)]
+    _positive("batch", batch)
+    _positive("context", context)
+    tp = _positive("tensor_parallel", tensor_parallel)
+    if mode not in ("inference", "train"):
+        raise ConfigError(f"mode {mode!r} is invalid; expected 'inference' or 'train'")
+    if runtime_bytes < 0 or not 0 <= fragmentation < 1:
+        raise ConfigError("runtime_bytes must be >= 0 and fragmentation in [0, 1)")
+    compute = fmt.name if not fmt.quantized else "fp16"
+    kv_name = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else compute
+    act_bytes = WEIGHT_FORMATS[compute].bits // 8
+    notes: list[str] = list(spec.notes)
+    mib = 2**20
+
+    # -- weights
+    kept = spec.embedding_params + spec.lm_head_params
+    if fmt.quantized:
+        quantized = spec.quantizable_params
+        weights = quantized * fmt.bits / 8 + kept * 2
+        scales = quantized * fmt.scale_bits_per_weight / 8
+        notes.append(
+            f"weights = {quantized:,} quantized params x {fmt.bits} bits / 8"
+            + (f" + {kept:,} embedding/lm_head params x 2 bytes (left in 16-bit)" if kept else "")
+        )
+        notes.append(f"weight_scales = {quantized:,} x {fmt.scale_bits} bits / {fmt.group_size} "
+                     f"= {fmt.scale_bits_per_weight:g} bits a weight "
+                     f"({fmt.bits_per_weight:g} bits a weight with scales)")
+    else:
+        weights = spec.params_total * fmt.bits / 8
+        scales = 0
+        notes.append(f"weights = {spec.params_total:,} params x {fmt.bits // 8} bytes ({fmt.name})")
+
+    # -- training states
+    gradients = optimizer = 0
+    if mode == "train":
+        if fmt.quantized:
+            raise ConfigError(f"dtype {fmt.name!r} cannot be trained; expected fp32, fp16 or bf16")
+        gradients = spec.params_total * fmt.bits // 8
+        master = ADAM_MASTER if fmt.bits < 32 else 0
+        optimizer = spec.params_total * (master + ADAM_MOMENTS)
+        notes.append(f"gradients = params x {fmt.bits // 8} bytes; optimizer = params x "
+                     f"{master + ADAM_MOMENTS} bytes (Adam m, v in fp32"
+                     + (", fp32 master weights" if master else "") + "): "
+                     f"{fmt.bits // 8 * 2 + master + ADAM_MOMENTS} bytes a parameter in all")
+
+    # -- KV cache (inference only: training does not keep one)
+    kv = 0
+    if mode == "inference":
+        kv = kv_cache_bytes(spec, batch, context, kv_name)
+        notes.append(f"kv_cache = batch {batch} x {spec.kv_elements_per_token(context):,} cached "
+                     f"elements for {context} tokens x {KV_BYTES[kv_name]:g} bytes ({kv_name})")
+
+    # -- activations
+    h, inter = spec.hidden_size, spec.intermediate_size
+    qkv = spec.num_heads * spec.head_dim + 2 * spec.num_kv_heads * spec.head_dim
+    if mode == "inference":
+        tokens = batch * min(context, prefill_chunk)
+        per_token = max(2 * h + 4 * inter, 3 * h + qkv + spec.num_heads * spec.head_dim)
+        layer_peak = tokens * per_token * act_bytes
+        logits = batch * spec.vocab_size * 4 * 2
+        activations = layer_peak + logits
+        notes.append(
+            f"activations = batch x min(context, {prefill_chunk}) tokens x max(2h + 4 x "
+            f"intermediate, 3h + qkv + attn_out) x {act_bytes} bytes (one layer's transients "
+            f"in a prefill chunk) + batch x vocab x 4 bytes x 2 (last-token fp32 logits)"
+        )
+    else:
+        tokens = batch * context
+        stored = 6 * h + qkv + spec.num_heads * spec.head_dim + 4 * inter
+        if checkpointing:
+            per_layer_all = tokens * h * act_bytes * spec.num_layers
+            recompute = tokens * stored * act_bytes
+            activations = per_layer_all + recompute
+            notes.append(f"activations (checkpointed) = tokens x h x {act_bytes} bytes x layers "
+                         f"+ one layer recomputed: tokens x (6h + qkv + attn_out + 4 x "
+                         f"intermediate) x {act_bytes} bytes")
+        else:
+            activations = tokens * stored * act_bytes * spec.num_layers
+            notes.append(f"activations = tokens {tokens} x (6h + qkv + attn_out + 4 x "
+                         f"intermediate) x {act_bytes} bytes x {spec.num_layers} layers")
+        logits = tokens * spec.vocab_size * 4 * 2
+        activations += logits
+        notes.append("+ tokens x vocab x 4 bytes x 2 (fp32 logits and their gradient)")
+
+    # -- tensor parallelism: shard weights, states, KV heads and activations
+    if tp > 1:
+        weights, scales = weights / tp, scales / tp
+        gradients, optimizer = gradients // tp, optimizer // tp
+        kv_shardable = spec.attention != "mla" and spec.num_kv_heads >= tp
+        kv = kv // tp if kv_shardable else kv
+        activations = activations // tp
+        notes.append(f"tensor parallel {tp}: weights, states and activations / {tp}; "
+                     + ("KV cache / " + str(tp) if kv_shardable else
+                        "KV cache replicated (MLA latent, or fewer KV heads than devices)"))
+
+    dynamic = kv + activations
+    overhead = int(runtime_bytes + fragmentation * dynamic)
+    notes.append(f"overhead = runtime context {runtime_bytes // mib} MiB + "
+                 f"{fragmentation:.0%} of (kv_cache + activations) for allocator fragmentation")
+    return Breakdown(
+        model=spec.name, mode=mode, dtype=fmt.name, kv_dtype=kv_name, batch=batch,
+        context=context, tensor_parallel=tp, params_total=spec.params_total,
+        params_active=spec.params_active, weights=int(weights), weight_scales=int(scales),
+        gradients=int(gradients), optimizer=int(optimizer), kv_cache=int(kv),
+        activations=int(activations), overhead=overhead, notes=tuple(notes),
+    )
