@@ -1,0 +1,173 @@
+"""Isolation for probes that may hang or crash: one child process watched with a step timeout,
+and daemon threads with a deadline for the torch-free calls made in the doctor's own process.
+
+A child step that makes no progress for ``timeout`` seconds is declared hung and the child is
+killed; a child that dies mid-step is declared crashed.  Either way the records written before
+are kept and the step that misbehaved is named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """What the child process left behind: its records, and how it ended."""
+
+    records: tuple[Mapping[str, Any], ...]
+    outcome: str  # "done", "hung", "crashed"
+    step: Mapping[str, Any] | None = None  # the step that hung or crashed
+    returncode: int | None = None
+    stderr_tail: str = ""
+    seconds: float = 0.0
+    detail: str = ""
+
+    def of_type(self, kind: str) -> list[Mapping[str, Any]]:
+        """Records of one type, in order."""
+        return [r for r in self.records if r.get("type") == kind]
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exit code 3`` or ``killed by SIGSEGV`` for a child's return code."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def run_child(argv: Sequence[str], *, timeout: float, stdin_text: Callable[[], str] | None = None,
+              env: Mapping[str, str] | None = None) -> ChildResult:
+    """Run ``python -m hal.doctor.child ARGV``, reading records until done, a hang or a crash.
+
+    ``stdin_text`` is called in a thread (it may wait for the parent's own work) and its result
+    fed to the child's stdin.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hal.doctor.child", *argv],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, encoding="utf-8", errors="replace",
+        env=None if env is None else dict(env),
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    stderr: list[str] = []
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stderr.append(line)
+            if len(stderr) > 400:
+                del stderr[:200]
+
+    def feed_stdin() -> None:
+        assert proc.stdin is not None
+        try:
+            if stdin_text is not None:
+                proc.stdin.write(stdin_text())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    for target in (read_stdout, read_stderr, feed_stdin):
+        threading.Thread(target=target, daemon=True).start()
+
+    records: list[Mapping[str, Any]] = []
+    step: Mapping[str, Any] | None = None
+    outcome = "crashed"
+    detail = ""
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            outcome = "hung"
+            detail = f"no progress for {timeout:g} s"
+            proc.kill()
+            break
+        if line is None:
+            break
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        records.append(record)
+        if record.get("type") == "step":
+            step = record
+        elif record.get("type") == "done":
+            outcome = "done"
+            step = None
+    try:
+        returncode = proc.wait(timeout=max(timeout, 5.0))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        returncode = proc.wait()
+    if outcome == "crashed":
+        detail = describe_exit(returncode)
+    return ChildResult(tuple(records), outcome, step, returncode,
+                       "".join(stderr)[-4000:], time.perf_counter() - start, detail)
+
+
+@dataclass
+class Deadline(Generic[T]):
+    """The result of a call made in a daemon thread: its value, its error, or a timeout."""
+
+    value: T | None = None
+    error: BaseException | None = None
+    timed_out: bool = False
+    _done: threading.Event = field(default_factory=threading.Event)
+
+
+def call_in_thread(fn: Callable[[], T]) -> Deadline[T]:
+    """Start ``fn`` in a daemon thread now; ``wait()`` on the returned handle later."""
+    handle: Deadline[T] = Deadline()
+
+    def target() -> None:
+        try:
+            handle.value = fn()
+        except BaseException as exc:  # recorded, never raised in a worker
+            handle.error = exc
+        finally:
+            handle._done.set()
+
+    threading.Thread(target=target, daemon=True).start()
+    return handle
+
+
+def wait(handle: Deadline[T], until: float | None = None) -> Deadline[T]:
+    """Wait for a thread call until the monotonic time ``until`` (None: for as long as it takes);
+    mark it timed out if late."""
+    left = None if until is None else max(0.0, until - time.monotonic())
+    if not handle._done.wait(left):
+        handle.timed_out = True
+    return handle
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for the child: ours, plus ``extra``."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    return env
