@@ -1,0 +1,250 @@
+"""hal.batching: find_batch_size and AdaptiveBatcher, with property tests over OOM patterns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hal import batching
+from hal.batching import AdaptiveBatcher, BatchSizeError, find_batch_size
+from hal.errors import ConfigError, HalError
+
+# Each OOM costs a full gc.collect() (tens of ms with torch loaded): keep examples few.
+PROPERTY = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def oom() -> torch.OutOfMemoryError:
+    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.fixture(autouse=True)
+def _no_cache() -> None:
+    batching.clear_cache()
+
+
+def capacity_fn(capacity: int, calls: list[int]) -> Callable[[int], int]:
+    def fn(batch_size: int) -> int:
+        calls.append(batch_size)
+        if batch_size > capacity:
+            raise oom()
+        return batch_size
+    return fn
+
+
+def test_start_that_fits_is_returned_after_one_call() -> None:
+    calls: list[int] = []
+    assert find_batch_size(capacity_fn(100, calls), start=64) == 64
+    assert calls == [64]
+
+
+def test_backs_off_then_binary_searches_within_the_margin() -> None:
+    calls: list[int] = []
+    size = find_batch_size(capacity_fn(300, calls), start=1024, margin=0.01)
+    assert 296 <= size <= 300
+    assert calls[:3] == [1024, 512, 256]
+    assert len(calls) <= 12
+
+
+def test_result_is_cached_per_function_and_device() -> None:
+    calls: list[int] = []
+    fn = capacity_fn(50, calls)
+    first = find_batch_size(fn, start=64)
+    n = len(calls)
+    assert find_batch_size(fn, start=64) == first and len(calls) == n
+    other: list[int] = []
+    assert find_batch_size(capacity_fn(10, other), start=64) <= 10 and other
+    assert find_batch_size(fn, start=64, cache=False) == first and len(calls) > n
+
+
+def test_a_real_cpu_allocator_failure_is_survived() -> None:
+    def fn(batch_size: int) -> None:
+        # beyond 2**20 rows the allocation asks for petabytes and the allocator refuses
+        torch.empty(batch_size, 1 << 32 if batch_size > (1 << 20) else 1, dtype=torch.uint8)
+
+    assert find_batch_size(fn, start=1 << 22, margin=0.5) <= 1 << 20
+
+
+@pytest.mark.parametrize("kwargs", [{"start": 0}, {"start": -4}, {"start": True},
+                                    {"start": 2.5}, {"min": 0}, {"min": -1},
+                                    {"start": 4, "min": 8}, {"margin": 0.9}, {"margin": -0.1}])
+def test_bad_arguments_are_config_errors(kwargs: dict[str, object]) -> None:
+    calls: list[int] = []
+    with pytest.raises(ConfigError) as info:
+        find_batch_size(capacity_fn(10, calls), **kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+    assert calls == []
+
+
+def test_a_non_oom_error_propagates_at_once_unchanged() -> None:
+    calls: list[int] = []
+    error = ValueError("CUDA out of memory, says user code")
+
+    def fn(batch_size: int) -> None:
+        calls.append(batch_size)
+        raise error
+
+    with pytest.raises(ValueError) as info:
+        find_batch_size(fn, start=64)
+    assert info.value is error and calls == [64]
+
+
+def test_even_min_running_out_is_a_batch_size_error() -> None:
+    calls: list[int] = []
+    with pytest.raises(BatchSizeError, match="min=4"):
+        find_batch_size(capacity_fn(2, calls), start=16, min=4)
+    assert calls == [16, 8, 4]
+
+
+@PROPERTY
+@given(capacity=st.integers(0, 600), start=st.integers(1, 1000),
+       margin=st.sampled_from([0.0, 0.05, 0.2]))
+def test_find_batch_size_property(capacity: int, start: int, margin: float) -> None:
+    batching.clear_cache()
+    calls: list[int] = []
+    fn = capacity_fn(capacity, calls)
+    if capacity == 0:
+        with pytest.raises(BatchSizeError):
+            find_batch_size(fn, start=start, margin=margin)
+        return
+    size = find_batch_size(fn, start=start, margin=margin)
+    assert 1 <= size <= min(capacity, start)
+    if start <= capacity:
+        assert size == start
+    else:
+        assert capacity - size <= max(1, int((2 * capacity + 2) * margin))
+    assert len(calls) <= 2 * start.bit_length() + 2
+
+
+# ---- AdaptiveBatcher --------------------------------------------------------------------
+
+def square_batches(fails: Callable[[Sequence[int]], bool], log: list[int] | None = None
+                   ) -> Callable[[list[int]], list[int]]:
+    def fn(batch: list[int]) -> list[int]:
+        if log is not None:
+            log.append(len(batch))
+        if fails(batch):
+            raise oom()
+        return [x * x for x in batch]
+    return fn
+
+
+def test_outputs_in_order_and_growth_when_memory_is_low() -> None:
+    log: list[int] = []
+    b = AdaptiveBatcher(square_batches(lambda _: False, log), start=2, max=16,
+                        memory_fraction=lambda: 0.1)
+    assert list(b(range(100))) == [x * x for x in range(100)]
+    assert log[:4] == [2, 4, 8, 16] and max(log) == 16
+
+
+def test_halves_when_memory_is_high_and_holds_in_between() -> None:
+    log: list[int] = []
+    b = AdaptiveBatcher(square_batches(lambda _: False, log), start=16,
+                        memory_fraction=lambda: 0.95)
+    list(b(range(40)))
+    assert log[:4] == [16, 8, 4, 2]
+    log.clear()
+    b = AdaptiveBatcher(square_batches(lambda _: False, log), start=8,
+                        memory_fraction=lambda: 0.5)
+    list(b(range(40)))
+    assert set(log) == {8}
+
+
+def test_an_oom_batch_is_split_and_the_size_settles_below_the_ceiling() -> None:
+    log: list[int] = []
+    b = AdaptiveBatcher(square_batches(lambda batch: len(batch) > 20, log), start=64,
+                        memory_fraction=lambda: 0.0)
+    assert list(b(range(500))) == [x * x for x in range(500)]
+    assert b.ceiling is not None and b.ceiling > 20
+    assert 16 <= b.size <= 20
+    assert b.ooms <= 6
+
+
+def test_a_single_item_that_runs_out_is_a_batch_size_error() -> None:
+    b = AdaptiveBatcher(square_batches(lambda batch: 7 in batch), start=4,
+                        memory_fraction=lambda: 0.0)
+    out = []
+    with pytest.raises(BatchSizeError, match="1 item"):
+        for y in b(range(10)):
+            out.append(y)
+    assert out == [x * x for x in range(7)]
+
+
+def test_a_non_oom_error_in_a_batch_propagates_at_once() -> None:
+    log: list[int] = []
+    error = KeyError("boom")
+
+    def fn(batch: list[int]) -> list[int]:
+        log.append(len(batch))
+        raise error
+
+    with pytest.raises(KeyError) as info:
+        list(AdaptiveBatcher(fn, start=8, memory_fraction=lambda: 0.0)(range(20)))
+    assert info.value is error and log == [8]
+
+
+def test_wrong_output_count_is_an_error() -> None:
+    with pytest.raises(HalError, match="one output per input"):
+        list(AdaptiveBatcher(lambda batch: batch[:1], start=4,
+                             memory_fraction=lambda: 0.5)(range(8)))
+
+
+@pytest.mark.parametrize("kwargs", [{"min": 0}, {"max": -1}, {"start": 0},
+                                    {"start": 10, "max": 8}, {"start": 2, "min": 4},
+                                    {"high": 1.5}, {"low": -0.1}, {"low": 0.9, "high": 0.5},
+                                    {"min": True}])
+def test_bad_bounds_are_config_errors(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        AdaptiveBatcher(lambda batch: batch, **kwargs)  # type: ignore[arg-type]
+
+
+def test_default_memory_probe_reads_the_selected_backend() -> None:
+    b = AdaptiveBatcher(lambda batch: [x + 1 for x in batch], start=4)
+    assert list(b(range(10))) == list(range(1, 11))
+    assert 1 <= b.size <= 4096
+
+
+@PROPERTY
+@given(
+    items=st.lists(st.integers(-1000, 1000), max_size=120),
+    pattern=st.lists(st.booleans(), min_size=1, max_size=50),
+    fractions=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=20),
+    start=st.integers(1, 64),
+    bounds=st.tuples(st.integers(1, 4), st.integers(64, 256)),
+    single_ok=st.booleans(),
+)
+def test_nothing_lost_nothing_duplicated_order_kept(
+        items: list[int], pattern: list[bool], fractions: list[float], start: int,
+        bounds: tuple[int, int], single_ok: bool) -> None:
+    """Arbitrary OOMs on arbitrary calls: every output once, in order, or a clean error."""
+    calls = [0]
+    low, high = bounds
+
+    def fails(batch: Sequence[int]) -> bool:
+        calls[0] += 1
+        if single_ok and len(batch) <= low:
+            return False
+        return pattern[calls[0] % len(pattern)]
+
+    step = [0]
+
+    def fraction() -> float:
+        step[0] += 1
+        return fractions[step[0] % len(fractions)]
+
+    b = AdaptiveBatcher(square_batches(fails), start=max(low, start), min=low, max=high,
+                        memory_fraction=fraction)
+    out: list[int] = []
+    try:
+        for y in b(items):
+            out.append(y)
+    except BatchSizeError:
+        assert not single_ok
+        assert out == [x * x for x in items[:len(out)]] and len(out) < len(items)
+        return
+    assert out == [x * x for x in items]
+    assert low <= b.size <= high

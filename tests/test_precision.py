@@ -1,0 +1,245 @@
+"""hal.precision: the policy per device, HAL_PRECISION, autocast and grad_scaler."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+import hal
+from hal import precision, selection
+from hal.backend import Backend, Probe
+from hal.backends.cpu.backend import CpuBackend
+from hal.errors import ConfigError
+from hal.plugins import registered
+from hal.precision import HalPrecisionWarning, parse_precision, policy
+
+
+class FakeDevice(Backend):
+    """A backend whose native (and optionally emulated / fast) dtypes a test chooses."""
+
+    priority = 50
+
+    def __init__(self, name: str, device_type: str, native: Sequence[torch.dtype],
+                 emulated: Sequence[torch.dtype] | None = None,
+                 fast: Sequence[torch.dtype] | None = None) -> None:
+        self._name, self._type = name, device_type
+        self.native, self.emulated, self.fast = list(native), emulated, fast
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return self._name
+
+    @property  # type: ignore[override]
+    def device_type(self) -> str:
+        return self._type
+
+    def probe(self) -> Probe:
+        return Probe(True, "test device", 1)
+
+    def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        return self.native
+
+    def __getattr__(self, item: str):  # optional methods exist only when the test sets them
+        if item == "emulated_dtypes" and self.__dict__.get("emulated") is not None:
+            return lambda index=0: self.emulated
+        if item == "fast_dtypes" and self.__dict__.get("fast") is not None:
+            return lambda index=0: self.fast
+        raise AttributeError(item)
+
+
+@contextmanager
+def selected(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    class Plugin:
+        @hal.hookimpl
+        def hal_backends(self) -> list[Backend]:
+            return [backend]
+
+    with registered(Plugin(), f"test-{backend.name}"):
+        monkeypatch.setenv("HAL_DEVICE", backend.name)
+        selection.reset()
+        assert hal.backend() is backend
+        yield backend
+    selection.reset()
+
+
+BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
+
+
+@pytest.mark.parametrize("value", ["fp64", "int4", "garbage", "", "float64", "int8"])
+def test_bad_hal_precision_is_a_one_line_config_error(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_precision(value)
+    message = str(info.value)
+    assert repr(value) in message and "auto, fp32, fp16, bf16" in message
+    assert "\n" not in message
+
+
+def test_bad_hal_precision_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_PRECISION", "fp64")
+    with pytest.raises(ConfigError, match="HAL_PRECISION='fp64'"):
+        policy()
+    with pytest.raises(ConfigError):
+        hal.autocast()
+
+
+@pytest.mark.parametrize("value,expected", [("AUTO", "auto"), (" bf16 ", "bf16"),
+                                            ("bfloat16", "bf16"), ("half", "fp16"),
+                                            ("float32", "fp32"), (None, "auto")])
+def test_precision_aliases(value: str | None, expected: str) -> None:
+    assert parse_precision(value) == expected
+
+
+@pytest.mark.parametrize("native,dtype,scaler", [
+    ([FP16, FP32], FP16, True),          # V100: compute capability 7.0, no native bf16
+    ([BF16, FP16, FP32], BF16, False),   # A100 / H100
+    ([FP16, FP32], FP16, True),          # Ascend 310P: fp16 only
+    ([FP32], FP32, False),               # an accelerator without low precision
+])
+def test_policy_follows_native_dtypes(native: list[torch.dtype], dtype: torch.dtype,
+                                      scaler: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    with selected(FakeDevice("accel", "meta", native), monkeypatch):
+        pol = policy()
+    assert (pol.compute_dtype, pol.needs_scaler) == (dtype, scaler)
+    assert pol.autocast_dtype == (None if dtype == FP32 else dtype)
+    assert pol.device_type == "meta" and pol.reason
+
+
+@pytest.mark.parametrize("spec,dtype,scaler", [("V100-32GB", FP16, True),
+                                                 ("A100-80GB", BF16, False)])
+def test_policy_of_fake_cuda_devices(spec: str, dtype: torch.dtype, scaler: bool) -> None:
+    """The real CUDA backend over a fake torch.cuda: V100 -> fp16 + scaler, A100 -> bf16."""
+    fake_cuda = pytest.importorskip("hal.testing.fake_cuda")
+    cuda = pytest.importorskip("hal.backends.cuda.backend")
+    backend = cuda.CudaBackend(module=fake_cuda.make_cuda([spec]),
+                               version=fake_cuda.make_version(cuda="12.4"))
+    pol = policy(backend)
+    assert (pol.compute_dtype, pol.needs_scaler) == (dtype, scaler)
+    assert pol.device_type == "cuda"
+
+
+def test_policy_of_fake_ascend_310p() -> None:
+    """The real Ascend backend over a fake torch_npu: 310P -> fp16 with a scaler."""
+    fake_npu = pytest.importorskip("hal.testing.fake_npu")
+    ascend = pytest.importorskip("hal.backends.ascend.backend")
+    fake = fake_npu.fake_npu(fake_npu.ASCEND_310P3)
+    backend = ascend.AscendBackend(module=fake.module, loader=fake.loader,
+                                   versions_of=fake.versions_of())
+    pol = policy(backend)
+    assert (pol.compute_dtype, pol.needs_scaler, pol.device_type) == (FP16, True, "npu")
+
+
+def test_host_cpu_without_bf16_flags_is_fp32(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "cpuinfo").write_text(
+        "processor\t: 0\nvendor_id\t: SomeVendor\nmodel name\t: Old CPU\n"
+        "flags\t\t: fpu sse2 avx2 avx512f\n")
+    cpu = CpuBackend(root=str(tmp_path))
+    assert BF16 not in cpu.dtypes()
+    assert precision._fast(cpu, 0, list(cpu.dtypes()))[0] == []
+    oldcpu = FakeDevice("oldcpu", "cpu", list(cpu.dtypes()))
+    with selected(oldcpu, monkeypatch), precision._forget_measurements():
+        result = policy()
+        assert precision._measured == {}  # nothing native to measure
+    assert result.compute_dtype == FP32 and not result.needs_scaler
+    assert "fp32" in result.reason
+
+
+def test_host_cpu_with_native_but_slow_bf16_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Native bf16 instructions alone do not make bf16 pay: the measured ratio decides."""
+    monkeypatch.setattr(precision, "measure_host_speedup", lambda dtype, **_: 0.6)
+    slowcpu = FakeDevice("slowcpu", "cpu", [BF16, FP32])
+    with selected(slowcpu, monkeypatch), precision._forget_measurements():
+        pol = policy()
+    assert pol.compute_dtype == FP32
+    assert "0.60x" in pol.reason and "measured" in pol.reason
+
+
+def test_this_cpu_follows_the_measurement() -> None:
+    """On this machine the CPU policy is what the bf16-vs-fp32 matmul measured."""
+    pol = policy()
+    assert pol.device_type == "cpu"
+    native = list(hal.backend().dtypes())
+    if BF16 not in native:
+        assert pol.compute_dtype == FP32
+        return
+    ratio, note = precision._measured[(str(BF16), 0)]
+    assert note in pol.reason
+    expected = BF16 if ratio >= precision.HOST_SPEEDUP else FP32
+    assert pol.compute_dtype == expected
+    assert not pol.needs_scaler
+
+
+def test_backend_declared_fast_dtypes_win_over_measuring(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> float:
+        raise AssertionError("must not measure when the backend says")
+
+    monkeypatch.setattr(precision, "measure_host_speedup", boom)
+    with selected(FakeDevice("amxcpu", "cpu", [BF16, FP32], fast=[BF16]), monkeypatch):
+        assert policy().compute_dtype == BF16
+    with selected(FakeDevice("plaincpu", "cpu", [BF16, FP32], fast=[]), monkeypatch):
+        assert policy().compute_dtype == FP32
+
+
+def test_requested_dtype_native_emulated_or_impossible(monkeypatch: pytest.MonkeyPatch) -> None:
+    dev = FakeDevice("v100ish", "meta", [FP16, FP32], emulated=[BF16])
+    with selected(dev, monkeypatch):
+        monkeypatch.setenv("HAL_PRECISION", "fp16")
+        pol = policy()
+        assert pol.compute_dtype == FP16 and pol.needs_scaler and pol.requested == "fp16"
+        monkeypatch.setenv("HAL_PRECISION", "bf16")
+        with pytest.warns(HalPrecisionWarning, match="emulation"):
+            pol = policy()
+        assert pol.compute_dtype == BF16 and not pol.needs_scaler
+        monkeypatch.setenv("HAL_PRECISION", "fp32")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert policy().compute_dtype == FP32
+    with selected(FakeDevice("fp32only", "meta", [FP32]), monkeypatch):
+        monkeypatch.setenv("HAL_PRECISION", "bf16")
+        with pytest.raises(ConfigError, match="cannot run bf16") as info:
+            policy()
+        assert "fp32" in str(info.value)
+
+
+def test_autocast_is_a_noop_for_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_PRECISION", "fp32")
+    a = torch.randn(4, 4)
+    with hal.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+        assert (a @ a).dtype == FP32
+
+
+def test_autocast_uses_the_policy_dtype_and_device_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_PRECISION", "bf16")
+    if BF16 not in hal.backend().dtypes():
+        pytest.skip("this CPU has no native bf16")
+    a = torch.randn(4, 4)
+    with hal.autocast():
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == BF16
+        assert (a @ a).dtype == BF16
+    assert (a @ a).dtype == FP32
+    with hal.autocast(torch.float32):
+        assert not torch.is_autocast_enabled("cpu")
+    with hal.autocast(BF16, enabled=False):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_grad_scaler_is_for_the_selected_device_and_only_fp16(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAL_PRECISION", "fp32")
+    scaler = hal.grad_scaler()
+    assert isinstance(scaler, torch.amp.GradScaler)
+    assert not scaler.is_enabled()
+    assert scaler._device == "cpu"
+    if FP16 in hal.backend().dtypes():
+        monkeypatch.setenv("HAL_PRECISION", "fp16")
+        scaler = hal.grad_scaler()
+        assert scaler.is_enabled() and scaler._device == "cpu"
