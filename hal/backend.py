@@ -120,6 +120,17 @@ class Backend:
 
         return [torch.float32]
 
+    def fast_dtypes(self, index: int = 0) -> Sequence[torch.dtype] | None:
+        """Native low-precision dtypes that actually beat fp32 here; None: hal decides.
+
+        hal counts an accelerator's native dtypes as fast and measures a host CPU's once.
+        """
+        return None
+
+    def emulated_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        """Dtypes the device runs only by emulation (slow): requesting one warns, not errors."""
+        return []
+
     def torch_device(self, index: int | None = None) -> torch.device:
         """The torch.device for device ``index`` of this backend (no index: the type alone)."""
         import torch

@@ -96,10 +96,11 @@ def parse_precision(value: str | None) -> str:
 
 
 def _optional(backend: Backend, method: str, index: int) -> list[torch.dtype] | None:
-    fn: Callable[[int], Sequence[torch.dtype]] | None = getattr(backend, method, None)
+    fn: Callable[[int], Sequence[torch.dtype] | None] | None = getattr(backend, method, None)
     if fn is None or not callable(fn):
         return None
-    return list(fn(index))
+    result = fn(index)
+    return None if result is None else list(result)
 
 
 _measured: dict[tuple[str, int], tuple[float, str]] = {}

@@ -51,6 +51,25 @@ def test_native_dtypes_follow_the_flags(
     assert backend.dtypes() == [getattr(torch, n) for n in expected]
 
 
+@pytest.mark.parametrize(("cpuinfo", "machine", "fast", "emulated"), [
+    (X86_PLAIN, "x86_64", [], ["bfloat16", "float16"]),
+    (X86_AVX512BF16, "x86_64", None, ["float16"]),      # dot-product only: hal measures
+    (X86_AMX, "x86_64", ["bfloat16"], []),              # avx512_fp16 alone does not pay
+    (ARM_BF16, "aarch64", None, []),
+    (ARM_OLD, "aarch64", [], ["bfloat16", "float16"]),
+])
+def test_fast_and_emulated_dtypes_follow_the_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpuinfo: str, machine: str,
+    fast: list[str] | None, emulated: list[str],
+) -> None:
+    monkeypatch.setattr("platform.machine", lambda: machine)
+    backend = CpuBackend(root=_tree(tmp_path, cpuinfo))
+    assert backend.fast_dtype_names() == fast
+    declared = backend.fast_dtypes()
+    assert declared == (None if fast is None else [getattr(torch, n) for n in fast])
+    assert backend.emulated_dtypes() == [getattr(torch, n) for n in emulated]
+
+
 def test_cpu_facts_parse_model_vendor_and_relevant_flags(tmp_path: Path) -> None:
     facts = cpu_facts(_tree(tmp_path, X86_PLAIN))
     assert facts.model == "AMD EPYC 7302"

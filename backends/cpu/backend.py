@@ -110,6 +110,41 @@ class CpuBackend(Backend):
 
         return [getattr(torch, n) for n in self.native_dtype_names()]
 
+    def fast_dtype_names(self) -> list[str] | None:
+        """Native dtypes that beat fp32 here, from the flags where that is known; else None.
+
+        Matrix units decide it: on this project's Xeon with AMX (bench/bench_precision.py) a
+        bf16 matmul ran 3.5-7x fp32 while fp16 through avx512_fp16 alone ran 0.9-1.0x.  With
+        no native low-precision dtype nothing is fast.  Dot-product-only CPUs (avx512_bf16
+        without AMX, Arm bf16) vary, so hal's precision policy measures them once (None).
+        """
+        flags = self.facts.flags
+        native = self.native_dtype_names()
+        if native == ["float32"]:
+            return []
+        if not flags & {"amx_bf16", "amx_fp16"}:
+            return None
+        fast = []
+        if "bfloat16" in native and "amx_bf16" in flags:
+            fast.append("bfloat16")
+        if "float16" in native and "amx_fp16" in flags:
+            fast.append("float16")
+        return fast
+
+    def fast_dtypes(self, index: int = 0) -> Sequence[torch.dtype] | None:
+        import torch
+
+        names = self.fast_dtype_names()
+        return None if names is None else [getattr(torch, n) for n in names]
+
+    def emulated_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        import torch
+
+        # torch's CPU kernels run bf16 and fp16 everywhere, converting to fp32 where the
+        # instructions are missing: usable, but slower than fp32.
+        native = self.native_dtype_names()
+        return [getattr(torch, n) for n in ("bfloat16", "float16") if n not in native]
+
     def is_oom(self, exc: BaseException) -> bool:
         if isinstance(exc, MemoryError):
             return True

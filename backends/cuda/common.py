@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hal.backend import Backend, MemoryInfo
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -111,6 +114,13 @@ class TorchCudaFamily(Backend):
 
     def reset_peak_memory(self, index: int | None = None) -> None:
         self.cuda.reset_peak_memory_stats(index)
+
+    def emulated_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        """bf16/fp16 that torch still runs here by emulation (bf16 on V100/T4: fp32 math)."""
+        import torch
+
+        native = list(self.dtypes(index))
+        return [d for d in (torch.bfloat16, torch.float16) if d not in native]
 
     def _oom_class_match(self, exc: BaseException) -> bool:
         oom = quiet(lambda: self.cuda.OutOfMemoryError, None)
