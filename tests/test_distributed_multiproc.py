@@ -73,8 +73,16 @@ class Job:
         return self.wait()._out[1]  # type: ignore[index]
 
     def lines(self, tag: str) -> list[Any]:
-        return [json.loads(line.split(" ", 1)[1]) for line in self.stdout.splitlines()
-                if line.startswith(tag + " ")]
+        # Ranks share one stdout pipe, so two reports can land on one line: decode each
+        # "TAG {json}" where it starts rather than line by line.
+        decoder = json.JSONDecoder()
+        out = self.stdout
+        found, start = [], out.find(tag + " ")
+        while start != -1:
+            obj, end = decoder.raw_decode(out, start + len(tag) + 1)
+            found.append(obj)
+            start = out.find(tag + " ", end)
+        return found
 
 
 def spawn(scenario: str, nprocs: int, timeout: float) -> Job:
