@@ -38,8 +38,16 @@ VPY="$VENV/bin/python"
 if [ "$NEED_TORCH" = 1 ]; then
     run "$STEP_TIMEOUT" "$VPY" -m pip install torch || echo "pip install torch failed: $?"
 fi
+# The device machine reaches no index: a wheelhouse prepared here travels with the tree
+# (scripts/prepare-wheelhouse.sh; pass .wheelhouse in the device tool's carry list).
+PIP_SOURCE=()
+if [ -d "$ROOT/.wheelhouse" ]; then
+    PIP_SOURCE=(--no-index --find-links "$ROOT/.wheelhouse")
+    run "$STEP_TIMEOUT" "$VPY" -m pip install "${PIP_SOURCE[@]}" pluggy psutil rich pytest \
+        pytest-timeout hypothesis || echo "wheelhouse install failed: $?"
+fi
 # --no-build-isolation: setuptools from the venv, so an offline machine can still install.
-run "$STEP_TIMEOUT" "$VPY" -m pip install --no-build-isolation -e ".[test]" \
+run "$STEP_TIMEOUT" "$VPY" -m pip install "${PIP_SOURCE[@]}" --no-build-isolation -e ".[test]" \
     || run "$STEP_TIMEOUT" "$VPY" -m pip install --no-build-isolation --no-deps -e . \
     || echo "pip install of the project failed: $?"
 run 120 "$VPY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
