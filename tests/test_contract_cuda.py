@@ -19,6 +19,7 @@ from hal.testing.contract import (
     Recorder,
     check_against,
     contract_problems,
+    exercise,
     names_from_source,
     record,
 )
@@ -39,18 +40,9 @@ def real_property_names() -> dict[str, Any]:
     return names
 
 
-def exercise(backend: Any, oom_module: Any) -> None:
+def exercise_all(backend: Any, oom_module: Any) -> None:
     """Run every Backend method once (the contract is what these touch)."""
-    backend.probe()
-    backend.devices()
-    for i in range(backend.probe().device_count):
-        backend.memory(i)
-        backend.dtypes(i)
-    backend.set_device(0)
-    backend.synchronize(0)
-    backend.synchronize()
-    backend.empty_cache()
-    backend.reset_peak_memory(0)
+    exercise(backend)
     backend.versions()
     backend.hardware()
     backend.findings()
@@ -71,7 +63,7 @@ def recorded_cuda_run(tmp_path: Any, backend_cls: type = CudaBackend,
     cudnn, crec = record(types.SimpleNamespace(version=lambda: 90100))
     root = make_fake_tree(tmp_path, pci=[FakePci("0000:07:00.0", 0x10DE, 0x2330)])
     b = backend_cls(cuda, version, nvml, root, cudnn)
-    exercise(b, fake)
+    exercise_all(b, fake)
     return rec, vrec, nrec, crec
 
 
@@ -108,7 +100,7 @@ def test_rocm_backend_uses_only_real_torch_cuda_names(tmp_path: Any) -> None:
     root = make_fake_tree(tmp_path, pci=[FakePci("0000:0c:00.0", 0x1002, 0x74A1)], dev=["kfd"],
                           files=fc.kfd_files(["MI300X", "MI300X"]))
     b = RocmBackend(cuda, version, False, root, types.SimpleNamespace(version=lambda: 30300))
-    exercise(b, fake)
+    exercise_all(b, fake)
     assert "get_device_properties().gcnArchName" in rec
     check_against(rec, torch.cuda, namespaces={"get_device_properties()": real_property_names()})
     check_against(vrec, torch.version)

@@ -22,9 +22,11 @@ from hal.testing.contract import (
     Recorder,
     check_against,
     contract_problems,
+    exercise,
     record,
 )
 from hal.testing.contract_npu import binary_strings_present, npu_names, obtain_wheel, wheel_version
+from hal.testing.fake_allocator import mirrored_names
 
 PROPS = "get_device_properties()"
 ENV = {"ASCEND_TOOLKIT_HOME": "/t", "LD_LIBRARY_PATH": "/t/lib64"}
@@ -42,19 +44,6 @@ def wheel() -> Path:
 @pytest.fixture(scope="module")
 def real_names(wheel: Path) -> dict[str, inspect.Signature | None]:
     return npu_names(wheel)
-
-
-def exercise(backend: AscendBackend) -> None:
-    backend.probe()
-    backend.devices()
-    backend.memory(0)
-    backend.dtypes(0)
-    backend.set_device(0)
-    backend.synchronize(0)
-    backend.synchronize()
-    backend.empty_cache()
-    backend.reset_peak_memory(0)
-    backend.reset_peak_memory()
 
 
 def recorded_run(fake: fn.FakeNpu) -> tuple[Recorder, list[str]]:
@@ -96,7 +85,8 @@ def test_the_early_2_1_path_uses_only_real_names(real_names: dict[str, Any]) -> 
 def test_the_fake_mirrors_every_public_name_with_the_real_signature(
         real_names: dict[str, Any]) -> None:
     fake = fn.fake_npu().module
-    public = [n for n in vars(fn.FakeNpuModule) if not n.startswith("_") and n != "allocate"]
+    public = mirrored_names(fn.FakeNpuModule, private=False)
+    assert {"memory_allocated", "empty_cache", "get_device_name"} <= set(public)
     mirrored = Recorder(objects={name: getattr(fake, name) for name in public})
     mirrored.objects["utils.get_soc_version"] = fake.utils.get_soc_version
     assert contract_problems(mirrored, real_names) == []

@@ -21,9 +21,11 @@ from hal.testing.contract import (
     Recorder,
     check_against,
     contract_problems,
+    exercise,
     names_from_source,
     record,
 )
+from hal.testing.fake_allocator import mirrored_names
 
 PROPS = "get_device_properties()"
 
@@ -31,19 +33,6 @@ PROPS = "get_device_properties()"
 def real_property_names() -> dict[str, Any]:
     stub = Path(os.path.dirname(torch.__file__), "_C", "__init__.pyi")
     return names_from_source(stub, class_name="_XpuDeviceProperties")
-
-
-def exercise(backend: XpuBackend) -> None:
-    backend.probe()
-    backend.devices()
-    backend.memory(0)
-    backend.dtypes(0)
-    backend.set_device(0)
-    backend.synchronize(0)
-    backend.synchronize()
-    backend.empty_cache()
-    backend.reset_peak_memory(0)
-    backend.reset_peak_memory()
 
 
 def recorded_run(fake: fx.FakeXpu) -> Any:
@@ -61,8 +50,8 @@ def test_backend_uses_only_real_torch_xpu_names() -> None:
 
 def test_the_fake_mirrors_every_public_name_with_the_real_signature() -> None:
     fake = fx.fake_xpu().module
-    public = [n for n in vars(type(fake)) if not n.startswith("__") and n not in (
-        "allocate", "_index")]
+    public = mirrored_names(type(fake))
+    assert {"_is_compiled", "memory_allocated", "empty_cache", "get_device_name"} <= set(public)
     mirrored = Recorder(objects={name: getattr(fake, name) for name in public})
     assert contract_problems(mirrored, torch.xpu) == []  # names and signature shapes
     props = fx._XpuDeviceProperties(fx.MAX_1550_STACK, 0)

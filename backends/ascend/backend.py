@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hal.backend import Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
+from hal.backends.allocator import allocator_memory
 from hal.backends.ascend import socs, stack
 from hal.errors import DeviceUnavailableError
 from hal.hardware import ACCELERATOR_CLASS, dev_nodes, pci_devices
@@ -224,21 +225,14 @@ class AscendBackend(Backend):
         return infos
 
     def memory(self, index: int = 0) -> MemoryInfo:
-        npu = self._npu()
-        allocated = int(npu.memory_allocated(index))
-        reserved = int(npu.memory_reserved(index))
-        peak = int(npu.max_memory_allocated(index))
-        if hasattr(npu, "mem_get_info"):
-            free, total = (int(v) for v in npu.mem_get_info(index))
-            source = ("total/free: torch.npu.mem_get_info (device-wide, other processes "
-                      "included); allocated/reserved/peak: torch_npu caching allocator")
-        else:
-            total = int(npu.get_device_properties(index).total_memory)
-            free = max(0, total - reserved)
-            source = ("torch.npu.mem_get_info is missing in this torch_npu (early 2.1 releases): "
-                      "total from get_device_properties().total_memory, free = total - "
-                      "memory_reserved (this process only; other processes not counted)")
-        return MemoryInfo(total, free, allocated, reserved, peak, source)
+        return allocator_memory(
+            self._npu(), index,
+            source=("total/free: torch.npu.mem_get_info (device-wide, other processes "
+                    "included); allocated/reserved/peak: torch_npu caching allocator"),
+            fallback_source=("torch.npu.mem_get_info is missing in this torch_npu (early 2.1 "
+                             "releases): total from get_device_properties().total_memory, "
+                             "free = total - memory_reserved (this process only; other "
+                             "processes not counted)"))
 
     def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
         import torch

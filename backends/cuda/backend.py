@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hal.backend import DeviceInfo, Finding, Hardware, Probe
-from hal.backends.cuda.common import TorchCudaFamily, parse_version, quiet
+from hal.backends.cuda.common import TorchCudaFamily, gpu_functions, parse_version, pci_hardware, quiet
 from hal.backends.cuda.visible import VisibleSpec, parse_visible, resolve
-from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, dev_nodes, pci_devices, read_text
+from hal.hardware import dev_nodes, read_text
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +78,7 @@ class Census:
 class CudaBackend(TorchCudaFamily):
     """NVIDIA GPUs via torch.cuda on a CUDA build of torch."""
 
+    oom_markers = CUDA_OOM_MARKERS
     name = "cuda"
     device_type = "cuda"
     priority = 100
@@ -252,12 +253,6 @@ class CudaBackend(TorchCudaFamily):
         major, minor = self.cuda.get_device_capability(index)
         return [getattr(torch, n) for n in native_dtype_names(int(major), int(minor))]
 
-    def is_oom(self, exc: BaseException) -> bool:
-        text = str(exc)
-        if any(m in text for m in CUDA_OOM_MARKERS):
-            return isinstance(exc, RuntimeError) or self._oom_class_match(exc)
-        return False
-
     def versions(self) -> Mapping[str, str]:
         out: dict[str, str] = {"torch": self.torch_version}
         driver = self.driver_version()
@@ -276,12 +271,7 @@ class CudaBackend(TorchCudaFamily):
     # -- torch-free evidence and findings --------------------------------------------------
 
     def hardware(self) -> Sequence[Hardware]:
-        found = [
-            Hardware("NVIDIA", "pci", f"PCI device 0x{d.device_id:04x} (class 0x{d.class_id:06x}"
-                     f", driver {d.driver or 'none'}) at {d.address}",
-                     f"/sys/bus/pci/devices/{d.address}")
-            for d in pci_devices(self.root, NVIDIA_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
-        ]
+        found = pci_hardware(self.root, "NVIDIA", NVIDIA_PCI_VENDOR)
         found += [Hardware("NVIDIA", "dev", "device node", p)
                   for p in dev_nodes(self.root, "/dev/nvidia[0-9]*")]
         text = read_text(self.root, DRIVER_VERSION_FILE)
@@ -291,7 +281,7 @@ class CudaBackend(TorchCudaFamily):
 
     def findings(self) -> Sequence[Finding]:
         out: list[Finding] = []
-        gpus = pci_devices(self.root, NVIDIA_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
+        gpus = gpu_functions(self.root, NVIDIA_PCI_VENDOR)
         driver_text = self.driver_version()
         driver = parse_version(driver_text) if driver_text else None
         has_gpu = bool(gpus) or bool(dev_nodes(self.root, "/dev/nvidia[0-9]*"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from hal.backend import Backend, MemoryInfo
+from hal.backend import Backend, Hardware, MemoryInfo
+from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, PciDevice, pci_devices
 
 if TYPE_CHECKING:
     import torch
@@ -41,8 +42,26 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def gpu_functions(root: str, vendor_id: int) -> list[PciDevice]:
+    """The vendor's display and accelerator PCI functions under ``root`` (torch-free)."""
+    return pci_devices(root, vendor_id, (DISPLAY_CLASS, ACCELERATOR_CLASS))
+
+
+def pci_hardware(root: str, vendor: str, vendor_id: int) -> list[Hardware]:
+    """One ``pci`` Hardware record per GPU function of the vendor, labelled ``vendor``."""
+    return [
+        Hardware(vendor, "pci", f"PCI device 0x{d.device_id:04x} (class 0x{d.class_id:06x}"
+                 f", driver {d.driver or 'none'}) at {d.address}",
+                 f"/sys/bus/pci/devices/{d.address}")
+        for d in gpu_functions(root, vendor_id)
+    ]
+
+
 class TorchCudaFamily(Backend):
     """Base of the backends that drive ``torch.cuda``: injected module, version and root."""
+
+    #: Substrings of this build's out-of-memory errors (caching allocator, runtime, BLAS).
+    oom_markers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, module: Any = None, version: Any = None, root: str = "/",
                  cudnn: Any = None) -> None:
@@ -121,6 +140,12 @@ class TorchCudaFamily(Backend):
 
         native = list(self.dtypes(index))
         return [d for d in (torch.bfloat16, torch.float16) if d not in native]
+
+    def is_oom(self, exc: BaseException) -> bool:
+        text = str(exc)
+        if any(m in text for m in self.oom_markers):
+            return isinstance(exc, RuntimeError) or self._oom_class_match(exc)
+        return False
 
     def _oom_class_match(self, exc: BaseException) -> bool:
         oom = quiet(lambda: self.cuda.OutOfMemoryError, None)

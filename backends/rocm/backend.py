@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hal.backend import DeviceInfo, Finding, Hardware, Probe
-from hal.backends.cuda.common import TorchCudaFamily, quiet
+from hal.backends.cuda.common import TorchCudaFamily, gpu_functions, pci_hardware, quiet
 from hal.backends.cuda.visible import parse_visible, resolve
-from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, dev_nodes, pci_devices, read_text
+from hal.hardware import dev_nodes, read_text
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +55,7 @@ def native_dtype_names(arch: str) -> list[str]:
 class RocmBackend(TorchCudaFamily):
     """AMD GPUs via torch.cuda on a ROCm (HIP) build of torch."""
 
+    oom_markers = HIP_OOM_MARKERS
     name = "rocm"
     device_type = "cuda"
     priority = 100
@@ -193,12 +194,6 @@ class RocmBackend(TorchCudaFamily):
         arch = str(self.cuda.get_device_properties(index).gcnArchName)
         return [getattr(torch, n) for n in native_dtype_names(arch) if hasattr(torch, n)]
 
-    def is_oom(self, exc: BaseException) -> bool:
-        text = str(exc)
-        if any(m in text for m in HIP_OOM_MARKERS):
-            return isinstance(exc, RuntimeError) or self._oom_class_match(exc)
-        return False
-
     def versions(self) -> Mapping[str, str]:
         out: dict[str, str] = {"torch": self.torch_version}
         driver = read_text(self.root, DRIVER_VERSION_FILE)
@@ -215,12 +210,7 @@ class RocmBackend(TorchCudaFamily):
         return out
 
     def hardware(self) -> Sequence[Hardware]:
-        found = [
-            Hardware("AMD", "pci", f"PCI device 0x{d.device_id:04x} (class 0x{d.class_id:06x}"
-                     f", driver {d.driver or 'none'}) at {d.address}",
-                     f"/sys/bus/pci/devices/{d.address}")
-            for d in pci_devices(self.root, AMD_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
-        ]
+        found = pci_hardware(self.root, "AMD", AMD_PCI_VENDOR)
         found += [Hardware("AMD", "dev", "ROCm compute node", p)
                   for p in dev_nodes(self.root, "/dev/kfd")]
         found += [Hardware("AMD", "dev", "DRM render node", p)
@@ -232,7 +222,7 @@ class RocmBackend(TorchCudaFamily):
 
     def findings(self) -> Sequence[Finding]:
         out: list[Finding] = []
-        gpus = pci_devices(self.root, AMD_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
+        gpus = gpu_functions(self.root, AMD_PCI_VENDOR)
         has_gpu = bool(gpus) or bool(dev_nodes(self.root, "/dev/kfd"))
         version = self.torch_version.split("+")[0]
         if has_gpu and not getattr(self.version, "hip", None):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hal.backend import Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
+from hal.backends.allocator import allocator_memory
 from hal.backends.xpu import stack
 from hal.errors import DeviceUnavailableError
 
@@ -123,21 +124,13 @@ class XpuBackend(Backend):
         return infos
 
     def memory(self, index: int = 0) -> MemoryInfo:
-        xpu = self._xpu()
-        allocated = int(xpu.memory_allocated(index))
-        reserved = int(xpu.memory_reserved(index))
-        peak = int(xpu.max_memory_allocated(index))
-        if hasattr(xpu, "mem_get_info"):
-            free, total = (int(v) for v in xpu.mem_get_info(index))
-            source = ("total/free: torch.xpu.mem_get_info (device-wide); "
-                      "allocated/reserved/peak: torch.xpu caching allocator")
-        else:
-            total = int(xpu.get_device_properties(index).total_memory)
-            free = max(0, total - reserved)
-            source = ("torch.xpu.mem_get_info is missing in this torch: total from "
-                      "get_device_properties().total_memory, free = total - memory_reserved "
-                      "(this process only)")
-        return MemoryInfo(total, free, allocated, reserved, peak, source)
+        return allocator_memory(
+            self._xpu(), index,
+            source=("total/free: torch.xpu.mem_get_info (device-wide); "
+                    "allocated/reserved/peak: torch.xpu caching allocator"),
+            fallback_source=("torch.xpu.mem_get_info is missing in this torch: total from "
+                             "get_device_properties().total_memory, free = total - "
+                             "memory_reserved (this process only)"))
 
     def native_dtype_names(self, index: int = 0) -> list[str]:
         """Native compute dtypes by name, best first: bf16/fp16 on XMX, fp16 if has_fp16."""

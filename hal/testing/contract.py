@@ -7,7 +7,7 @@ compatible signature.
 
     proxy, rec = record(fake_cuda_module, wrap_results=("get_device_properties",))
     backend = MyBackend(module=proxy)
-    ...exercise every method...
+    exercise(backend)   # every per-device Backend method once
     check_against(rec, torch.cuda, namespaces={"get_device_properties()": props_names})
 
 Recorded names are dotted and relative to the wrapped module (``memory.mem_get_info``); the
@@ -23,7 +23,10 @@ import os
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hal.backend import Backend
 
 __all__ = [
     "CallShape",
@@ -32,6 +35,7 @@ __all__ = [
     "RecordingProxy",
     "check_against",
     "contract_problems",
+    "exercise",
     "names_from_source",
     "record",
 ]
@@ -143,6 +147,24 @@ def record(target: Any, wrap_results: Collection[str] = ()) -> tuple[Any, Record
     """
     recorder = Recorder()
     return RecordingProxy(target, recorder, "", wrap_results), recorder
+
+
+def exercise(backend: Backend) -> None:
+    """Run every Backend method that drives the device module once, on each device it reports.
+
+    The contract is what these touch, so a recorded run of this covers the whole device surface.
+    """
+    backend.probe()
+    backend.devices()
+    for index in range(max(1, backend.probe().device_count)):
+        backend.memory(index)
+        backend.dtypes(index)
+    backend.set_device(0)
+    backend.synchronize(0)
+    backend.synchronize()
+    backend.empty_cache()
+    backend.reset_peak_memory(0)
+    backend.reset_peak_memory()
 
 
 # -- reading real names from sources, without importing them ----------------------------------

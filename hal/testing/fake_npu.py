@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MiB = 1024**2
-GiB = 1024**3
+from hal.testing.fake_allocator import FakeAllocatorModule, GiB, MiB, provoke_oom
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,6 @@ OOM_TEMPLATE = ("NPU out of memory. Tried to allocate {request} (NPU {device}; {
 MISSING_LIB_TEMPLATE = "{lib}: cannot open shared object file: No such file or directory"
 
 
-def _fmt(size: int) -> str:
-    return f"{size / GiB:.2f} GiB" if size >= GiB else f"{size / MiB:.2f} MiB"
-
-
 class _NPUDeviceProperties:
     """Mirrors torch_npu._C._NPUDeviceProperties (name, total_memory, cores, L2)."""
 
@@ -81,108 +76,29 @@ class _NPUDeviceProperties:
                 f"total_memory={self.total_memory // MiB}MB)")
 
 
-@dataclass
-class _DeviceState:
-    spec: NpuSpec
-    allocated: int = 0
-    reserved: int = 0
-    peak: int = 0
-    other_processes: int = 0
+class FakeNpuModule(FakeAllocatorModule[NpuSpec]):
+    """A stand-in for ``torch.npu`` with ``len(specs)`` devices (``initialized``: ACL is up)."""
 
-
-class FakeNpuModule(types.ModuleType):
-    """A stand-in for ``torch.npu`` with ``len(specs)`` devices.
-
-    ``initialized`` turns True on any call that initialises the real runtime (ACL), so tests
-    can check that a probe stays on the side-effect-free path (``device_count``).
-    """
+    _oom_template = OOM_TEMPLATE
 
     def __init__(self, specs: Sequence[NpuSpec], name: str = "torch_npu.npu") -> None:
-        super().__init__(name)
-        self._devices = [_DeviceState(s) for s in specs]
-        self._current = 0
-        self.initialized = False
+        super().__init__(name, list(specs))
         self.utils = types.SimpleNamespace(get_soc_version=self._get_soc_version)
 
-    # -- helpers ------------------------------------------------------------------------
-    def _index(self, device: Any) -> int:
-        if device is None:
-            return self._current
-        raw = device if isinstance(device, int) else getattr(device, "index", None)
-        index = self._current if raw is None else int(raw)
-        if not 0 <= index < len(self._devices):
-            raise AssertionError("Invalid device id")
-        return int(index)
+    def _invalid_device(self, index: int) -> Exception:
+        return AssertionError("Invalid device id")
 
     def _get_soc_version(self) -> int:
         self.initialized = True
         return self._devices[self._current].spec.soc_version if self._devices else -1
 
-    def allocate(self, nbytes: int, device: int = 0) -> None:
-        """Simulate a caching-allocator allocation; raises the real OOM when it does not fit."""
-        import torch
-
-        state = self._devices[device]
-        total = state.spec.total_memory
-        free = total - state.reserved - state.other_processes
-        if nbytes > free:
-            raise torch.OutOfMemoryError(OOM_TEMPLATE.format(
-                request=_fmt(nbytes), device=device, total=_fmt(total),
-                allocated=_fmt(state.allocated), free=_fmt(free), reserved=_fmt(state.reserved)))
-        state.allocated += nbytes
-        state.reserved = max(state.reserved, state.allocated)
-        state.peak = max(state.peak, state.allocated)
-
-    # -- the mirrored torch_npu.npu API -----------------------------------------------------
-    def device_count(self) -> int:
-        return len(self._devices)
-
-    def is_available(self) -> bool:
-        return self.device_count() > 0
-
-    def is_initialized(self) -> bool:
-        return self.initialized
-
-    def current_device(self) -> int:
-        return self._current
-
-    def set_device(self, device: Any) -> None:
-        self._current = self._index(device)
-        self.initialized = True
-
+    # -- the rest of the mirrored torch_npu.npu API (the shared part: FakeAllocatorModule) ---
     def get_device_name(self, device_name: Any = None) -> str:
         return self._devices[self._index(device_name)].spec.soc_name
 
     def get_device_properties(self, device_name: Any = None) -> _NPUDeviceProperties:
         self.initialized = True
         return _NPUDeviceProperties(self._devices[self._index(device_name)].spec)
-
-    def mem_get_info(self, device: Any = None) -> tuple[int, int]:
-        self.initialized = True
-        state = self._devices[self._index(device)]
-        total = state.spec.total_memory
-        return total - state.reserved - state.other_processes, total
-
-    def memory_allocated(self, device: Any = None) -> int:
-        return self._devices[self._index(device)].allocated
-
-    def memory_reserved(self, device: Any = None) -> int:
-        return self._devices[self._index(device)].reserved
-
-    def max_memory_allocated(self, device: Any = None) -> int:
-        return self._devices[self._index(device)].peak
-
-    def reset_peak_memory_stats(self, device: Any = None) -> None:
-        state = self._devices[self._index(device)]
-        state.peak = state.allocated
-
-    def empty_cache(self) -> None:
-        for state in self._devices:
-            state.reserved = state.allocated
-
-    def synchronize(self, device: Any = None) -> None:
-        self._index(device)
-        self.initialized = True
 
     def is_bf16_supported(self, including_emulation: bool = False) -> bool:
         return bool(self._devices) and self._devices[self._current].spec.bf16
@@ -250,10 +166,4 @@ def missing_cann_loader(lib: str = "libhccl.so", *, autoload: bool = True) -> An
 
 def oom_error(spec: NpuSpec = ASCEND_910B, request: int = 2 * GiB) -> BaseException:
     """The OOM a real device of ``spec`` raises when nothing fits (torch.OutOfMemoryError)."""
-    fake = fake_npu(spec)
-    fake.module.allocate(spec.total_memory - GiB)
-    try:
-        fake.module.allocate(request)
-    except BaseException as exc:
-        return exc
-    raise AssertionError("unreachable: the allocation above must not fit")
+    return provoke_oom(fake_npu(spec).module, request)

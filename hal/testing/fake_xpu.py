@@ -7,13 +7,11 @@ checks that.  Figures are real ``torch.xpu.get_device_properties()`` prints, cit
 
 from __future__ import annotations
 
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-MiB = 1024**2
-GiB = 1024**3
+from hal.testing.fake_allocator import FakeAllocatorModule, GiB, MiB, provoke_oom
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,6 @@ OOM_TEMPLATE = ("XPU out of memory. Tried to allocate {request}. GPU {device} ha
                 "memory.")
 
 
-def _fmt(size: int) -> str:
-    return f"{size / GiB:.2f} GiB" if size >= GiB else f"{size / MiB:.2f} MiB"
-
-
 class _XpuDeviceProperties:
     """Mirrors torch._C._XpuDeviceProperties (attribute names as in torch/_C/__init__.pyi)."""
 
@@ -110,68 +104,24 @@ class _XpuDeviceProperties:
                 f"{self.total_memory // MiB}MB, has_fp64={int(self.has_fp64)})")
 
 
-@dataclass
-class _DeviceState:
-    spec: XpuSpec
-    allocated: int = 0
-    reserved: int = 0
-    peak: int = 0
-
-
-class FakeXpuModule(types.ModuleType):
+class FakeXpuModule(FakeAllocatorModule[XpuSpec]):
     """A stand-in for ``torch.xpu``; ``compiled=False`` is a torch built without XPU."""
 
+    _oom_template = OOM_TEMPLATE
+
     def __init__(self, specs: Sequence[XpuSpec], *, compiled: bool = True) -> None:
-        super().__init__("torch.xpu")
-        self._devices = [_DeviceState(s) for s in specs]
+        super().__init__("torch.xpu", list(specs))
         self._compiled_flag = compiled
-        self._current = 0
-        self.initialized = False
 
-    def _index(self, device: Any) -> int:
-        if device is None:
-            return self._current
-        index = device if isinstance(device, int) else getattr(device, "index", None)
-        index = self._current if index is None else int(index)
-        if not 0 <= index < len(self._devices):
-            raise RuntimeError(f"Invalid device index {index}")
-        return index
+    def _invalid_device(self, index: int) -> Exception:
+        return RuntimeError(f"Invalid device index {index}")
 
-    def allocate(self, nbytes: int, device: int = 0) -> None:
-        """Simulate a caching-allocator allocation; raises the real OOM when it does not fit."""
-        import torch
-
-        state = self._devices[device]
-        total = state.spec.total_memory
-        free = total - state.reserved
-        if nbytes > free:
-            raise torch.OutOfMemoryError(OOM_TEMPLATE.format(
-                request=_fmt(nbytes), device=device, total=_fmt(total), free=_fmt(free),
-                allocated=_fmt(state.allocated),
-                unallocated=_fmt(state.reserved - state.allocated)))
-        state.allocated += nbytes
-        state.reserved = max(state.reserved, state.allocated)
-        state.peak = max(state.peak, state.allocated)
-
-    # -- the mirrored torch.xpu API -------------------------------------------------------
+    # -- the rest of the mirrored torch.xpu API (the shared part: FakeAllocatorModule) -------
     def _is_compiled(self) -> bool:
         return self._compiled_flag
 
     def device_count(self) -> int:
         return len(self._devices) if self._compiled_flag else 0
-
-    def is_available(self) -> bool:
-        return self.device_count() > 0
-
-    def is_initialized(self) -> bool:
-        return self.initialized
-
-    def current_device(self) -> int:
-        return self._current
-
-    def set_device(self, device: Any) -> None:
-        self._current = self._index(device)
-        self.initialized = True
 
     def get_device_properties(self, device: Any = None) -> _XpuDeviceProperties:
         self.initialized = True
@@ -180,32 +130,6 @@ class FakeXpuModule(types.ModuleType):
 
     def get_device_name(self, device: Any = None) -> str:
         return self.get_device_properties(device).name
-
-    def mem_get_info(self, device: Any = None) -> tuple[int, int]:
-        self.initialized = True
-        state = self._devices[self._index(device)]
-        return state.spec.total_memory - state.reserved, state.spec.total_memory
-
-    def memory_allocated(self, device: Any = None) -> int:
-        return self._devices[self._index(device)].allocated
-
-    def memory_reserved(self, device: Any = None) -> int:
-        return self._devices[self._index(device)].reserved
-
-    def max_memory_allocated(self, device: Any = None) -> int:
-        return self._devices[self._index(device)].peak
-
-    def reset_peak_memory_stats(self, device: Any = None) -> None:
-        state = self._devices[self._index(device)]
-        state.peak = state.allocated
-
-    def empty_cache(self) -> None:
-        for state in self._devices:
-            state.reserved = state.allocated
-
-    def synchronize(self, device: Any = None) -> None:
-        self._index(device)
-        self.initialized = True
 
     def is_bf16_supported(self, including_emulation: bool = True) -> bool:
         if not self.is_available():
@@ -252,10 +176,4 @@ def max_1550_composite() -> XpuSpec:
 
 def oom_error(spec: XpuSpec = MAX_1550_STACK, request: int = 2 * GiB) -> BaseException:
     """The OOM a real device of ``spec`` raises when nothing fits (torch.OutOfMemoryError)."""
-    fake = fake_xpu(spec)
-    fake.module.allocate(spec.total_memory - GiB)
-    try:
-        fake.module.allocate(request)
-    except BaseException as exc:
-        return exc
-    raise AssertionError("unreachable: the allocation above must not fit")
+    return provoke_oom(fake_xpu(spec).module, request)
