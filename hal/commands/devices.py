@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hal.errors import HalError
 
 
 def add_parser(sub: Any) -> None:
@@ -13,6 +16,38 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("devices", help="list backends, their devices and the selected device")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
+
+
+def _require_torch() -> None:
+    """Import torch once up front: if it is installed but its import raises, say so in one line.
+
+    A half-initialised torch re-imported by every backend's probe gives misleading errors (and
+    can crash at exit), so ``hal devices`` stops here and points to ``hal doctor``.
+    """
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name == "torch":
+            return  # not installed: the backends say so themselves
+        raise _torch_broken(exc) from None
+    except Exception as exc:  # an autoloaded device extension that cannot find its runtime, ...
+        raise _torch_broken(exc) from None
+
+
+def _torch_broken(exc: BaseException) -> HalError:
+    """The one-line error for an ``import torch`` that raises: the error and its root cause."""
+    from hal.errors import HalError
+
+    root, seen = exc, {id(exc)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        root = nxt
+        seen.add(id(nxt))
+    text = f"{type(exc).__name__}: {exc}"
+    if root is not exc:
+        text += f" (caused by {type(root).__name__}: {root})"
+    text = " ".join(text.split())
+    return HalError(f"torch is installed but `import torch` fails: {text}; "
+                    "run `hal doctor` for the cause and the fix")
 
 
 def collect() -> dict[str, Any]:
@@ -29,7 +64,8 @@ def collect() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the inventory; exit 0 (selection errors surface as HalError)."""
+    """Print the inventory; exit 0 (selection errors and a broken torch surface as HalError)."""
+    _require_torch()
     data = collect()
     if args.json:
         json.dump(data, sys.stdout, indent=2)
