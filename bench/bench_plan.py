@@ -6,8 +6,13 @@
 Each measurement runs in a fresh subprocess: real ``transformers`` models built from config
 objects with random weights (no downloads), a forward pass or a generate loop, measured as
 the process's RSS high-water mark (VmHWM, reset after imports) minus the RSS before the model
-was built.  The estimate is ``hal.planner.estimate(config, dtype="fp32", runtime_bytes=0)``:
-a CPU has no runtime context to pay for.
+was built.  The child runs with glibc's mmap threshold pinned (``MALLOC_MMAP_THRESHOLD_``, see
+:data:`PINNED_ALLOCATOR`): by default glibc raises the threshold to the largest block freed (up to
+32 MiB), after which multi-MiB tensors come from the heap and freed holes stay resident, so the
+RSS peak drifts 0-26 % above the live tensors from run to run; pinned, freed tensors go back to
+the OS and the RSS peak is the tensors' peak, the CPU counterpart of ``max_memory_allocated``.
+``--glibc-default`` measures without the pin.  The estimate is
+``hal.planner.estimate(config, dtype="fp32", runtime_bytes=0)``: a CPU has no runtime context.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ MODELS: dict[str, dict[str, Any]] = {
     "gpt2": {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12,
              "vocab_size": 50257, "n_positions": 1024},
 }
+#: The same architectures run with eager attention (``attn_implementation="eager"``), which
+#: materialises the score matrix; predicted with ``attention="materialized"``.
+EAGER: dict[str, str] = {"gpt2-eager": "gpt2", "llama-gqa-eager": "llama-gqa"}
+#: Child environment: glibc's mmap threshold fixed at 128 KiB (its initial value), which also
+#: turns off the dynamic raise, so every tensor above it is mmapped and unmapped on free.
+PINNED_ALLOCATOR: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 #: (mode, batch, prompt tokens, new tokens)
 RUNS: dict[str, tuple[int, int, int]] = {
     "forward": (4, 512, 0),
@@ -67,14 +78,23 @@ def _run(model: Any, ids: Any, mode: str, new: int) -> None:
                            min_new_tokens=new, do_sample=False, pad_token_id=0)
 
 
-def child(name: str, mode: str) -> dict[str, Any]:
+def config_of(name: str, layers: int | None = None) -> dict[str, Any]:
+    """Model ``name``'s config fields, with ``layers`` decoder layers when given."""
+    cfg = dict(MODELS[EAGER.get(name, name)])
+    if layers is not None:
+        cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
+    return cfg
+
+
+def child(name: str, mode: str, layers: int | None = None) -> dict[str, Any]:
     """Build model ``name``, run ``mode`` once, return measured peak bytes above baseline."""
     import torch
     import transformers
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    cfg_dict = dict(MODELS[name])
+    attn = "eager" if name in EAGER else "sdpa"
+    cfg_dict = config_of(name, layers)
     model_type = cfg_dict.pop("model_type")
     config = transformers.AutoConfig.for_model(model_type, **cfg_dict)
     batch, prompt, new = RUNS[mode]
@@ -86,13 +106,13 @@ def child(name: str, mode: str) -> dict[str, Any]:
         if key in tiny:
             tiny[key] = 1
     tiny_model = transformers.AutoModelForCausalLM.from_config(
-        transformers.AutoConfig.for_model(model_type, **tiny), attn_implementation="sdpa")
+        transformers.AutoConfig.for_model(model_type, **tiny), attn_implementation=attn)
     _run(tiny_model, ids[:, :16], mode, 2)
     del tiny_model
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS
     base, _ = _rss_and_hwm()
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     model.eval()
     built, build_peak = _rss_and_hwm()
     with open("/proc/self/clear_refs", "w") as f:
@@ -105,20 +125,28 @@ def child(name: str, mode: str) -> dict[str, Any]:
             "params": params}
 
 
-def predict(name: str, mode: str) -> int:
+def predict(name: str, mode: str, layers: int | None = None) -> int:
     """The planner's figure for the same run."""
     from hal.planner import estimate
 
     batch, prompt, new = RUNS[mode]
-    return estimate(MODELS[name], dtype="fp32", batch=batch, context=prompt + new,
-                    runtime_bytes=0).total
+    return estimate(config_of(name, layers), dtype="fp32", batch=batch,
+                    context=prompt + new, runtime_bytes=0,
+                    attention="materialized" if name in EAGER else "fused").total
 
 
-def measure(name: str, mode: str) -> dict[str, Any]:
+def child_env(glibc_default: bool = False) -> dict[str, str]:
+    """The child's environment: this one with the allocator pinned (or glibc's defaults)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    return env if glibc_default else {**env, **PINNED_ALLOCATOR}
+
+
+def measure(name: str, mode: str, glibc_default: bool = False) -> dict[str, Any]:
     """Run :func:`child` in a fresh interpreter and add the prediction and the error."""
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", name, mode],
         capture_output=True, text=True, check=True, timeout=300,
+        env=child_env(glibc_default),
     )
     row: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     row["predicted"] = predict(name, mode)
@@ -145,17 +173,22 @@ def main() -> int:
     """Print the accuracy table as markdown and the `hal plan` timings."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "MODE"))
+    parser.add_argument("--layers", type=int, default=None,
+                        help="with --child: build the model with this many layers (tests)")
+    parser.add_argument("--only", nargs="*", default=None, help="measure only these models")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="measure with glibc's default (dynamic) mmap threshold")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child)))
+        print(json.dumps(child(*args.child, layers=args.layers)))
         return 0
     mib = 2**20
     print("| model | params | run | batch x context | predicted | measured | error |")
     print("|---|---|---|---|---|---|---|")
-    for name in MODELS:
-        for mode in RUNS:
-            r = measure(name, mode)
+    for name in args.only or [*MODELS, *EAGER]:
+        for mode in RUNS if name in MODELS else ["forward"]:
+            r = measure(name, mode, args.glibc_default)
             print(f"| {name} | {r['params'] / 1e6:.0f}M | {mode} | {r['batch']} x {r['context']} "
                   f"| {r['predicted'] / mib:.0f} MiB | {r['measured'] / mib:.0f} MiB "
                   f"| {r['error']:+.1%} |", flush=True)

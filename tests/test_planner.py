@@ -126,6 +126,20 @@ def test_total_is_the_sum_and_grows_with_batch_and_context() -> None:
     assert estimate(LLAMA_8B, batch=1, context=2048).total > a.total
 
 
+def test_materialized_attention_adds_two_score_matrices_on_the_attention_side() -> None:
+    gpt2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12,
+            "vocab_size": 50257, "n_positions": 1024}
+    fused = estimate(gpt2, dtype="fp32", batch=4, context=512, runtime_bytes=0)
+    eager = estimate(gpt2, dtype="fp32", batch=4, context=512, runtime_bytes=0,
+                     attention="materialized")
+    h, tokens, logits = 768, 4 * 512, 4 * 50257 * 8
+    mlp, attn = tokens * (2 * h + 16 * h) * 4, tokens * (3 * h + 3 * h + h) * 4
+    scores = 4 * 12 * 512 * 512 * (4 + 4)  # batch x heads x query x key, scores + softmax
+    assert fused.activations == max(mlp, attn) + logits
+    assert eager.activations == max(mlp, attn + scores) + logits
+    assert eager.kv_cache == fused.kv_cache and eager.weights == fused.weights
+
+
 def test_tensor_parallel_is_per_device() -> None:
     one = estimate(LLAMA_8B, dtype="bf16", context=8192, runtime_bytes=0)
     two = estimate(LLAMA_8B, dtype="bf16", context=8192, tensor_parallel=2, runtime_bytes=0)
@@ -156,6 +170,7 @@ def test_fits_and_max_batch_and_max_context_agree_with_estimate() -> None:
     ("13X", {}, "'13X'"), ("13B", {"batch": -1}, "batch -1"), ("13B", {"context": 0},
     "context 0"), ("13B", {"dtype": "fp7"}, "'fp7'"), ("13B", {"kv_dtype": "q3"}, "'q3'"),
     ("deepseek-r9", {}, "deepseek-r1-distill-qwen-14b"), ("0B", {}, "'0B'"),
+    ("13B", {"attention": "flash"}, "'flash'"),
 ])
 def test_bad_input_is_a_one_line_config_error(model: str, kwargs: dict[str, object],
                                               named: str) -> None:

@@ -79,7 +79,7 @@ def catalogue_rows(spec: Any, args: argparse.Namespace, entries: list[Any]) -> l
 def local_fits(spec: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each available local device's total and free memory against the estimate."""
     from hal.inventory import _guard
-    from hal.planner.estimate import estimate
+    from hal.planner.estimate import DEFAULT_RUNTIME_BYTES, estimate
     from hal.planner.fit import fits
     from hal.plugins import load_plugins
     from hal.selection import safe_probe, select
@@ -91,11 +91,11 @@ def local_fits(spec: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
             continue
         errors: list[str] = []
         # a CPU has no runtime context to pay for; accelerators keep the default
-        extra = {"runtime_bytes": 0} if backend.device_type == "cpu" else {}
+        runtime = 0 if backend.device_type == "cpu" else DEFAULT_RUNTIME_BYTES
         est = estimate(spec, dtype=args.dtype, kv_dtype=args.kv_dtype, batch=args.batch,
                        context=args.context, mode="train" if args.train else "inference",
                        checkpointing=args.checkpointing, tensor_parallel=args.tensor_parallel,
-                       **extra)
+                       runtime_bytes=runtime)
         for info in _guard(backend.devices, errors, "devices()") or []:
             mem = _guard(functools.partial(backend.memory, info.index), errors, "memory()")
             if mem is None or mem.total <= 0:

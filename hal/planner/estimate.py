@@ -14,6 +14,9 @@ from hal.errors import ConfigError
 from hal.planner.models import ModelSpec, resolve
 
 Mode = Literal["inference", "train"]
+#: How attention is computed: a fused (flash / memory-efficient) kernel that never holds the
+#: score matrix, or eager matmul + softmax that materialises batch x heads x query x key.
+Attention = Literal["fused", "materialized"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ def estimate(
     runtime_bytes: int = DEFAULT_RUNTIME_BYTES,
     fragmentation: float = FRAGMENTATION,
     prefill_chunk: int = PREFILL_CHUNK,
+    attention: Attention = "fused",
 ) -> Breakdown:
     """Estimate the memory one device needs to run (or train) ``model``.
 
@@ -153,6 +157,11 @@ def estimate(
     :param mode: ``"inference"`` or ``"train"`` (weights, gradients, Adam states, activations).
     :param tensor_parallel: the degree N; figures are per device.
     :param runtime_bytes: fixed runtime context; 0 on a CPU, where there is none to pay.
+    :param attention: ``"fused"`` (flash/SDPA kernels: no score matrix) or ``"materialized"``
+        (eager attention: two score tensors live at once, counted in inference activations).
+    :param fragmentation: allocator slack as a fraction of (KV cache + activations).  The
+        estimate is of live tensors; a CPU process under glibc's default malloc keeps freed
+        multi-MiB blocks resident and measured up to about 26 % above it (docs/planner.md).
     """
     spec = resolve(model)
     fmt = WEIGHT_FORMATS[dtype_name(dtype)]
@@ -161,6 +170,8 @@ def estimate(
     tp = _positive("tensor_parallel", tensor_parallel)
     if mode not in ("inference", "train"):
         raise ConfigError(f"mode {mode!r} is invalid; expected 'inference' or 'train'")
+    if attention not in ("fused", "materialized"):
+        raise ConfigError(f"attention {attention!r} is invalid; expected 'fused' or 'materialized'")
     if runtime_bytes < 0 or not 0 <= fragmentation < 1:
         raise ConfigError("runtime_bytes must be >= 0 and fragmentation in [0, 1)")
     compute = fmt.name if not fmt.quantized else "fp16"
@@ -212,15 +223,25 @@ def estimate(
     qkv = spec.num_heads * spec.head_dim + 2 * spec.num_kv_heads * spec.head_dim
     if mode == "inference":
         tokens = batch * min(context, prefill_chunk)
-        per_token = max(2 * h + 4 * inter, 3 * h + qkv + spec.num_heads * spec.head_dim)
-        layer_peak = tokens * per_token * act_bytes
+        mlp_peak = tokens * (2 * h + 4 * inter) * act_bytes
+        attn_peak = tokens * (3 * h + qkv + spec.num_heads * spec.head_dim) * act_bytes
+        scores = 0
+        if attention == "materialized":
+            # scores x scale (or + mask) and softmax: two live at once; a 16-bit model's
+            # softmax runs in fp32, so one of the two is 4 bytes an element.
+            scores = (batch * spec.num_heads * min(context, prefill_chunk) * context
+                      * (act_bytes + 4))
         logits = batch * spec.vocab_size * 4 * 2
-        activations = layer_peak + logits
+        activations = max(mlp_peak, attn_peak + scores) + logits
         notes.append(
             f"activations = batch x min(context, {prefill_chunk}) tokens x max(2h + 4 x "
             f"intermediate, 3h + qkv + attn_out) x {act_bytes} bytes (one layer's transients "
             f"in a prefill chunk) + batch x vocab x 4 bytes x 2 (last-token fp32 logits)"
         )
+        if attention == "materialized":
+            notes.append(f"materialized attention: the attention side adds batch x heads x "
+                         f"min(context, {prefill_chunk}) x context x ({act_bytes} + 4) bytes "
+                         f"(scores and softmax output live at once)")
     else:
         tokens = batch * context
         stored = 6 * h + qkv + spec.num_heads * spec.head_dim + 4 * inter
