@@ -149,9 +149,11 @@ def track(device: DeviceLike = None, *, collect: bool = True) -> Iterator[Tracke
         yield tracker
     finally:
         backend.synchronize(index)
-        peak = max(backend.memory(index).peak, start.allocated)
+        last = backend.memory(index)
+        peak = max(last.peak, start.allocated)
         if collect:
             gc.collect()
-        end = backend.memory(index)
+            last = backend.memory(index)  # after the collection; else the reading above serves
+        end = last
         tracker.usage = Usage(start.allocated, max(peak, end.allocated), end.allocated,
                               end.source)

@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from hal.backend import Backend, DeviceInfo, Hardware, MemoryInfo, Probe
-from hal.backends.cpu.sysinfo import CpuFacts, cgroup_memory, cpu_facts, process_memory
+from hal.backends.cpu.sysinfo import (
+    CgroupFiles,
+    CpuFacts,
+    cgroup_memory_files,
+    cpu_facts,
+    process_memory,
+    read_cgroup_memory,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +39,7 @@ class CpuBackend(Backend):
     def __init__(self, root: str = "/") -> None:
         self.root = root
         self._facts: CpuFacts | None = None
+        self._cgroup_files: CgroupFiles | None = None
 
     @property
     def facts(self) -> CpuFacts:
@@ -48,7 +56,11 @@ class CpuBackend(Backend):
 
         vm = psutil.virtual_memory()
         total, free = int(vm.total), int(vm.available)
-        limit, usage = cgroup_memory(self.root)
+        # The cgroup's files are found once; their figures are read fresh on every call.
+        if self._cgroup_files is None:
+            self._cgroup_files, (limit, usage) = cgroup_memory_files(self.root)
+        else:
+            limit, usage = read_cgroup_memory(self.root, self._cgroup_files)
         if limit is not None:
             total = min(total, limit)
             free = min(free, max(0, limit - (usage or 0)))

@@ -81,34 +81,63 @@ def _own_cgroup_paths(root: str) -> tuple[str, str]:
     return v2, v1
 
 
-def _first_number(root: str, candidates: list[str]) -> int | None:
+def _number(root: str, path: str) -> tuple[bool, int | None]:
+    """(is a cgroup number file, its value): "max" and the v1 page-rounded max mean None."""
+    text = _read(root, path)
+    if text is None:
+        return False, None
+    text = text.strip()
+    if text == "max":
+        return True, None
+    try:
+        value = int(text)
+    except ValueError:
+        return False, None
+    return True, (None if value >= _UNLIMITED else value)
+
+
+def _first_number(root: str, candidates: list[str]) -> tuple[str | None, int | None]:
+    """The first candidate that holds a cgroup number, and its value; (None, None) if none."""
     for path in candidates:
-        text = _read(root, path)
-        if text is None:
-            continue
-        text = text.strip()
-        if text == "max":
-            return None
-        try:
-            value = int(text)
-        except ValueError:
-            continue
-        return None if value >= _UNLIMITED else value
-    return None
+        found, value = _number(root, path)
+        if found:
+            return path, value
+    return None, None
 
 
-def cgroup_memory(root: str = "/") -> tuple[int | None, int | None]:
-    """(limit, usage) in bytes of this process's memory cgroup; None where there is no limit."""
+#: Where a process's memory cgroup keeps (limit, usage); None where no file holds it.
+CgroupFiles = tuple[str | None, str | None]
+
+
+def cgroup_memory_files(root: str = "/") -> tuple[CgroupFiles, tuple[int | None, int | None]]:
+    """Which files hold this process's memory cgroup (limit, usage), and their values now.
+
+    Finding them reads /proc/self/cgroup and probes up to eight paths; callers that read the
+    figures often keep the files and re-read only those with ``read_cgroup_memory``.
+    """
     v2, v1 = _own_cgroup_paths(root)
     base2, base1 = "/sys/fs/cgroup", "/sys/fs/cgroup/memory"
     v2_dirs = [f"{base2}{v2}".rstrip("/"), base2]
     v1_dirs = [f"{base1}{v1}".rstrip("/"), base1]
-    limit = _first_number(root, [f"{d}/memory.max" for d in v2_dirs])
-    usage = _first_number(root, [f"{d}/memory.current" for d in v2_dirs])
+    limit_file, limit = _first_number(root, [f"{d}/memory.max" for d in v2_dirs])
+    usage_file, usage = _first_number(root, [f"{d}/memory.current" for d in v2_dirs])
     if limit is None and usage is None:
-        limit = _first_number(root, [f"{d}/memory.limit_in_bytes" for d in v1_dirs])
-        usage = _first_number(root, [f"{d}/memory.usage_in_bytes" for d in v1_dirs])
+        limit_file, limit = _first_number(root, [f"{d}/memory.limit_in_bytes" for d in v1_dirs])
+        usage_file, usage = _first_number(root, [f"{d}/memory.usage_in_bytes" for d in v1_dirs])
+    return (limit_file, usage_file), (limit, usage)
+
+
+def read_cgroup_memory(root: str, files: CgroupFiles) -> tuple[int | None, int | None]:
+    """(limit, usage) read fresh from the files ``cgroup_memory_files`` found."""
+    limit_file, usage_file = files
+    limit = _number(root, limit_file)[1] if limit_file else None
+    usage = _number(root, usage_file)[1] if usage_file else None
     return limit, usage
+
+
+def cgroup_memory(root: str = "/") -> tuple[int | None, int | None]:
+    """(limit, usage) in bytes of this process's memory cgroup; None where there is no limit."""
+    return cgroup_memory_files(root)[1]
 
 
 def process_memory(root: str = "/") -> tuple[int, int]:
