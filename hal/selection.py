@@ -171,10 +171,10 @@ def decide(
     chain: list[tuple[Backend, int | None, Request | None]] = []
     missing: list[str] = []
     for req in requests:
-        if req.name in by_name:
-            matches = [by_name[req.name]]
-        else:
-            matches = [b for b in ordered if b.device_type == req.name]
+        # A backend name first, then every backend whose torch device type it also is: on a
+        # ROCm build "cuda:1" is a torch device string for the rocm backend.
+        matches = [by_name[req.name]] if req.name in by_name else []
+        matches += [b for b in ordered if b.device_type == req.name and b.name != req.name]
         if not matches:
             if _is_torch_device_type(req.name):
                 missing.append(f"{req.name}: no installed hal backend drives torch device "

@@ -80,6 +80,20 @@ def test_hal_device_forms(env: str, backend: str, index: int | None) -> None:
     assert (sel.backend.name, sel.index, sel.fell_back) == (backend, index, False)
 
 
+def test_a_name_that_is_also_a_device_type_reaches_the_other_backends() -> None:
+    """On a ROCm build, HAL_DEVICE=cuda:1 is a torch device string for the rocm backend."""
+    world = [Fake("cuda", "cuda", 100, False, 0, "not a CUDA build"),
+             Fake("rocm", "cuda", 100, True, 2), CpuBackend()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sel = decide(world, {"HAL_DEVICE": "cuda:1"})
+    assert (sel.backend.name, sel.index, sel.fell_back) == ("rocm", 1, False)
+    assert "skipped cuda: not a CUDA build" in sel.reason
+    # the named backend still comes first when it is available
+    world[0] = Fake("cuda", "cuda", 100, True, 4)
+    assert decide(world, {"HAL_DEVICE": "cuda"}).backend.name == "cuda"
+
+
 def test_unavailable_request_falls_back_with_a_reason() -> None:
     sel = decide(_world(npu=True), {"HAL_DEVICE": "gpu"})
     assert sel.fell_back and sel.backend.name == "npu"
