@@ -171,8 +171,8 @@ def decide(
     chain: list[tuple[Backend, int | None, Request | None]] = []
     missing: list[str] = []
     for req in requests:
-        # A backend name first, then every backend whose torch device type it also is: on a
-        # ROCm build "cuda:1" is a torch device string for the rocm backend.
+        # A backend name first, then every backend whose torch device type it also is: two
+        # backends can drive one torch device type, and a device string means either of them.
         matches = [by_name[req.name]] if req.name in by_name else []
         matches += [b for b in ordered if b.device_type == req.name and b.name != req.name]
         if not matches:
