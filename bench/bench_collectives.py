@@ -1,6 +1,7 @@
 """hal.distributed collectives against torch.distributed called directly: 2 ranks, gloo, 127.0.0.1.
 
     python bench/bench_collectives.py [--samples 41] [--sample-ms 30] [--cell-s 2.5] [--max-mib 64]
+                                      [--control]
 
 For each collective and size (1 KiB to 64 MiB) both paths run in the same two processes on the
 same tensors.  A sample starts with a barrier (the ranks start together), then runs torch's and
@@ -10,7 +11,9 @@ over torch's, so a call the scheduler preempted does not move it, and both paths
 load.  Each cell is the median of the samples' ratios (1.00 = no overhead; the goal is within
 2 %) and their interquartile range, so noise shows as a wide range rather than as a cost.  The
 last line is hal's own cost per call with the collective replaced by a no-op, which no machine
-load can blur.
+load can blur.  ``--control`` puts a bare Python wrapper around torch's own call in hal's place:
+its ratios are the method's noise floor on this machine.  Each rank is pinned to its own core
+where there are enough, since two ranks migrating between two cores add most of the noise.
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ def _worker(rank: int, port: int, sizes: list[int], args: argparse.Namespace) ->
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), HAL_DEVICE="cpu")
     torch.set_num_threads(1)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) >= 2:
+        os.sched_setaffinity(0, {cores[rank % len(cores)]})
     world = hd.init(timeout=300)
     began = time.perf_counter()
     names = list(_cases(1024, 2))
@@ -131,6 +137,8 @@ def _worker(rank: int, port: int, sizes: list[int], args: argparse.Namespace) ->
         print(f"each cell: median over samples of hal/torch [interquartile range] (torch's "
               f"median time per call); a sample is ~{args.sample_ms:g} ms of interleaved calls "
               f"(median call time per path), up to {args.samples} samples a cell")
+        if args.control:
+            print("CONTROL RUN: hal's calls replaced by a Python wrapper around torch's own")
         print(f"{'size':>9} " + " ".join(f"{name:>28}" for name in names))
     medians: list[float] = []
     above: list[str] = []
@@ -138,6 +146,8 @@ def _worker(rank: int, port: int, sizes: list[int], args: argparse.Namespace) ->
         cells = []
         label = f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
         for name, (plain, ours) in _cases(nbytes, world.world_size).items():
+            if args.control:
+                ours = _wrapped(plain)
             ratios, per_call = _cell(plain, ours, args.sample_ms / 1e3, args.cell_s,
                                      args.samples)
             q1, med, q3 = _quartiles(ratios)
@@ -155,6 +165,15 @@ def _worker(rank: int, port: int, sizes: list[int], args: argparse.Namespace) ->
               f"took {time.perf_counter() - began:.0f} s")
         _layer_overhead()
     hd.shutdown()
+
+
+def _wrapped(plain: Callable[[], object]) -> Callable[[], object]:
+    """A bare Python wrapper around torch's call: the control that stands in for hal."""
+
+    def call() -> object:
+        return plain()
+
+    return call
 
 
 def _layer_overhead() -> None:
@@ -202,6 +221,8 @@ def main() -> None:
     parser.add_argument("--sample-ms", type=float, default=30.0, help="target length of a sample")
     parser.add_argument("--cell-s", type=float, default=2.5, help="time budget of one cell")
     parser.add_argument("--max-mib", type=int, default=64)
+    parser.add_argument("--control", action="store_true",
+                        help="measure a bare wrapper around torch instead of hal (noise floor)")
     args = parser.parse_args()
     sizes = []
     size = 1024
