@@ -94,6 +94,14 @@ def run_checks(world: hd.World) -> Checker:
                                                           expected(op, dtype, n)))
         c.check(f"all_gather {dtype}", lambda dtype=dtype: same(
             hd.all_gather(value(rank, dtype)), torch.stack([value(r, dtype) for r in range(n)])))
+        # out= takes the fast path (straight to torch); dtypes gloo cannot move fall back to
+        # views, and both of torch's layouts are accepted
+        want_stacked = torch.stack([value(r, dtype) for r in range(n)])
+        c.check(f"all_gather out=stacked {dtype}", lambda dtype=dtype, w=want_stacked: same(
+            hd.all_gather(value(rank, dtype), out=torch.empty(n, 3, dtype=dtype)), w))
+        c.check(f"all_gather out=flat {dtype}", lambda dtype=dtype, w=want_stacked: same(
+            hd.all_gather(value(rank, dtype), out=torch.empty(n * 3, dtype=dtype)),
+            w.reshape(-1)))
         c.check(f"broadcast {dtype}", lambda dtype=dtype: same(
             hd.broadcast(value(rank, dtype), src=n - 1), value(n - 1, dtype)))
         for op in ("sum", "max", "avg"):
@@ -105,6 +113,9 @@ def run_checks(world: hd.World) -> Checker:
             want = expected(op, dtype, n, 3 * n)[3 * rank: 3 * rank + 3]
             c.check(f"reduce_scatter {op} {dtype}", lambda full=full, op=op, want=want: same(
                 hd.reduce_scatter(full, op), want))
+            c.check(f"reduce_scatter out= {op} {dtype}",
+                    lambda full=full, op=op, want=want, dtype=dtype: same(
+                        hd.reduce_scatter(full, op, out=torch.empty(3, dtype=dtype)), want))
 
         # point to point around a ring; even ranks send first so blocking calls cannot deadlock
         def ring(dtype: torch.dtype = dtype) -> bool | str:
@@ -124,6 +135,10 @@ def run_checks(world: hd.World) -> Checker:
     c.check("all_gather non-contiguous", lambda: same(
         hd.all_gather(torch.arange(6.0).view(2, 3).t() + rank),
         torch.stack([torch.arange(6.0).view(2, 3).t() + r for r in range(n)])))
+    c.check("all_gather out= non-contiguous input", lambda: same(
+        hd.all_gather(torch.arange(6.0).view(2, 3).t() + rank, out=torch.empty(n, 3, 2)),
+        torch.stack([torch.arange(6.0).view(2, 3).t() + r for r in range(n)])))
+    c.check("all_gather bad out is a ConfigError on every rank", lambda: _bad_out(n))
     c.check("all_reduce avg cpu emulation", lambda: _emulated_avg(rank, n))
     c.check("all_reduce returns its argument", lambda: (lambda t: hd.all_reduce(t) is t)(
         torch.ones(2)))
@@ -131,6 +146,22 @@ def run_checks(world: hd.World) -> Checker:
     c.check("ddp", lambda: _ddp(rank, n))
     c.check("mesh + dtensor", lambda: _mesh(rank, n))
     return c
+
+
+def _bad_out(n: int) -> bool | str:
+    """A wrong out fails alike on every rank, before any communication, with hal's message."""
+    for name, call in (("all_gather", lambda: hd.all_gather(torch.ones(3),
+                                                            out=torch.empty(n + 1, 3))),
+                       ("reduce_scatter", lambda: hd.reduce_scatter(torch.ones(3 * n),
+                                                                    out=torch.empty(4)))):
+        try:
+            call()
+        except hal.ConfigError as exc:
+            if f"{name}: out has shape" not in str(exc):
+                return f"{name}: unexpected message {exc}"
+            continue
+        return f"{name}: a wrong out was accepted"
+    return True
 
 
 def _emulated_avg(rank: int, n: int) -> bool | str:
