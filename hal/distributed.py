@@ -327,6 +327,8 @@ def _ensure_group(w: World) -> None:
 _Plan = tuple[Any, Any]  # (torch ReduceOp, dtype to reduce in, or None for the tensor's own)
 _plans: dict[tuple[str, Any], _Plan] = {}
 _move_views: dict[Any, Any] = {}
+#: [out, tensor, op, ReduceOp] of the last reduce_scatter that passed hal's checks.
+_last_scatter: list[Any] = []
 _gloo_avg: list[bool] = []
 
 
@@ -521,6 +523,17 @@ def reduce_scatter(tensor: torch.Tensor, op: str = "sum", *,
     """Reduce ``tensor`` across ranks and keep this rank's slice of dim 0 (size dim0 / world)."""
     w = _world or init()
     n = w.world_size
+    last = _last_scatter
+    if out is not None and last and last[0] is out and last[1] is tensor and last[2] == op:
+        # the same buffers as the last call that passed the checks (the common loop): skip
+        # them, each a cold C++ call right after a collective
+        try:
+            _scatter(out, tensor, op=last[3])
+            return out
+        except (RuntimeError, ValueError, TypeError) as exc:
+            _last_scatter.clear()  # resized or re-typed in place: check everything again
+            if isinstance(exc, RuntimeError) and _peer_error("reduce_scatter", exc) is not exc:
+                _reraise("reduce_scatter", exc)
     red, compute = _plans.get((op, tensor.dtype)) or reduce_plan(op, tensor.dtype,
                                                                 "reduce_scatter")
     # Fast path, as in all_gather, but with the shape checked first: gloo's own check of a
@@ -529,6 +542,7 @@ def reduce_scatter(tensor: torch.Tensor, op: str = "sum", *,
             and _scatter_shapes_ok(out.shape, tensor.shape, n)):
         try:
             _scatter(out, tensor, op=red)
+            _last_scatter[:] = [out, tensor, op, red]
             return out
         except (RuntimeError, ValueError, TypeError) as exc:
             if isinstance(exc, RuntimeError) and _peer_error("reduce_scatter", exc) is not exc:

@@ -361,3 +361,44 @@ def test_run_refuses_more_processes_than_devices(
     script.write_text("")
     with pytest.raises(hal.ConfigError, match=r"hal run -n 3: fakexpu: 2 device\(s\)"):
         run(_run_args("-n", "3", str(script)))
+
+
+class _FakeScatter:
+    """torch's reduce_scatter for rank 0 of 2 whose peer holds the same tensor; can fail once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail_next: Exception | None = None
+
+    def __call__(self, out: torch.Tensor, full: torch.Tensor, op: Any = None) -> None:
+        self.calls += 1
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+        if out.numel() * 2 != full.numel():
+            raise RuntimeError("Check failed: outputShape[0] * worldSize == inputShape[0]")
+        out.copy_(full[: out.numel()] * 2)
+
+
+def test_reduce_scatter_skips_its_checks_for_the_same_buffers_and_rechecks_after_a_failure(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeScatter()
+    checks: list[int] = []
+    real_ok = hd._scatter_shapes_ok
+    monkeypatch.setattr(hd, "_world", hd.World(0, 2, 0, torch.device("cpu"), "gloo"))
+    monkeypatch.setattr(hd, "_scatter", fake)
+    monkeypatch.setattr(hd, "_scatter_shapes_ok",
+                        lambda *a: checks.append(1) or real_ok(*a))
+    monkeypatch.setattr(hd, "_last_scatter", [])
+    full, out = torch.arange(4.0), torch.empty(2)
+    assert hd.reduce_scatter(full, out=out).tolist() == [0.0, 2.0] and len(checks) == 1
+    hd.reduce_scatter(full, out=out)
+    assert (fake.calls, len(checks)) == (2, 1)  # same buffers: straight to torch
+    hd.reduce_scatter(full, "max", out=out)
+    assert len(checks) == 2  # another op: checked again
+    fake.fail_next = RuntimeError("a non-peer hiccup")
+    assert hd.reduce_scatter(full, "max", out=out).tolist() == [0.0, 2.0]
+    assert len(checks) == 3  # the failure dropped the shortcut and the checks ran again
+    out.resize_(3)  # resized in place: torch refuses, hal explains
+    with pytest.raises(hal.ConfigError, match="reduce_scatter: out has shape"):
+        hd.reduce_scatter(full, "max", out=out)
