@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from hal.backend import Backend
+from hal.backend import Backend, Probe
 from hal.selection import safe_probe
 
 T = TypeVar("T")
@@ -23,9 +23,13 @@ def _guard(fn: Callable[[], T], errors: list[str], what: str) -> T | None:
         return None
 
 
-def describe_backend(backend: Backend, *, details: bool = True) -> dict[str, Any]:
-    """One backend as a dict; devices, memory and dtypes only when it is available."""
-    probe = safe_probe(backend)
+def describe_backend(backend: Backend, probe: Probe | None = None) -> dict[str, Any]:
+    """One backend as a dict; devices, memory and dtypes only when it is available.
+
+    ``probe``: the backend's answer when the caller already has it (not probed again).
+    """
+    if probe is None:
+        probe = safe_probe(backend)
     errors: list[str] = []
     out: dict[str, Any] = {
         "name": backend.name,
@@ -38,7 +42,7 @@ def describe_backend(backend: Backend, *, details: bool = True) -> dict[str, Any
         "device_count": probe.device_count,
         "devices": [],
     }
-    if probe.available and details:
+    if probe.available:
         infos = _guard(backend.devices, errors, "devices()") or []
         for info in infos:
             mem = _guard(partial(backend.memory, info.index), errors, "memory()")

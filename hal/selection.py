@@ -42,6 +42,11 @@ class Candidate:
     device_count: int
     requested: bool = False
 
+    @property
+    def probe(self) -> Probe:
+        """The probe answer this candidate was judged on (so callers need not probe again)."""
+        return Probe(self.available, self.reason, self.device_count)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
         return dict(self.__dict__)
@@ -156,12 +161,18 @@ def _local_rank(environ: Mapping[str, str]) -> int | None:
 
 
 def decide(
-    backends: Sequence[Backend], environ: Mapping[str, str] | None = None
+    backends: Sequence[Backend], environ: Mapping[str, str] | None = None,
+    probes: Mapping[str, Probe] | None = None,
 ) -> Selection:
-    """Pure selection policy over ``backends`` and an environment; probes each backend once."""
+    """Pure selection policy over ``backends`` and an environment; probes each backend once.
+
+    ``probes`` (by backend name) are answers already obtained, so a caller that has probed
+    does not probe again; backends missing from it are probed here.
+    """
     env = os.environ if environ is None else environ
     ordered = sorted(backends, key=lambda b: (-b.priority, b.name))
-    probes = {b.name: safe_probe(b) for b in ordered}
+    known = probes or {}
+    probes = {b.name: known[b.name] if b.name in known else safe_probe(b) for b in ordered}
     raw = env.get(DEVICE_ENV)
     requests = parse_device_env(raw) if raw is not None else []
     strict = env.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
@@ -261,7 +272,7 @@ _device: torch.device | None = None
 
 def select() -> Selection:
     """The whole decision (made once per process): backend, device, reason, every candidate."""
-    global _selection, _device
+    global _selection
     sel = _selection
     if sel is not None:
         return sel
@@ -284,8 +295,11 @@ def get_device() -> torch.device:
 
 def _cache_device() -> torch.device:
     global _device
-    device = select().device
-    _device = device
+    sel = select()
+    device = sel.device
+    with _lock:
+        if _selection is sel:  # a reset() meanwhile must not be undone by a stale device
+            _device = device
     return device
 
 

@@ -56,9 +56,10 @@ def collect() -> dict[str, Any]:
     from hal.selection import list_backends, select
 
     selection = select()
+    probes = {c.name: c.probe for c in selection.candidates}  # selection probed them all
     return {
         "schema": "hal.devices/1",
-        "backends": [describe_backend(b) for b in list_backends()],
+        "backends": [describe_backend(b, probes.get(b.name)) for b in list_backends()],
         "selection": selection.as_dict(),
     }
 

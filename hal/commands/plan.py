@@ -82,12 +82,13 @@ def local_fits(spec: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     from hal.planner.estimate import DEFAULT_RUNTIME_BYTES, estimate
     from hal.planner.fit import fits
     from hal.plugins import load_plugins
-    from hal.selection import safe_probe, select
+    from hal.selection import select
 
     selected = select()
+    available = {c.name for c in selected.candidates if c.available}  # probed once, there
     out = []
     for backend in load_plugins().backends():
-        if not safe_probe(backend).available:
+        if backend.name not in available:
             continue
         errors: list[str] = []
         # a CPU has no runtime context to pay for; accelerators keep the default

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import IO, Any
 
-from hal.backend import Backend, Finding
+from hal.backend import Backend, Finding, Probe
 
 #: Version of the record protocol between parent and child.
 PROTOCOL = 1
@@ -80,14 +80,24 @@ def backend_record(backend: Backend) -> dict[str, Any]:
     return {"type": "backend", "name": backend.name, "data": data, "findings": findings}
 
 
+def _probe_of(record: Mapping[str, Any]) -> Probe:
+    """The probe answer a backend record holds (the selection reuses it)."""
+    data = record["data"]
+    return Probe(bool(data["available"]), str(data["reason"]), int(data["device_count"]))
+
+
 def selection_record(backends: Sequence[Backend],
-                     environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """What ``hal.get_device()`` would pick here and why, or the error it would raise."""
+                     environ: Mapping[str, str] | None = None,
+                     probes: Mapping[str, Probe] | None = None) -> dict[str, Any]:
+    """What ``hal.get_device()`` would pick here and why, or the error it would raise.
+
+    ``probes``: the answers the backend records already hold, so no backend is probed twice.
+    """
     from hal.errors import HalError
     from hal.selection import decide
 
     try:
-        selection = decide(backends, environ)
+        selection = decide(backends, environ, probes)
     except HalError as exc:
         return {"type": "selection", "data": None,
                 "error": {"type": type(exc).__name__, "message": str(exc)}}
@@ -129,6 +139,7 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
     from hal.doctor.torchinfo import import_torch
     from hal.errors import ConfigError
     from hal.plugins import load_plugins
+    from hal.selection import list_backends
 
     skipped = set(skip)
     emit({"type": "step", "step": "import torch"})
@@ -138,13 +149,14 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
     emit({"type": "step", "step": "load plugins"})
     try:
         host = load_plugins()
-        backends = sorted(host.backends(), key=lambda b: (-b.priority, b.name))
+        backends = list_backends()
     except ConfigError as exc:
         emit({"type": "plugins_error", "message": str(exc)})
         emit({"type": "done", "protocol": PROTOCOL})
         return
     backends = [b for b in backends if b.name not in skipped]
     answered: list[Backend] = []
+    probes: dict[str, Probe] = {}
     if serial:
         for backend in backends:
             emit({"type": "step", "step": f"backend {backend.name}", "backend": backend.name})
@@ -155,6 +167,7 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
                 continue
             emit(handle.value)
             answered.append(backend)
+            probes[backend.name] = _probe_of(handle.value)
     else:
         emit({"type": "step", "step": "backends", "backends": [b.name for b in backends]})
         handles = [(b, call_in_thread(partial(backend_record, b))) for b in backends]
@@ -166,9 +179,10 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
                 continue
             emit(handle.value)
             answered.append(backend)
+            probes[backend.name] = _probe_of(handle.value)
 
     emit({"type": "step", "step": "selection"})
-    chosen = wait(call_in_thread(lambda: selection_record(answered, environ)),
+    chosen = wait(call_in_thread(lambda: selection_record(answered, environ, probes)),
                   time.monotonic() + timeout)
     if chosen.value is None:
         emit(_hung("selection", timeout, "selection"))
