@@ -98,11 +98,9 @@ class PluginHost:
         env = os.environ if environ is None else environ
         allow = parse_name_list(ALLOW_ENV, env.get(ALLOW_ENV), allow_empty=False)
         deny = parse_name_list(DENY_ENV, env.get(DENY_ENV), allow_empty=True) or []
-        seen: set[str] = set()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in seen or ep.name in self.records:
+            if ep.name in self.records:  # every branch below records the name
                 continue
-            seen.add(ep.name)
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
             version = dist.version if dist is not None else None

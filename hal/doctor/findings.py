@@ -16,10 +16,8 @@ from hal.units import format_bytes
 
 #: Below this, /dev/shm is too small for DataLoader workers and shared-memory collectives.
 SHM_MIN_BYTES = 1 << 30
-PRECISION_ENV = "HAL_PRECISION"
 _EXT_RE = re.compile(r"backend extension: ([^\s.]+)")
 _LIB_RE = re.compile(r"\b(lib[\w+\-]+\.so(?:\.[0-9]+)*)")
-_BF16_VALUES = re.compile(r"^(bf16|bfloat16)([-_].*)?$")
 
 
 def _first(pattern: re.Pattern[str], texts: Sequence[str]) -> str | None:
@@ -154,21 +152,17 @@ def selection_findings(selection: Mapping[str, Any] | None,
 def precision_findings(environ: Mapping[str, str], selection: Mapping[str, Any] | None,
                        backends: Sequence[Mapping[str, Any]]) -> list[Finding]:
     """bf16 requested through HAL_PRECISION where the selected device only emulates it."""
+    from hal.errors import ConfigError
+    from hal.precision import ACCEPTED, PRECISION_ENV, parse_precision
+
     raw = environ.get(PRECISION_ENV)
     if raw is None:
         return []
     try:
-        from hal.precision import parse_precision
-    except ImportError:  # precision policy not installed: read the value by shape alone
-        wanted = "bf16" if _BF16_VALUES.match(raw.strip().lower()) else "other"
-    else:
-        from hal.errors import ConfigError
-
-        try:
-            wanted = parse_precision(raw)
-        except ConfigError as exc:
-            return [Finding("precision-invalid", "error", str(exc),
-                            f"set {PRECISION_ENV} to one of auto, fp32, fp16, bf16, or unset it")]
+        wanted = parse_precision(raw)
+    except ConfigError as exc:
+        return [Finding("precision-invalid", "error", str(exc),
+                        f"set {PRECISION_ENV} to one of {', '.join(ACCEPTED)}, or unset it")]
     if wanted != "bf16" or not selection:
         return []
     chosen = next((b for b in backends if b.get("name") == selection.get("backend")), None)

@@ -141,11 +141,12 @@ def local_sections(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]]
     """
     from hal.errors import ConfigError
     from hal.plugins import load_plugins
+    from hal.selection import list_backends
 
     found: list[dict[str, Any]] = []
     try:
         host = load_plugins()
-        backends = sorted(host.backends(), key=lambda b: (-b.priority, b.name))
+        backends = list_backends()
         plugins = host.plugin_list()
     except ConfigError as exc:
         found.append(finding_dict(Finding("plugins-config", "error", str(exc),
