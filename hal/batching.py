@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import gc
+import itertools
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -204,7 +205,7 @@ class AdaptiveBatcher(Generic[T, R]):
             if not pending:
                 return
             n = builtins.min(self.size, len(pending))
-            batch = [pending[i] for i in range(n)]
+            batch = list(itertools.islice(pending, n))  # indexing a deque walks it
             ok, outputs, message = _attempt(self.fn, batch)
             if not ok:
                 self.ooms += 1

@@ -14,6 +14,7 @@ import atexit
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -293,6 +294,7 @@ def shutdown() -> None:
     """Destroy the process group hal created and forget the World; safe to call twice."""
     global _world, _owns_group
     with _lock:
+        _last_scatter.clear()  # checked for this world; a new one checks again
         owned, _owns_group, _world = _owns_group, False, None
         if not owned:
             return
@@ -327,7 +329,8 @@ def _ensure_group(w: World) -> None:
 _Plan = tuple[Any, Any]  # (torch ReduceOp, dtype to reduce in, or None for the tensor's own)
 _plans: dict[tuple[str, Any], _Plan] = {}
 _move_views: dict[Any, Any] = {}
-#: [out, tensor, op, ReduceOp] of the last reduce_scatter that passed hal's checks.
+#: [weakref(out), weakref(tensor), op, ReduceOp] of the last reduce_scatter that passed hal's
+#: checks in this world (weak: the shortcut must not keep large buffers alive).
 _last_scatter: list[Any] = []
 _gloo_avg: list[bool] = []
 
@@ -524,7 +527,7 @@ def reduce_scatter(tensor: torch.Tensor, op: str = "sum", *,
     w = _world or init()
     n = w.world_size
     last = _last_scatter
-    if out is not None and last and last[0] is out and last[1] is tensor and last[2] == op:
+    if out is not None and last and last[0]() is out and last[1]() is tensor and last[2] == op:
         # the same buffers as the last call that passed the checks (the common loop): skip
         # them, each a cold C++ call right after a collective
         try:
@@ -542,7 +545,7 @@ def reduce_scatter(tensor: torch.Tensor, op: str = "sum", *,
             and _scatter_shapes_ok(out.shape, tensor.shape, n)):
         try:
             _scatter(out, tensor, op=red)
-            _last_scatter[:] = [out, tensor, op, red]
+            _last_scatter[:] = [weakref.ref(out), weakref.ref(tensor), op, red]
             return out
         except (RuntimeError, ValueError, TypeError) as exc:
             if isinstance(exc, RuntimeError) and _peer_error("reduce_scatter", exc) is not exc:
