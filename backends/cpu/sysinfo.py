@@ -5,8 +5,9 @@ Every function takes a filesystem ``root`` so tests can point it at a fake tree.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from hal.hardware import read_text
 
 #: CPU flags that decide which dtypes run natively and how fast.
 RELEVANT_FLAGS = (
@@ -37,17 +38,9 @@ class CpuFacts:
     flags: frozenset[str] = field(default_factory=frozenset)
 
 
-def _read(root: str, path: str) -> str | None:
-    try:
-        with open(os.path.join(root, path.lstrip("/")), encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def cpu_facts(root: str = "/") -> CpuFacts:
     """Parse /proc/cpuinfo (the first processor block is representative)."""
-    text = _read(root, "/proc/cpuinfo") or ""
+    text = read_text(root, "/proc/cpuinfo") or ""
     model = vendor = ""
     flags: set[str] = set()
     for line in text.splitlines():
@@ -70,7 +63,7 @@ def cpu_facts(root: str = "/") -> CpuFacts:
 def _own_cgroup_paths(root: str) -> tuple[str, str]:
     """This process's cgroup path for v2 (the "0::" line) and for v1's memory controller."""
     v2 = v1 = "/"
-    for line in (_read(root, "/proc/self/cgroup") or "").splitlines():
+    for line in (read_text(root, "/proc/self/cgroup") or "").splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
@@ -83,7 +76,7 @@ def _own_cgroup_paths(root: str) -> tuple[str, str]:
 
 def _number(root: str, path: str) -> tuple[bool, int | None]:
     """(is a cgroup number file, its value): "max" and the v1 page-rounded max mean None."""
-    text = _read(root, path)
+    text = read_text(root, path)
     if text is None:
         return False, None
     text = text.strip()
@@ -143,7 +136,7 @@ def cgroup_memory(root: str = "/") -> tuple[int | None, int | None]:
 def process_memory(root: str = "/") -> tuple[int, int]:
     """(resident, high-water mark) of this process in bytes, from /proc/self/status."""
     rss = hwm = 0
-    for line in (_read(root, "/proc/self/status") or "").splitlines():
+    for line in (read_text(root, "/proc/self/status") or "").splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) * 1024
         elif line.startswith("VmHWM:"):

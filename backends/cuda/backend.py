@@ -197,7 +197,8 @@ class CudaBackend(TorchCudaFamily):
             n = int(quiet(cuda._device_count_nvml, -1))
             if n >= 0:
                 return self._counted(n, None, spec, "torch.cuda._device_count_nvml")
-            census = self.census(want_mig=False)
+            if census is None:  # NVML's census already fell back to the driver's /proc files
+                census = self.census(want_mig=False)
             if census.count is None:
                 why = f" ({census.error})" if census.error else ""
                 return Probe(False, "no NVIDIA driver: NVML (libnvidia-ml.so.1) cannot be loaded "

@@ -144,9 +144,6 @@ class TorchCudaFamily(Backend):
     def is_oom(self, exc: BaseException) -> bool:
         text = str(exc)
         if any(m in text for m in self.oom_markers):
-            return isinstance(exc, RuntimeError) or self._oom_class_match(exc)
+            # torch.cuda.OutOfMemoryError is torch.OutOfMemoryError, a RuntimeError
+            return isinstance(exc, RuntimeError)
         return False
-
-    def _oom_class_match(self, exc: BaseException) -> bool:
-        oom = quiet(lambda: self.cuda.OutOfMemoryError, None)
-        return isinstance(oom, type) and isinstance(exc, oom)

@@ -92,9 +92,12 @@ class RocmBackend(TorchCudaFamily):
         """GPU nodes of the KFD topology (simd_count > 0): what the ROCm runtime enumerates."""
         nodes = []
         for path in sorted(glob.glob(os.path.join(self.root, KFD_NODES, "*", "properties"))):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                props = dict(line.split(None, 1) for line in f if len(line.split(None, 1)) == 2)
-            if int(props.get("simd_count", "0").strip() or 0) > 0:
+            # read_text: an unreadable or odd node must not make probe() raise
+            text = read_text(self.root, os.path.relpath(path, self.root)) or ""
+            pairs = (line.split(None, 1) for line in text.splitlines())
+            props = {p[0]: p[1] for p in pairs if len(p) == 2}
+            simd = props.get("simd_count", "0").strip()
+            if simd.isdigit() and int(simd) > 0:
                 nodes.append(path)
         return nodes
 
