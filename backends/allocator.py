@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hal.backend import MemoryInfo
+from hal.contract import MemoryInfo
 
 
 def allocator_memory(module: Any, index: int, source: str, fallback_source: str) -> MemoryInfo:

@@ -121,7 +121,7 @@ def fixed_costs(engine: Engine, ids: list[list[int]]) -> dict[str, float]:
         "AdaptiveBatcher + map": per_call_us(batcher),
         "hal.autocast (torch.autocast alone: "
         f"{per_call_us(plain_autocast):.0f} us)": per_call_us(autocast),
-        "backend().synchronize()": per_call_us(lambda: hal.backend().synchronize()),
+        "backend().synchronize()": per_call_us(lambda: hal.get_backend().synchronize()),
     }
 
 
@@ -171,7 +171,7 @@ def main() -> int:
               "float32, through hal)")
     else:
         print("policy chose float32: nothing to compare against")
-    print(f"selected backend : {hal.backend().name}")
+    print(f"selected backend : {hal.get_backend().name}")
     return 0
 
 

@@ -12,58 +12,65 @@ Everything is imported lazily (PEP 562): ``import hal`` loads neither torch nor 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-# public name -> (module, attribute); attribute None means the module itself.
-_EXPORTS: dict[str, tuple[str, str | None]] = {
+# public name -> (module, attribute): functions and types only, never modules as values.
+_EXPORTS: dict[str, tuple[str, str]] = {
     "hookimpl": ("hal.hookspecs", "hookimpl"),
     "hookspec": ("hal.hookspecs", "hookspec"),
-    "API_VERSION": ("hal.backend", "API_VERSION"),
-    "Backend": ("hal.backend", "Backend"),
-    "Probe": ("hal.backend", "Probe"),
-    "DeviceInfo": ("hal.backend", "DeviceInfo"),
-    "MemoryInfo": ("hal.backend", "MemoryInfo"),
-    "Hardware": ("hal.backend", "Hardware"),
-    "Finding": ("hal.backend", "Finding"),
+    "API_VERSION": ("hal.contract", "API_VERSION"),
+    "Backend": ("hal.contract", "Backend"),
+    "Probe": ("hal.contract", "Probe"),
+    "DeviceInfo": ("hal.contract", "DeviceInfo"),
+    "MemoryInfo": ("hal.contract", "MemoryInfo"),
+    "Hardware": ("hal.contract", "Hardware"),
+    "Finding": ("hal.contract", "Finding"),
     "HalError": ("hal.errors", "HalError"),
     "ConfigError": ("hal.errors", "ConfigError"),
     "DeviceUnavailableError": ("hal.errors", "DeviceUnavailableError"),
     "PluginError": ("hal.errors", "PluginError"),
-    "HalFallbackWarning": ("hal.selection", "HalFallbackWarning"),
+    "BatchSizeError": ("hal.errors", "BatchSizeError"),
+    "DistributedError": ("hal.errors", "DistributedError"),
+    "HalFallbackWarning": ("hal.errors", "HalFallbackWarning"),
+    "HalPrecisionWarning": ("hal.errors", "HalPrecisionWarning"),
     "Selection": ("hal.selection", "Selection"),
     "get_device": ("hal.selection", "get_device"),
     "select": ("hal.selection", "select"),
-    "backend": ("hal.selection", "backend"),
-    "list_backends": ("hal.selection", "list_backends"),
     "get_backend": ("hal.selection", "get_backend"),
+    "list_backends": ("hal.selection", "list_backends"),
     "reset": ("hal.selection", "reset"),
-    "plugin_list": ("hal.plugins", "plugin_list"),
-    "plugins": ("hal.plugins", None),
-}
-_OPTIONAL_EXPORTS: dict[str, tuple[str, str | None]] = {
-    "memory": ("hal.memory", None),
-    "precision": ("hal.precision", None),
+    "list_plugins": ("hal.plugins", "list_plugins"),
     "autocast": ("hal.precision", "autocast"),
     "grad_scaler": ("hal.precision", "grad_scaler"),
     "is_oom": ("hal.oom", "is_oom"),
-    "batching": ("hal.batching", None),
-    "distributed": ("hal.distributed", None),
-    "planner": ("hal.planner", None),
     "optimize": ("hal.optimize", "optimize"),
 }
-_EXPORTS.update(_OPTIONAL_EXPORTS)
+
+# Submodules reached as ``hal.memory.info()`` etc. are ordinary subpackages: importing them on
+# first attribute access keeps ``import hal`` cheap without exporting modules as values.
+_SUBMODULES = frozenset(
+    {"memory", "precision", "batching", "distributed", "planner", "plugins", "selection"}
+)
+
+# Old name -> (new public name, how to get the old value). Kept one release; each warns once.
+_DEPRECATED: dict[str, str] = {
+    "backend": "get_backend",
+    "plugin_list": "list_plugins",
+}
 
 __all__ = [
     "API_VERSION",
     "Backend",
+    "BatchSizeError",
     "ConfigError",
     "DeviceInfo",
     "DeviceUnavailableError",
+    "DistributedError",
     "Finding",
     "HalError",
     "HalFallbackWarning",
+    "HalPrecisionWarning",
     "Hardware",
     "MemoryInfo",
     "PluginError",
@@ -71,9 +78,6 @@ __all__ = [
     "Selection",
     "__version__",
     "autocast",
-    "backend",
-    "batching",
-    "distributed",
     "get_backend",
     "get_device",
     "grad_scaler",
@@ -81,18 +85,21 @@ __all__ = [
     "hookspec",
     "is_oom",
     "list_backends",
-    "memory",
+    "list_plugins",
     "optimize",
-    "planner",
-    "plugin_list",
-    "plugins",
-    "precision",
     "reset",
     "select",
 ]
 
 if TYPE_CHECKING:
-    from hal.backend import (
+    from hal import batching as batching
+    from hal import distributed as distributed
+    from hal import memory as memory
+    from hal import planner as planner
+    from hal import plugins as plugins
+    from hal import precision as precision
+    from hal import selection as selection
+    from hal.contract import (
         API_VERSION,
         Backend,
         DeviceInfo,
@@ -101,13 +108,23 @@ if TYPE_CHECKING:
         MemoryInfo,
         Probe,
     )
-    from hal.errors import ConfigError, DeviceUnavailableError, HalError, PluginError
-    from hal.hookspecs import hookimpl, hookspec
-    from hal.plugins import plugin_list
-    from hal.selection import (
+    from hal.errors import (
+        BatchSizeError,
+        ConfigError,
+        DeviceUnavailableError,
+        DistributedError,
+        HalError,
         HalFallbackWarning,
+        HalPrecisionWarning,
+        PluginError,
+    )
+    from hal.hookspecs import hookimpl, hookspec
+    from hal.oom import is_oom
+    from hal.optimize import optimize
+    from hal.plugins import list_plugins
+    from hal.precision import autocast, grad_scaler
+    from hal.selection import (
         Selection,
-        backend,
         get_backend,
         get_device,
         list_backends,
@@ -115,18 +132,55 @@ if TYPE_CHECKING:
         select,
     )
 
+    __version__: str
+
+
+def _version() -> str:
+    """The installed distribution's version (one source of truth: pyproject.toml)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch-hal")
+    except metadata.PackageNotFoundError:  # a plain source checkout on PYTHONPATH
+        return "0+unknown"
+
+
+_warned: set[str] = set()
+
+
+def _deprecated(old: str) -> Any:
+    new = _DEPRECATED[old]
+    if old not in _warned:
+        _warned.add(old)
+        warnings.warn(
+            f"hal.{old} is deprecated and will be removed in the next release; use hal.{new}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    target = __getattr__(new)
+    if old == "backend":
+        # hal.backend() was "the selected backend": the same as get_backend() with no name.
+        return lambda: target()
+    return target
+
 
 def __getattr__(name: str) -> Any:
     """Import a public name on first use and cache it in the module namespace."""
-    try:
-        module_name, attr = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'hal' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
+    if name in _DEPRECATED:
+        return _deprecated(name)  # not cached: every use of an old name is visible
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"hal.{name}")
+    else:
+        try:
+            module_name, attr = _EXPORTS[name]
+        except KeyError:
+            raise AttributeError(f"module 'hal' has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module_name), attr)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)

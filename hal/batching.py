@@ -15,15 +15,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from hal.errors import ConfigError, HalError
+from hal.errors import BatchSizeError, ConfigError, HalError
 from hal.oom import is_oom
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class BatchSizeError(HalError, RuntimeError):
-    """Even the smallest allowed batch runs out of memory."""
 
 
 def _check_int(name: str, value: Any, least: int = 1) -> int:

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from hal.errors import ConfigError, HalError
+from hal.errors import ConfigError, DistributedError, HalError
 
 if TYPE_CHECKING:
     import torch
     from torch.distributed.device_mesh import DeviceMesh
     from torch.nn.parallel import DistributedDataParallel
 
-    from hal.backend import Backend
+    from hal.contract import Backend
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -56,10 +56,6 @@ DEFAULT_TIMEOUT_S = 600.0
 OPS = ("sum", "avg", "max", "min")
 #: Variables torchrun sets that ``init()`` needs; RANK/WORLD_SIZE present means "distributed".
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-class DistributedError(HalError, RuntimeError):
-    """A rank is missing, crashed or stalled, or the rendezvous point cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Errors a user of hal can cause: one-line messages naming the bad value and what is accepted."""
+"""Every exception and warning hal raises: one-line messages naming the bad value and what is accepted.
+
+One module owns them (pluggy's habit), so a user catches ``hal.HalError`` and a reader finds
+every failure mode in one place. Exceptions about a plugin carry it (``PluginError.plugin``).
+"""
 
 from __future__ import annotations
 
@@ -16,4 +20,24 @@ class DeviceUnavailableError(HalError, RuntimeError):
 
 
 class PluginError(HalError, RuntimeError):
-    """A plugin broke the v1 contract in a way hal cannot skip over."""
+    """A plugin broke the contract: refused at load or registration; ``plugin`` names it."""
+
+    def __init__(self, message: str, plugin: str = "") -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+
+class BatchSizeError(HalError, RuntimeError):
+    """Even the smallest allowed batch runs out of memory."""
+
+
+class DistributedError(HalError, RuntimeError):
+    """A rank is missing, crashed or stalled, or the rendezvous point cannot be used."""
+
+
+class HalFallbackWarning(UserWarning):
+    """The requested backend is unavailable, so hal fell back down the chain."""
+
+
+class HalPrecisionWarning(UserWarning):
+    """The requested precision runs only by emulation on this device (slow)."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from hal.backend import Backend, Finding
+    from hal.contract import Backend, Finding
 
 PROJECT_NAME = "hal"
 

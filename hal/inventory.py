@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from hal.backend import Backend, Probe
+from hal.contract import Backend, Probe
 from hal.selection import safe_probe
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from hal.backend import Backend, MemoryInfo
+from hal.contract import Backend, MemoryInfo
 from hal.errors import ConfigError
 from hal.selection import list_backends, select
 from hal.units import format_bytes

@@ -14,9 +14,9 @@ M = TypeVar("M")
 
 def optimize(model: M) -> M:
     """The model optimised by the selected backend's ``optimize`` hook, or ``model`` itself."""
-    from hal.selection import backend
+    from hal.selection import get_backend
 
-    hook: Any = getattr(backend(), "optimize", None)
+    hook: Any = getattr(get_backend(), "optimize", None)
     if not callable(hook):
         return model
     result: M = hook(model)

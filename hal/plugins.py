@@ -20,8 +20,8 @@ from typing import Any, Literal
 import pluggy
 
 from hal import hookspecs
-from hal.backend import Backend, Finding
-from hal.errors import ConfigError
+from hal.contract import Backend, Finding
+from hal.errors import ConfigError, HalError, PluginError
 
 ENTRY_POINT_GROUP = "hal"
 ALLOW_ENV = "HAL_PLUGINS"
@@ -124,7 +124,13 @@ class PluginHost:
             self.register(plugin, ep.name, distribution=dist_name, version=version)
         for name in ALWAYS_LOADED:
             if name not in self.records:  # running from a source tree without metadata
-                module = importlib.import_module(_BUILTIN_MODULES[name])
+                try:
+                    module = importlib.import_module(_BUILTIN_MODULES[name])
+                except ModuleNotFoundError as exc:
+                    raise HalError(
+                        "hal is not installed (hal.backends is missing in a plain source "
+                        "checkout): run `pip install -e .` in the checkout"
+                    ) from exc
                 self.register(module, name, distribution=None, version=None)
         for name in allow or []:
             if name not in self.records:
@@ -300,7 +306,7 @@ def reset_plugins() -> None:
         _host = None
 
 
-def plugin_list() -> list[dict[str, Any]]:
+def list_plugins() -> list[dict[str, Any]]:
     """Every plugin with distribution, version, hooks and status: feeds ``hal plugins`` and tests."""
     return load_plugins().plugin_list()
 
@@ -312,7 +318,7 @@ def registered(plugin: object, name: str) -> Iterator[PluginHost]:
     if not host.register(plugin, name):
         error = host.records[name].error
         host.records.pop(name, None)
-        raise ConfigError(f"plugin {name!r} could not be registered: {error}")
+        raise PluginError(f"plugin {name!r} could not be registered: {error}", plugin=name)
     try:
         yield host
     finally:

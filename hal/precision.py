@@ -31,8 +31,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.backend import Backend
-from hal.errors import ConfigError
+from hal.contract import Backend
+from hal.errors import ConfigError, HalPrecisionWarning
 from hal.selection import select
 
 if TYPE_CHECKING:
@@ -50,10 +50,6 @@ _NOT_MIXED = ("fp64", "float64", "double", "int8", "int4", "fp8", "uint8", "int1
               "int64")
 #: A host CPU's low-precision dtype is used by ``auto`` only if a matmul in it beats fp32 by this.
 HOST_SPEEDUP = 1.5
-
-
-class HalPrecisionWarning(UserWarning):
-    """The requested precision runs only by emulation on this device (slow)."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hal.backend import Backend, Probe
-from hal.errors import ConfigError, DeviceUnavailableError
+from hal.contract import Backend, Probe
+from hal.errors import ConfigError, DeviceUnavailableError, HalFallbackWarning
 from hal.plugins import load_plugins, reset_plugins
 
 if TYPE_CHECKING:
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 DEVICE_ENV = "HAL_DEVICE"
 STRICT_ENV = "HAL_STRICT"
 _TOKEN_RE = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(?::(?P<index>[^:]*))?$")
-
-
-class HalFallbackWarning(UserWarning):
-    """The requested backend is unavailable, so hal fell back down the chain."""
 
 
 @dataclass(frozen=True)
@@ -303,18 +299,18 @@ def _cache_device() -> torch.device:
     return device
 
 
-def backend() -> Backend:
-    """The selected Backend object, for what the public API does not wrap."""
-    return select().backend
-
-
 def list_backends() -> list[Backend]:
     """Every backend the loaded plugins provide, highest priority first."""
     return sorted(load_plugins().backends(), key=lambda b: (-b.priority, b.name))
 
 
-def get_backend(name: str) -> Backend:
-    """The loaded backend called ``name``; ConfigError naming the accepted ones otherwise."""
+def get_backend(name: str | None = None) -> Backend:
+    """The backend called ``name``, or with no name the selected one (llm's ``get_model`` shape).
+
+    An unknown name is a ConfigError naming the installed backends.
+    """
+    if name is None:
+        return select().backend
     for b in load_plugins().backends():
         if b.name == name:
             return b

@@ -249,10 +249,10 @@ def test_hal_optimize_asks_the_selected_backend(monkeypatch: pytest.MonkeyPatch)
     fake = fx.fake_xpu(torch_version="2.8.0+xpu", ipex_version="2.8.10+xpu")
     xpu = backend_for(fake)
     monkeypatch.setitem(sys.modules, "intel_extension_for_pytorch", _Ipex())
-    monkeypatch.setattr(selection, "backend", lambda: xpu)
+    monkeypatch.setattr(selection, "get_backend", lambda name=None: xpu)
     model = torch.nn.Linear(2, 2).eval()
     assert hal.optimize(model) == ("optimized", model)
-    monkeypatch.setattr(selection, "backend", lambda: CpuBackend())
+    monkeypatch.setattr(selection, "get_backend", lambda name=None: CpuBackend())
     assert hal.optimize(model) is model  # no hook: unchanged
 
 

@@ -149,7 +149,7 @@ def test_installed_plugin_listed_by_hal_devices() -> None:
     if not torch.backends.mps.is_available():
         assert mps["available"] is False and "MPS" in mps["reason"]
     assert mps["device_type"] == "mps" and mps["priority"] == 70
-    records = {p["name"]: p for p in hal.plugin_list()}
+    records = {p["name"]: p for p in hal.list_plugins()}
     assert records["mps"]["distribution"] == "hal-mps"
     assert records["mps"]["status"] == "loaded" and records["mps"]["backends"] == ["mps"]
 

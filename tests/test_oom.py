@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import hal
-from hal.backend import Backend, Probe
 from hal.backends.cpu.backend import CpuBackend
+from hal.contract import Backend, Probe
 from hal.plugins import registered
 from hal.selection import list_backends
 from hal.testing import oom_corpus

@@ -30,7 +30,7 @@ def hal_backends():
 
 
 def _records() -> dict[str, dict[str, object]]:
-    return {p["name"]: p for p in plugins.plugin_list()}
+    return {p["name"]: p for p in plugins.list_plugins()}
 
 
 def test_builtin_cpu_loads_through_its_entry_point() -> None:
@@ -182,14 +182,14 @@ test_registered_context_registers_and_unregisters = pytest.mark.usefixtures("_in
 )
 
 
-def test_registering_a_broken_object_raises_config_error() -> None:
+def test_registering_a_broken_object_raises_plugin_error() -> None:
     class Misspelled:
         @staticmethod
         @hal.hookimpl
         def hal_backendz() -> list[hal.Backend]:
             return []
 
-    with pytest.raises(ConfigError, match="hal_backendz"), plugins.registered(Misspelled(), "x"):
+    with pytest.raises(hal.PluginError, match="hal_backendz"), plugins.registered(Misspelled(), "x"):
         pass
 
 

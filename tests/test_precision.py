@@ -12,8 +12,8 @@ import torch
 
 import hal
 from hal import precision, selection
-from hal.backend import Backend, Probe
 from hal.backends.cpu.backend import CpuBackend
+from hal.contract import Backend, Probe
 from hal.errors import ConfigError
 from hal.plugins import registered
 from hal.precision import HalPrecisionWarning, parse_precision, policy
@@ -61,7 +61,7 @@ def selected(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[Back
     with registered(Plugin(), f"test-{backend.name}"):
         monkeypatch.setenv("HAL_DEVICE", backend.name)
         selection.reset()
-        assert hal.backend() is backend
+        assert hal.get_backend() is backend
         yield backend
     selection.reset()
 
@@ -184,7 +184,7 @@ def test_this_cpu_follows_the_measurement() -> None:
     with precision._forget_measurements():
         pol = policy()
         assert pol.device_type == "cpu"
-        backend = hal.backend()
+        backend = hal.get_backend()
         declared = backend.fast_dtypes()
         if declared is not None:
             expected = BF16 if BF16 in declared else FP16 if FP16 in declared else FP32
@@ -243,7 +243,7 @@ def test_autocast_is_a_noop_for_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_autocast_uses_the_policy_dtype_and_device_type(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HAL_PRECISION", "bf16")
-    if BF16 not in hal.backend().dtypes():
+    if BF16 not in hal.get_backend().dtypes():
         pytest.skip("this CPU has no native bf16")
     a = torch.randn(4, 4)
     with hal.autocast():
@@ -264,7 +264,7 @@ def test_grad_scaler_is_for_the_selected_device_and_only_fp16(
     assert isinstance(scaler, torch.amp.GradScaler)
     assert not scaler.is_enabled()
     assert scaler._device == "cpu"
-    if FP16 in hal.backend().dtypes():
+    if FP16 in hal.get_backend().dtypes():
         monkeypatch.setenv("HAL_PRECISION", "fp16")
         scaler = hal.grad_scaler()
         assert scaler.is_enabled() and scaler._device == "cpu"

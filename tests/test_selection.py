@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -11,8 +14,8 @@ import torch
 
 import hal
 from hal import plugins
-from hal.backend import Backend, Probe
 from hal.backends.cpu import CpuBackend
+from hal.contract import Backend, Probe
 from hal.errors import ConfigError, DeviceUnavailableError
 from hal.selection import HalFallbackWarning, decide, parse_device_env
 
@@ -217,7 +220,7 @@ def test_decided_once_for_32_threads_and_reset_forgets() -> None:
 
 def test_reset_rereads_hal_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOYACCEL_DEVICES", "2")
-    installed = {p["name"] for p in plugins.plugin_list()}
+    installed = {p["name"] for p in plugins.list_plugins()}
     if "toyaccel" not in installed:
         pytest.skip("hal-toyaccel test plugin is not installed (tox installs it)")
     hal.reset()
@@ -226,7 +229,7 @@ def test_reset_rereads_hal_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hal.get_device() == torch.device("meta:0")  # cached until reset
     hal.reset()
     assert hal.get_device() == torch.device("cpu")
-    assert hal.backend().name == "cpu"
+    assert hal.get_backend().name == "cpu"
 
 
 def test_fallback_warns_once_per_decision(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,9 +253,40 @@ def test_select_as_dict_is_json_ready() -> None:
     assert any(c["name"] == "cpu" and c["available"] for c in data["candidates"])
 
 
-def test_hal_backend_is_callable_despite_the_submodule_of_that_name() -> None:
-    import hal.backend as module
+def test_contract_module_and_getters_work_in_either_import_order() -> None:
+    """The contract module is a plain module whatever was imported first (no callable module)."""
+    script = (
+        "import hal, sys\n"
+        "order = sys.argv[1]\n"
+        "if order == 'getter-first':\n"
+        "    assert hal.get_backend().name == 'cpu'\n"
+        "import hal.contract as m\n"
+        "assert m.Backend is hal.Backend and not callable(m)\n"
+        "assert hal.get_backend().name == 'cpu' and hal.get_backend('cpu') is hal.get_backend()\n"
+        "print('ok')\n"
+    )
+    for order in ("getter-first", "module-first"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, order], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "HAL_DEVICE": "cpu"},
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
-    assert callable(module)
-    assert hal.backend().name == "cpu"
-    assert module.Backend is hal.Backend
+
+def test_old_names_warn_once_and_still_work() -> None:
+    script = (
+        "import warnings, hal\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    assert hal.backend().name == 'cpu'\n"
+        "    assert hal.backend().name == 'cpu'\n"
+        "    assert {p['name'] for p in hal.plugin_list()} >= {'cpu'}\n"
+        "dep = [str(w.message) for w in caught if w.category is DeprecationWarning]\n"
+        "assert len(dep) == 2 and 'hal.get_backend' in dep[0] and 'hal.list_plugins' in dep[1], dep\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HAL_DEVICE": "cpu"},
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.backend import Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
 from hal.backends.allocator import allocator_memory
 from hal.backends.ascend import socs, stack
+from hal.contract import Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
 from hal.errors import DeviceUnavailableError
 from hal.hardware import ACCELERATOR_CLASS, dev_nodes, pci_devices
 

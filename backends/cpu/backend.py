@@ -7,7 +7,6 @@ import platform
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from hal.backend import Backend, DeviceInfo, Hardware, MemoryInfo, Probe
 from hal.backends.cpu.sysinfo import (
     CgroupFiles,
     CpuFacts,
@@ -16,6 +15,7 @@ from hal.backends.cpu.sysinfo import (
     process_memory,
     read_cgroup_memory,
 )
+from hal.contract import Backend, DeviceInfo, Hardware, MemoryInfo, Probe
 
 if TYPE_CHECKING:
     import torch

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.backend import DeviceInfo, Finding, Hardware, Probe
 from hal.backends.cuda.common import TorchCudaFamily, gpu_functions, parse_version, pci_hardware, quiet
 from hal.backends.cuda.visible import VisibleSpec, parse_visible, resolve
+from hal.contract import DeviceInfo, Finding, Hardware, Probe
 from hal.hardware import dev_nodes, read_text
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from hal.backend import Backend, Hardware, MemoryInfo
+from hal.contract import Backend, Hardware, MemoryInfo
 from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, PciDevice, pci_devices
 
 if TYPE_CHECKING:

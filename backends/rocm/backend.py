@@ -7,9 +7,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hal.backend import DeviceInfo, Finding, Hardware, Probe
 from hal.backends.cuda.common import TorchCudaFamily, gpu_functions, pci_hardware, quiet
 from hal.backends.cuda.visible import parse_visible, resolve
+from hal.contract import DeviceInfo, Finding, Hardware, Probe
 from hal.hardware import dev_nodes, read_text
 
 if TYPE_CHECKING:

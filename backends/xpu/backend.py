@@ -13,9 +13,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hal.backend import Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
 from hal.backends.allocator import allocator_memory
 from hal.backends.xpu import stack
+from hal.contract import Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
 from hal.errors import DeviceUnavailableError
 
 if TYPE_CHECKING:

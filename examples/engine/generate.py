@@ -226,7 +226,7 @@ class Engine:
                                       pad_id=self.tokenizer.pad_id, eos_id=self.tokenizer.eos_id,
                                       generator=generator)
 
-        hal.backend().synchronize()
+        hal.get_backend().synchronize()
         start = time.perf_counter()
         # No garbage collection around the block: it would cost more than a short generation.
         with hal.memory.track(collect=False) as tracked:

@@ -17,9 +17,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the plugin list; exit 0 even when some failed (they are listed with the error)."""
-    from hal.plugins import plugin_list
+    from hal.plugins import list_plugins
 
-    plugins = plugin_list()
+    plugins = list_plugins()
     if args.json:
         json.dump(plugins, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import IO, Any
 
-from hal.backend import Backend, Finding, Probe
+from hal.contract import Backend, Finding, Probe
 
 #: Version of the record protocol between parent and child.
 PROTOCOL = 1

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hal.backend import Finding
+from hal.contract import Finding
 from hal.doctor.torchinfo import AUTOLOAD_ENV, AUTOLOAD_GROUP
 from hal.units import format_bytes
 

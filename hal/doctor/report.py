@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 import hal
-from hal.backend import Backend, Finding
+from hal.contract import Backend, Finding
 from hal.doctor import findings as generic
 from hal.doctor.child import finding_dict, run_steps
 from hal.doctor.isolate import ChildResult, call_in_thread, child_env, run_child, wait

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hal.backend import Backend
+from hal.contract import Backend
 
 #: Matrix size of the matmul step: big enough to reach the device kernels, quick everywhere.
 MATMUL_N = 256

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hal.backend import MemoryInfo
+from hal.contract import MemoryInfo
 from hal.errors import ConfigError
 from hal.planner.catalogue import Accelerator
 from hal.planner.estimate import Breakdown, estimate

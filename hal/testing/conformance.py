@@ -22,7 +22,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from hal.backend import API_VERSION, Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
+from hal.contract import API_VERSION, Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
 
 __all__ = [
     "CHECKS",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hal.backend import Backend
+    from hal.contract import Backend
 
 __all__ = [
     "CallShape",

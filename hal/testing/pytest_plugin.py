@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from hal.backend import Backend
+from hal.contract import Backend
 from hal.plugins import PluginHost
 
 

@@ -8,8 +8,6 @@ Heavy imports (torch, vendor SDKs) belong inside method bodies, never at module 
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -167,19 +165,3 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} device_type={self.device_type!r}>"
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``hal.backend()`` (the selected backend) coexist with the ``hal.backend`` module.
-
-    Importing the submodule rebinds the package attribute ``hal.backend`` to the module, which
-    would shadow the public function of the same name; calling the module delegates to it.
-    """
-
-    def __call__(self) -> Backend:
-        from hal.selection import backend
-
-        return backend()
-
-
-sys.modules[__name__].__class__ = _CallableModule
