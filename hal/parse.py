@@ -20,20 +20,29 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
 
+def _shown(text: object) -> str:
+    """A value as an error message shows it: repr'd, cut to 40 characters (a 5000-digit value)."""
+    raw = str(text)
+    return repr(raw if len(raw) <= 40 else raw[:37] + "...")
+
+
+def _matched(name: str, text: object, pattern: re.Pattern[str], what: str, expected: str) -> str:
+    """``text`` stripped, if it is a str matching ``pattern``; ConfigError naming ``name`` otherwise."""
+    raw = text.strip() if isinstance(text, str) else ""
+    if not pattern.match(raw):
+        raise ConfigError(f"{name}={_shown(text)} is not {what}; expected {expected}")
+    return raw
+
+
 def parse_int(name: str, text: object, *, lo: int = 0, hi: int = 2**31 - 1) -> int:
     """``text`` as an int in [lo, hi] written with ASCII digits only; ConfigError naming ``name``."""
-    if isinstance(text, bool):
-        raise ConfigError(f"{name}={text!r} is not a whole number; expected {lo}..{hi}")
-    if isinstance(text, int):
+    expected = f"{lo}..{hi}"
+    if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
-        raw = str(text).strip()
-        if not _INT_RE.match(raw):
-            shown = raw if len(raw) <= 40 else raw[:37] + "..."
-            raise ConfigError(f"{name}={shown!r} is not a whole number; expected {lo}..{hi}")
-        value = int(raw)
+        value = int(_matched(name, text, _INT_RE, "a whole number", expected))
     if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value} is out of range; expected {lo}..{hi}")
+        raise ConfigError(f"{name}={value} is out of range; expected {expected}")
     return value
 
 
@@ -41,20 +50,14 @@ def parse_float(
     name: str, text: object, *, lo: float = 0.0, hi: float = 1e15, lo_inclusive: bool = True
 ) -> float:
     """``text`` as a finite float in [lo, hi] (``lo`` exclusive when asked); ConfigError otherwise."""
-    if isinstance(text, bool):
-        raise ConfigError(f"{name}={text!r} is not a number")
-    if isinstance(text, (int, float)):
+    expected = f"{lo:g}..{hi:g}" if lo_inclusive else f"more than {lo:g} and at most {hi:g}"
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
-        raw = str(text).strip()
-        if not _FLOAT_RE.match(raw):
-            shown = raw if len(raw) <= 40 else raw[:37] + "..."
-            raise ConfigError(f"{name}={shown!r} is not a number; expected {lo:g}..{hi:g}")
-        value = float(raw)
+        value = float(_matched(name, text, _FLOAT_RE, "a number", expected))
     low_ok = value >= lo if lo_inclusive else value > lo
     if not math.isfinite(value) or not low_ok or value > hi:
-        bound = f"{lo:g}..{hi:g}" if lo_inclusive else f"more than {lo:g} and at most {hi:g}"
-        raise ConfigError(f"{name}={value:g} is out of range; expected {bound}")
+        raise ConfigError(f"{name}={value:g} is out of range; expected {expected}")
     return value
 
 
@@ -67,5 +70,4 @@ def parse_bool(name: str, text: str | None, *, default: bool = False) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    shown = text if len(text) <= 40 else text[:37] + "..."
-    raise ConfigError(f"{name}={shown!r} is not a switch; expected 1/true/yes/on or 0/false/no/off")
+    raise ConfigError(f"{name}={_shown(text)} is not a switch; expected 1/true/yes/on or 0/false/no/off")
