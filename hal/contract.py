@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 if TYPE_CHECKING:
     import torch
 
+    from hal.telemetry import Telemetry
+
 #: Version of the plugin contract this module defines.
 API_VERSION = 1
 
@@ -162,6 +164,15 @@ class Backend:
     def findings(self) -> Sequence[Finding]:
         """Backend-specific doctor findings (misconfigurations this vendor knows about)."""
         return []
+
+    def telemetry(self, index: int = 0) -> Telemetry:
+        """Live figures of device ``index`` for ``hal watch``: torch-free, no device context.
+
+        The default knows only ``memory()``; vendors override it with their management library.
+        """
+        from hal.telemetry import from_memory
+
+        return from_memory(self.memory(index))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} device_type={self.device_type!r}>"

@@ -20,6 +20,8 @@ from hal.contract import Backend, DeviceInfo, Hardware, MemoryInfo, Probe
 if TYPE_CHECKING:
     import torch
 
+    from hal.telemetry import Telemetry
+
 #: Substrings of the CPU allocator's out-of-memory errors (c10 DefaultCPUAllocator).
 CPU_OOM_MARKERS = (
     "DefaultCPUAllocator: can't allocate memory",
@@ -169,3 +171,9 @@ class CpuBackend(Backend):
 
     def versions(self) -> Mapping[str, str]:
         return {"kernel": platform.release(), "machine": platform.machine()}
+
+    def telemetry(self, index: int = 0) -> Telemetry:
+        """Host CPU figures from /proc and sysfs (per-core use, RAPL, hwmon); see its module."""
+        from hal.backends.cpu.telemetry import read
+
+        return read(self)
