@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from hal import __version__
 
 #: Command modules under hal.commands, in the order ``--help`` lists them.
-COMMANDS = ("devices", "plugins", "doctor", "run", "plan", "bench")
+COMMANDS = ("devices", "plugins", "doctor", "run", "plan", "bench", "watch")
 
 
 class _Parser(argparse.ArgumentParser):

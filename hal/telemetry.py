@@ -234,9 +234,8 @@ class DeviceReading:
     elapsed: float = 0.0  # seconds the backend took for this tick
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON object ``hal watch --json`` writes per device and tick."""
-        out: dict[str, Any] = {"schema": SCHEMA, "time": round(self.time, 3),
-                               "backend": self.backend, "index": self.index,
+        """The JSON object ``hal watch --json`` writes per device in each tick's ``devices``."""
+        out: dict[str, Any] = {"backend": self.backend, "index": self.index,
                                "device": f"{self.backend}:{self.index}", "error": self.error}
         t = self.telemetry
         out.update(t.as_dict() if t is not None else Telemetry(source="").as_dict())
@@ -312,16 +311,18 @@ class Sampler:
         for w in self._workers.values():
             w.close()
 
-    def discover(self) -> None:
-        """Probe every backend (under the timeout) and remember how many devices each has."""
+    def discover(self, timeout: float | None = None) -> None:
+        """Probe every backend (under ``timeout``, default the sampler's) and count its devices."""
         from hal.selection import safe_probe
+
+        timeout = self.timeout if timeout is None else timeout
 
         jobs = {b.name: self._workers[b.name].submit(lambda b=b: safe_probe(b))  # type: ignore[misc]
                 for b in self.backends}
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + timeout
         for name, job in jobs.items():
             if not job.done.wait(max(0.0, deadline - time.monotonic())):
-                self.unavailable[name] = f"probe did not answer within {self.timeout:g} s"
+                self.unavailable[name] = f"probe did not answer within {timeout:g} s"
                 self._pending[name] = job
                 continue
             probe = job.result

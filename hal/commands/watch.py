@@ -1,0 +1,369 @@
+"""``hal watch``: one live view of every device of every backend (memory, use, power, processes).
+
+A terminal gets a rich live table refreshed every ``--interval`` seconds (``q`` or Ctrl-C
+quits and restores the terminal); ``--once`` prints one snapshot; ``--json`` streams one object
+per tick (schema ``hal.watch/1``); ``--csv`` logs rows for ``--plot``.  Output to a pipe never
+carries terminal control codes: without ``--json`` it is a plain ``--once`` snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import select
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from hal.telemetry import DeviceReading, Sampler
+
+#: Columns of the ``--csv`` log, in order (``--plot`` reads them back).
+CSV_FIELDS = ("time", "device", "name", "memory_used", "memory_total", "utilization", "power",
+              "power_limit", "temperature", "clock", "memory_clock", "error")
+SPARKS = "▁▂▃▄▅▆▇█"
+HISTORY_SECONDS = 60.0
+TOP_PROCESSES = 3
+#: Probes may import torch and a vendor runtime once: allow them longer than a sample.
+DISCOVERY_TIMEOUT = 60.0
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``watch`` command."""
+    p = sub.add_parser("watch", help="live memory, utilisation, power and processes of every device")
+    p.add_argument("--interval", default="1", metavar="SECONDS",
+                   help="seconds between samples (default 1; more than 0, at most 3600)")
+    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--json", action="store_true",
+                   help="stream one JSON object per tick (schema hal.watch/1)")
+    p.add_argument("--count", metavar="N", help="stop after N samples")
+    p.add_argument("--csv", metavar="FILE", help="append one row per device and sample to FILE")
+    p.add_argument("--plot", metavar="PNG",
+                   help="draw the --csv FILE log into PNG and exit (needs matplotlib)")
+    p.add_argument("--timeout", default="2", metavar="SECONDS",
+                   help="how long a backend's telemetry may take before its row says so (default 2)")
+    p.set_defaults(run=run)
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def _fmt_bytes(n: int | None) -> str:
+    from hal.units import format_bytes
+
+    return format_bytes(n) if n is not None else "n/a"
+
+
+def _num(value: float | None, unit: str, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} {unit}"
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """Utilisation history (0..1 values, None for gaps) as block characters."""
+    out = []
+    for v in values:
+        out.append(" " if v is None else SPARKS[min(len(SPARKS) - 1, int(v * len(SPARKS)))])
+    return "".join(out)
+
+
+def _bar(fraction: float | None, width: int = 12) -> str:
+    if fraction is None:
+        return "n/a".ljust(width + 6)
+    filled = round(fraction * width)
+    return "█" * filled + "░" * (width - filled) + f" {fraction * 100:3.0f}%"
+
+
+class View:
+    """What the watcher shows: the latest readings plus a minute of utilisation per device."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.depth = max(2, min(120, math.ceil(HISTORY_SECONDS / interval)))
+        self.history: dict[str, deque[float | None]] = {}
+        self.readings: list[DeviceReading] = []
+        self.unavailable: dict[str, str] = {}
+
+    def update(self, readings: list[DeviceReading]) -> None:
+        self.readings = readings
+        for r in readings:
+            key = f"{r.backend}:{r.index}"
+            hist = self.history.setdefault(key, deque(maxlen=self.depth))
+            hist.append(r.telemetry.utilization if r.telemetry is not None else None)
+
+    def table(self) -> RenderableType:
+        """The rich renderable: one row per device, its top processes beneath it."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+        for col in ("device", "name", "memory", "use", "last minute", "power", "temp", "clock"):
+            table.add_column(col, no_wrap=True)
+        for r in self.readings:
+            key = f"{r.backend}:{r.index}"
+            t = r.telemetry
+            if t is None:
+                table.add_row(key, "", Text(r.error or "no reading", style="red"))
+                continue
+            mem = _bar(t.memory_fraction)
+            if t.memory_total is not None:
+                mem += f" {_fmt_bytes(t.memory_used)}/{_fmt_bytes(t.memory_total)}"
+            power = _num(t.power, "W")
+            if t.power_limit is not None:
+                power += f"/{t.power_limit:.0f}"
+            spark = sparkline(list(self.history.get(key, ())))
+            table.add_row(key, (t.name or "")[:28], mem, _bar(t.utilization, 8),
+                          Text(spark, style="green"), power, _num(t.temperature, "C"),
+                          _num(t.clock, "MHz"))
+        procs = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+        for col in ("device", "pid", "user", "memory", "command"):
+            procs.add_column(col, no_wrap=True, overflow="ellipsis",
+                             max_width=70 if col == "command" else None)
+        for r in self.readings:
+            for p in ((r.telemetry.processes or ()) if r.telemetry else ())[:TOP_PROCESSES]:
+                procs.add_row(f"{r.backend}:{r.index}", str(p.pid), p.user or "?",
+                              _fmt_bytes(p.memory), p.command or "?")
+        parts: list[RenderableType] = [table]
+        if procs.row_count:
+            parts.extend([Text(""), procs])
+        if self.unavailable:
+            gone = "; ".join(f"{k}: {v}" for k, v in sorted(self.unavailable.items()))
+            parts.append(Text(f"not watched (unavailable): {gone}", style="dim"))
+        return Group(*parts)
+
+
+# -- output sinks ---------------------------------------------------------------------------
+
+
+def _tick_json(tick: int, readings: list[DeviceReading], unavailable: dict[str, str]) -> str:
+    from hal.telemetry import SCHEMA
+
+    return json.dumps({"schema": SCHEMA, "tick": tick,
+                       "time": round(readings[0].time if readings else time.time(), 3),
+                       "devices": [r.as_dict() for r in readings],
+                       "unavailable": unavailable}, separators=(",", ":"))
+
+
+def _csv_rows(readings: list[DeviceReading]) -> Iterator[list[Any]]:
+    for r in readings:
+        t = r.telemetry
+        yield [round(r.time, 3), f"{r.backend}:{r.index}", t.name if t else "",
+               *(("" if t is None or getattr(t, f) is None else getattr(t, f))
+                 for f in CSV_FIELDS[3:-1]), r.error or ""]
+
+
+@contextmanager
+def _keys(stream: TextIO) -> Iterator[int | None]:
+    """cbreak mode on a terminal stdin (keys arrive unbuffered); always restored; None if no tty."""
+    try:
+        fd = stream.fileno()
+        interactive = os.isatty(fd)
+    except (OSError, ValueError, AttributeError):
+        interactive = False
+    if not interactive:
+        yield None
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _wait(fd: int | None, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True when the user pressed q (or stdin closed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if fd is None:
+            time.sleep(left)
+            return False
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            data = os.read(fd, 64)
+            if not data or b"q" in data.lower():
+                return True
+
+
+# -- plotting -------------------------------------------------------------------------------
+
+
+def plot(log: str, png: str) -> int:
+    """Draw a ``--csv`` log into a PNG: memory use and utilisation per device over time."""
+    from hal.errors import ConfigError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.stderr.write("hal: error: --plot needs matplotlib: pip install 'torch-hal[plot]'\n")
+        return 2
+    series: dict[str, list[tuple[float, float | None, float | None]]] = {}
+    try:
+        with open(log, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                def num(key: str, row: dict[str, str] = row) -> float | None:
+                    try:
+                        return float(row[key]) if row.get(key) else None
+                    except ValueError:
+                        return None
+
+                t = num("time")
+                if t is None or not row.get("device"):
+                    continue
+                used, total = num("memory_used"), num("memory_total")
+                frac = used / total if used is not None and total else None
+                series.setdefault(row["device"], []).append((t, frac, num("utilization")))
+    except OSError as exc:
+        raise ConfigError(f"--csv {log!r} cannot be read: {exc.strerror or exc}") from None
+    if not series:
+        raise ConfigError(f"--csv {log!r} holds no samples written by `hal watch --csv`")
+    start = min(p[0] for pts in series.values() for p in pts)
+    fig, (ax_mem, ax_use) = plt.subplots(2, 1, sharex=True, figsize=(9, 5))
+    for device, pts in sorted(series.items()):
+        xs = [p[0] - start for p in pts]
+        ax_mem.plot(xs, [p[1] * 100 if p[1] is not None else math.nan for p in pts], label=device)
+        ax_use.plot(xs, [p[2] * 100 if p[2] is not None else math.nan for p in pts], label=device)
+    ax_mem.set_ylabel("memory used %")
+    ax_use.set_ylabel("utilisation %")
+    ax_use.set_xlabel("seconds")
+    ax_mem.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(png)
+    sys.stdout.write(f"wrote {png}\n")
+    return 0
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _sampler(timeout: float) -> Sampler:
+    from hal.selection import list_backends
+    from hal.telemetry import Sampler
+
+    # Once, here: probes in parallel threads must not race on torch's first import.  Not
+    # installed or broken: each backend's probe says so in its row.
+    with contextlib.suppress(Exception):
+        import torch  # noqa: F401
+    sampler = Sampler(list_backends(), timeout=timeout)
+    sampler.discover(timeout=max(timeout, DISCOVERY_TIMEOUT))
+    return sampler
+
+
+def run(args: argparse.Namespace) -> int:
+    """Watch every device; exit 0 on q, Ctrl-C, --count or --once; 2 on a bad flag."""
+    from hal.errors import ConfigError
+    from hal.parse import parse_float, parse_int
+
+    interval = parse_float("--interval", args.interval, lo=0.0, hi=3600.0, lo_inclusive=False)
+    timeout = parse_float("--timeout", args.timeout, lo=0.0, hi=600.0, lo_inclusive=False)
+    count = parse_int("--count", args.count, lo=1, hi=10**9) if args.count is not None else None
+    if args.plot:
+        if not args.csv:
+            raise ConfigError("--plot PNG draws a log: give the log with --csv FILE")
+        return plot(args.csv, args.plot)
+    out = sys.stdout
+    live = out.isatty() and not args.json and not args.once
+    once = args.once or (not live and not args.json and count is None)
+    log = None
+    if args.csv:
+        try:
+            new = not os.path.exists(args.csv) or os.path.getsize(args.csv) == 0
+            log = open(args.csv, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"--csv {args.csv!r} cannot be written: {exc.strerror or exc}") \
+                from None
+    sampler = _sampler(timeout)
+    try:
+        writer = csv.writer(log) if log is not None else None
+        if writer is not None and new:
+            writer.writerow(CSV_FIELDS)
+        sampler.sample()  # primes rate figures (utilisation, energy) so the first row is real
+        time.sleep(min(interval, 0.25) if once or count == 1 else 0.0)
+        view = View(interval)
+        view.unavailable = dict(sampler.unavailable)
+        if live:
+            return _live(sampler, view, interval, count, writer, log)
+        tick = 0
+        while True:
+            readings = sampler.sample()
+            tick += 1
+            view.update(readings)
+            if writer is not None and log is not None:
+                writer.writerows(_csv_rows(readings))
+                log.flush()
+            if args.json:
+                out.write(_tick_json(tick, readings, view.unavailable) + "\n")
+                out.flush()
+            elif once or count is not None:
+                _print(view, out)
+            if once or (count is not None and tick >= count):
+                return 0
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sampler.close()
+        if log is not None:
+            log.close()
+
+
+def _print(view: View, out: TextIO) -> None:
+    """One plain snapshot: rich without colour or cursor codes when ``out`` is not a terminal."""
+    from rich.console import Console
+
+    console = Console(file=out, width=max(100, _columns()), soft_wrap=False)
+    console.print(view.table())
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120
+
+
+def _live(sampler: Sampler, view: View, interval: float, count: int | None,
+          writer: Any, log: TextIO | None) -> int:
+    """The refreshing terminal view; q or Ctrl-C ends it and the terminal is restored."""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console()
+    header = Text(f"hal watch: every {interval:g} s; q or Ctrl-C quits", style="bold")
+    tick = 0
+    with _keys(sys.stdin) as fd, Live(console=console, auto_refresh=False,
+                                       transient=False) as live:
+        try:
+            while True:
+                readings = sampler.sample()
+                tick += 1
+                view.update(readings)
+                if writer is not None and log is not None:
+                    writer.writerows(_csv_rows(readings))
+                    log.flush()
+                live.update(Group(header, view.table()), refresh=True)
+                if count is not None and tick >= count:
+                    return 0
+                if _wait(fd, interval):
+                    return 0
+        except KeyboardInterrupt:
+            return 0
