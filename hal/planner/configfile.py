@@ -122,8 +122,8 @@ def read_json_file(path: str, *, what: str = "config", max_bytes: int = MAX_CONF
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise ConfigError(f"{what} {path!r}: {exc}") from None
-        raise ConfigError(f"{what} {path!r} is not JSON ({exc}); expected a Hugging Face "
-                          "config.json") from None
+        hint = "; expected a Hugging Face config.json" if what == "config" else ""
+        raise ConfigError(f"{what} {path!r} is not JSON ({exc}){hint}") from None
 
 
 def read_json_config(path: str) -> dict[str, Any]:
@@ -201,7 +201,7 @@ def check_config(cfg: Mapping[str, Any], where: str = "config") -> None:
                 and hidden % heads:
             raise ConfigError(f"{where}: field {heads_key!r} is {heads}, which does not divide "
                               f"{hidden_key} {hidden} (and no head_dim is given)")
-    experts = next((v[k] for k in ("n_routed_experts", "num_local_experts", "num_experts") if v[k]), 0)
+    experts = max(v[k] or 0 for k in ("n_routed_experts", "num_local_experts", "num_experts"))
     top_k = v["num_experts_per_tok"]
     if experts > 1 and top_k is not None and top_k > experts:
         raise ConfigError(f"{where}: field 'num_experts_per_tok' is {top_k}, more than the "
