@@ -17,6 +17,8 @@ from hal.hardware import dev_nodes, read_text
 if TYPE_CHECKING:
     import torch
 
+    from hal.telemetry import Telemetry
+
 NVIDIA_PCI_VENDOR = 0x10DE
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
@@ -270,6 +272,12 @@ class CudaBackend(TorchCudaFamily):
         return out
 
     # -- torch-free evidence and findings --------------------------------------------------
+
+    def telemetry(self, index: int = 0) -> Telemetry:
+        """nvidia-smi's figures from NVML, without a CUDA context; see hal.backends.cuda.telemetry."""
+        from hal.backends.cuda.telemetry import read
+
+        return read(self, index)
 
     def hardware(self) -> Sequence[Hardware]:
         found = pci_hardware(self.root, "NVIDIA", NVIDIA_PCI_VENDOR)

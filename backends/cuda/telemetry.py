@@ -1,0 +1,127 @@
+"""NVIDIA telemetry through NVML (nvidia-ml-py's ``pynvml``): what nvidia-smi shows, no CUDA context.
+
+NVML is initialised once per reader and kept (NVML reference-counts ``nvmlInit``); every
+figure NVML cannot give on a board (``NVMLError_NotSupported``) is None.  A visible index maps
+to an NVML (physical) index through CUDA_VISIBLE_DEVICES: indices or ``GPU-`` UUID prefixes.
+Units: NVML reports power in milliwatts and memory in bytes; clocks in MHz.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from hal.telemetry import Telemetry, process_usage
+
+T = TypeVar("T")
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+def _try(fn: Callable[..., T], *args: Any) -> T | None:
+    try:
+        return fn(*args)
+    except Exception:  # NVMLError_NotSupported, NoPermission, GpuIsLost: that figure is unknown
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def physical_index(value: str | None, index: int, uuids: list[str]) -> int | None:
+    """The NVML index of visible device ``index`` under CUDA_VISIBLE_DEVICES=``value``.
+
+    None when it cannot be told (MIG instances, an entry that matches nothing).
+    """
+    if value is None:
+        return index
+    entries = [e.strip() for e in value.split(",")]
+    positions: list[int] = []
+    for entry in entries:
+        if entry.startswith("GPU-"):
+            matches = [i for i, u in enumerate(uuids) if u.lower().startswith(entry.lower())]
+            if len(matches) != 1:
+                break
+            positions.append(matches[0])
+        elif entry.isdigit() and int(entry) < len(uuids):
+            positions.append(int(entry))
+        else:
+            break  # the runtime stops at the first invalid entry (MIG- ids included)
+    return positions[index] if index < len(positions) else None
+
+
+class NvmlTelemetry:
+    """One NVML session and the handle of each visible device, resolved on first use."""
+
+    def __init__(self, nvml: Any, environ: Mapping[str, str] | None = None) -> None:
+        self.nvml = nvml
+        self.environ = os.environ if environ is None else environ
+        self._handles: dict[int, Any] = {}
+        self._started = False
+
+    def _handle(self, index: int) -> Any:
+        if index not in self._handles:
+            nvml = self.nvml
+            if not self._started:
+                nvml.nvmlInit()
+                self._started = True
+            n = int(nvml.nvmlDeviceGetCount())
+            handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(n)]
+            uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
+            phys = physical_index(self.environ.get(VISIBLE_ENV), index, uuids)
+            if phys is None:
+                raise LookupError(f"{VISIBLE_ENV}={self.environ.get(VISIBLE_ENV)!r}: visible "
+                                  f"device {index} cannot be matched to an NVML device")
+            self._handles[index] = handles[phys]
+        return self._handles[index]
+
+    def read(self, index: int) -> Telemetry:
+        """One reading of visible device ``index``."""
+        nvml = self.nvml
+        h = self._handle(index)
+        mem = _try(nvml.nvmlDeviceGetMemoryInfo, h)
+        util = _try(nvml.nvmlDeviceGetUtilizationRates, h)
+        power = _try(nvml.nvmlDeviceGetPowerUsage, h)
+        limit = _try(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+        temp = _try(nvml.nvmlDeviceGetTemperature, h, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
+        sm = _try(nvml.nvmlDeviceGetClockInfo, h, getattr(nvml, "NVML_CLOCK_SM", 1))
+        memclk = _try(nvml.nvmlDeviceGetClockInfo, h, getattr(nvml, "NVML_CLOCK_MEM", 2))
+        procs = _try(nvml.nvmlDeviceGetComputeRunningProcesses, h)
+        name = _try(nvml.nvmlDeviceGetName, h)
+        return Telemetry(
+            source="NVML (nvidia-ml-py)",
+            name=_text(name) if name is not None else None,
+            memory_used=int(mem.used) if mem is not None else None,
+            memory_total=int(mem.total) if mem is not None else None,
+            utilization=int(util.gpu) / 100.0 if util is not None else None,
+            power=int(power) / 1000.0 if power is not None else None,
+            power_limit=int(limit) / 1000.0 if limit is not None else None,
+            temperature=float(temp) if temp is not None else None,
+            clock=float(sm) if sm is not None else None,
+            memory_clock=float(memclk) if memclk is not None else None,
+            processes=None if procs is None else process_usage(
+                (int(p.pid), None if p.usedGpuMemory is None else int(p.usedGpuMemory))
+                for p in procs),
+        )
+
+
+_readers: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, NvmlTelemetry]] = (
+    weakref.WeakKeyDictionary())
+
+
+def read(backend: Any, index: int) -> Telemetry:
+    """The CUDA backend's telemetry: NVML when nvidia-ml-py is installed, else say so."""
+    nvml = backend.nvml
+    if nvml is None:
+        return Telemetry(source="none: NVML is not available (pip install nvidia-ml-py); "
+                                "hal watch never creates a CUDA context to ask torch")
+    entry = _readers.get(backend)
+    if entry is None:
+        entry = _readers.setdefault(backend, (threading.Lock(), NvmlTelemetry(
+            nvml, getattr(backend, "environ", None))))
+    lock, reader = entry
+    with lock:
+        return reader.read(index)
