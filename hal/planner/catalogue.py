@@ -18,6 +18,24 @@ REQUIRED = ("id", "name", "memory_bytes", "backend", "source")
 
 
 @dataclass(frozen=True)
+class Interconnect:
+    """The device-to-device link tensor parallelism uses: its name and total bandwidth."""
+
+    link: str  # "NVLink 4", "PCIe 4.0 x16", "HCCS", "Infinity Fabric"
+    bandwidth: int  # bytes/s, both directions together, as vendors quote it
+    source: str = ""
+
+    @property
+    def per_direction(self) -> float:
+        """Bytes/s one way: what a ring all-reduce step sends while it receives as much."""
+        return self.bandwidth / 2
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, the same fields as the data file."""
+        return {"link": self.link, "bandwidth": self.bandwidth, "source": self.source}
+
+
+@dataclass(frozen=True)
 class Accelerator:
     """One catalogue entry: memory in bytes, bandwidth in bytes/s, dense peak TFLOPS by dtype."""
 
@@ -35,6 +53,9 @@ class Accelerator:
     match: tuple[str, ...] = ()
     notes: str = ""
     provider: str = "hal"
+    interconnect: Interconnect | None = None
+    board: str = ""  # set when the entry is one device of a board (a GCD, a stack, a chip)
+    devices_per_board: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, the same fields as the data file."""
@@ -45,6 +66,8 @@ class Accelerator:
             "board_power_w": self.board_power_w, "native_dtypes": list(self.native_dtypes),
             "shared_memory": self.shared_memory, "match": list(self.match),
             "source": self.source, "notes": self.notes, "provider": self.provider,
+            "interconnect": self.interconnect.as_dict() if self.interconnect else None,
+            "board": self.board, "devices_per_board": self.devices_per_board,
         }
 
 
@@ -69,17 +92,41 @@ def from_mapping(entry: Mapping[str, Any], provider: str = "hal") -> Accelerator
         isinstance(v, (int, float)) and v > 0 for v in tflops.values()
     ):
         raise ConfigError(f"accelerator {ident!r}: tflops must map dtype names to positive numbers")
+    power = entry.get("board_power_w")
+    if power is not None and (isinstance(power, bool) or not isinstance(power, (int, float))
+                              or power <= 0):
+        raise ConfigError(f"accelerator {ident!r}: board_power_w {power!r} must be positive "
+                          "watts or null")
+    per_board = entry.get("devices_per_board", 1)
+    if isinstance(per_board, bool) or not isinstance(per_board, int) or per_board < 1:
+        raise ConfigError(f"accelerator {ident!r}: devices_per_board {per_board!r} must be an "
+                          "integer >= 1")
     return Accelerator(
         id=entry["id"], name=entry["name"], backend=entry["backend"], memory_bytes=memory,
         source=entry["source"], memory_bandwidth=None if bandwidth is None else int(bandwidth),
         tflops={str(k): float(v) for k, v in tflops.items()},
-        board_power_w=entry.get("board_power_w"),
+        board_power_w=None if power is None else float(power),
         native_dtypes=tuple(entry.get("native_dtypes") or ()),
         shared_memory=bool(entry.get("shared_memory", False)),
         memory_type=str(entry.get("memory_type", "")),
         match=tuple(entry.get("match") or ()), notes=str(entry.get("notes", "")),
-        provider=provider,
+        provider=provider, interconnect=_interconnect(entry.get("interconnect"), ident),
+        board=str(entry.get("board", "")), devices_per_board=per_board,
     )
+
+
+def _interconnect(value: Any, ident: Any) -> Interconnect | None:
+    """The ``interconnect`` field checked: null, or a link name and a positive bandwidth."""
+    if value is None:
+        return None
+    bandwidth = value.get("bandwidth") if isinstance(value, Mapping) else None
+    if (not isinstance(value, Mapping) or not isinstance(value.get("link"), str)
+            or isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float))
+            or bandwidth <= 0):
+        raise ConfigError(f"accelerator {ident!r}: interconnect must be null or "
+                          "an object with link (a name), bandwidth (bytes/s > 0) and source")
+    return Interconnect(link=value["link"], bandwidth=int(bandwidth),
+                        source=str(value.get("source", "")))
 
 
 def builtin() -> list[Accelerator]:

@@ -89,6 +89,7 @@ class Breakdown:
     batch: int
     context: int
     tensor_parallel: int
+    pipeline_parallel: int
     params_total: int
     params_active: int
     weights: int
@@ -133,6 +134,29 @@ def kv_cache_bytes(spec: ModelSpec, batch: int, context: int, kv_dtype: str = "f
     return int(batch * spec.kv_elements_per_token(context) * KV_BYTES[dtype_name(kv_dtype, kv=True)])
 
 
+def kv_fraction(spec: ModelSpec, tp: int) -> float:
+    """The share of the KV cache one tensor-parallel rank holds.
+
+    Heads are split over ranks; with more ranks than KV heads each rank keeps one KV head
+    (replicated, as vLLM does), so the share is ceil(kv_heads / tp) / kv_heads.  An MLA latent
+    cache has no heads to split: every rank holds all of it.
+    """
+    if spec.attention == "mla" or tp <= 1:
+        return 1.0
+    heads = max(1, spec.num_kv_heads)
+    return -(-heads // tp) / heads
+
+
+def kv_split_note(spec: ModelSpec, tp: int) -> str:
+    """How the KV cache is divided at tensor parallel ``tp``, in words."""
+    if spec.attention == "mla":
+        return "KV cache replicated (an MLA latent cache is shared by all heads)"
+    if tp > spec.num_kv_heads:
+        return (f"KV cache / {spec.num_kv_heads} ({spec.num_kv_heads} KV heads, each rank "
+                f"keeps one, replicated {tp // spec.num_kv_heads}x)")
+    return f"KV cache / {tp}"
+
+
 def estimate(
     model: str | int | ModelSpec | Mapping[str, Any],
     dtype: str = "fp16",
@@ -143,6 +167,7 @@ def estimate(
     *,
     checkpointing: bool = False,
     tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
     runtime_bytes: int = DEFAULT_RUNTIME_BYTES,
     fragmentation: float = FRAGMENTATION,
     prefill_chunk: int = PREFILL_CHUNK,
@@ -156,6 +181,8 @@ def estimate(
     :param kv_dtype: KV-cache dtype; default the weight dtype for fp32/fp16/bf16, else fp16.
     :param mode: ``"inference"`` or ``"train"`` (weights, gradients, Adam states, activations).
     :param tensor_parallel: the degree N; figures are per device.
+    :param pipeline_parallel: pipeline stages P (layers split over P devices); figures are for
+        the largest stage: ceil(layers / P) layers plus the embedding or lm_head.
     :param runtime_bytes: fixed runtime context; 0 on a CPU, where there is none to pay.
     :param attention: ``"fused"`` (flash/SDPA kernels: no score matrix) or ``"materialized"``
         (eager attention: two score tensors live at once, counted in inference activations).
@@ -168,6 +195,10 @@ def estimate(
     _positive("batch", batch)
     _positive("context", context)
     tp = _positive("tensor_parallel", tensor_parallel)
+    pp = _positive("pipeline_parallel", pipeline_parallel)
+    if pp > spec.num_layers:
+        raise ConfigError(f"pipeline_parallel {pp} is invalid; expected at most the model's "
+                          f"{spec.num_layers} layers")
     if mode not in ("inference", "train"):
         raise ConfigError(f"mode {mode!r} is invalid; expected 'inference' or 'train'")
     if attention not in ("fused", "materialized"):
@@ -260,16 +291,33 @@ def estimate(
         activations += logits
         notes.append("+ tokens x vocab x 4 bytes x 2 (fp32 logits and their gradient)")
 
+    # -- pipeline parallelism: the largest stage holds ceil(L / P) layers and the embedding
+    #    (first stage) or the lm_head (last stage), whichever is larger
+    if pp > 1:
+        share = -(-spec.num_layers // pp) / spec.num_layers
+        kept_each = max(spec.embedding_params, spec.lm_head_params or spec.embedding_params)
+        kept_bytes = 2 if fmt.quantized else fmt.bits / 8
+        body_weights = weights - kept * kept_bytes
+        weights = body_weights * share + kept_each * kept_bytes
+        scales = scales * share
+        state_share = (spec.quantizable_params * share + kept_each) / spec.params_total
+        gradients, optimizer = int(gradients * state_share), int(optimizer * state_share)
+        kv = int(kv * share)
+        if mode == "train":
+            activations = int((activations - logits) * share + logits)
+        notes.append(f"pipeline parallel {pp}: the largest stage holds ceil({spec.num_layers} / "
+                     f"{pp}) = {-(-spec.num_layers // pp)} layers' weights and KV cache plus the "
+                     "embedding or lm_head (the larger); one layer's transients as before")
+
     # -- tensor parallelism: shard weights, states, KV heads and activations
     if tp > 1:
         weights, scales = weights / tp, scales / tp
         gradients, optimizer = gradients // tp, optimizer // tp
-        kv_shardable = spec.attention != "mla" and spec.num_kv_heads >= tp
-        kv = kv // tp if kv_shardable else kv
+        kv_share = kv_fraction(spec, tp)
+        kv = int(kv * kv_share)
         activations = activations // tp
         notes.append(f"tensor parallel {tp}: weights, states and activations / {tp}; "
-                     + ("KV cache / " + str(tp) if kv_shardable else
-                        "KV cache replicated (MLA latent, or fewer KV heads than devices)"))
+                     + kv_split_note(spec, tp))
 
     dynamic = kv + activations
     overhead = int(runtime_bytes + fragmentation * dynamic)
@@ -277,7 +325,7 @@ def estimate(
                  f"{fragmentation:.0%} of (kv_cache + activations) for allocator fragmentation")
     return Breakdown(
         model=spec.name, mode=mode, dtype=fmt.name, kv_dtype=kv_name, batch=batch,
-        context=context, tensor_parallel=tp, params_total=spec.params_total,
+        context=context, tensor_parallel=tp, pipeline_parallel=pp, params_total=spec.params_total,
         params_active=spec.params_active, weights=int(weights), weight_scales=int(scales),
         gradients=int(gradients), optimizer=int(optimizer), kv_cache=int(kv),
         activations=int(activations), overhead=overhead, notes=tuple(notes),

@@ -46,6 +46,9 @@ class ModelSpec:
     window_layers: int = 0  # layers that cache only the last ``sliding_window`` tokens
     sliding_window: int | None = None
     max_context: int | None = None
+    routed_experts: int = 0  # MoE: experts a token is routed among (0: dense)
+    experts_per_token: int = 0  # MoE: routed experts a token uses
+    routed_params: int = 0  # MoE: parameters of all routed experts, every layer
     source: str = ""
     notes: tuple[str, ...] = field(default=())
 
@@ -184,6 +187,7 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
     n_routed = _opt_int(cfg, "n_routed_experts", 0) or _opt_int(cfg, "num_local_experts", 0) \
         or _opt_int(cfg, "num_experts", 0)
     kind = "dense"
+    top_k = routed = 0
     if n_routed > 1:
         kind = "moe"
         top_k = _need(cfg, "num_experts_per_tok", where)
@@ -201,6 +205,7 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
         if dense_layers and inter <= 0:
             raise ConfigError(f"{where}: field 'intermediate_size' is missing; expected a "
                               "positive integer for the dense layers")
+        routed = moe_layers * n_routed * expert
         mlp_total = dense_layers * dense_mlp + moe_layers * (n_routed * expert + shared + router)
         mlp_active = dense_layers * dense_mlp + moe_layers * (top_k * expert + shared + router)
         active_inter = max(inter if dense_layers else 0,
@@ -244,7 +249,8 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
         full_layers=layers - window_layers, window_layers=window_layers,
         sliding_window=window if window_layers else None,
         max_context=_opt_int(cfg, "max_position_embeddings", 0) or None,
-        source=where, notes=tuple(notes),
+        routed_experts=n_routed if kind == "moe" else 0, experts_per_token=top_k,
+        routed_params=routed, source=where, notes=tuple(notes),
     )
 
 

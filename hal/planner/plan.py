@@ -1,0 +1,547 @@
+"""The whole plan in one pass: estimate, the smallest card count per card and format, speed, rank.
+
+:func:`plan` answers the deployer's three questions (which accelerator, how many, how fast) as
+one frozen :class:`Plan`; ``hal plan`` only renders it.  Every estimate is computed once (a
+memo keyed by its arguments): a card's count search and its context search reuse the
+per-device figures of a layout, which do not depend on the card.  Torch is imported only
+for the local devices (``local=True``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hal.errors import ConfigError
+from hal.planner.catalogue import Accelerator, catalogue, find, match_device
+from hal.planner.estimate import (
+    DEFAULT_RUNTIME_BYTES,
+    Breakdown,
+    dtype_name,
+    estimate,
+    kv_split_note,
+)
+from hal.planner.models import ModelSpec, resolve
+from hal.planner.speed import Efficiency, Rates, Speed, efficiency, speed
+
+Rank = Literal["memory", "speed", "power"]
+RANKS: tuple[str, ...] = ("memory", "speed", "power")
+#: Weight formats the card table compares, most precise first.
+TABLE_FORMATS = ("bf16", "fp8", "int8", "int4")
+#: Tensor parallelism stays inside one node: 8 devices a node is the common server (HGX/DGX,
+#: MI300X OAM platforms, Atlas 800); pipeline stages span nodes.
+MAX_TP = 8
+#: Context searched up to this many tokens when the model states no limit.
+CONTEXT_LIMIT = 1 << 22
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Tensor-parallel degree x pipeline stages: how many devices and how they split a model."""
+
+    tp: int = 1
+    pp: int = 1
+
+    @property
+    def count(self) -> int:
+        """Devices in all."""
+        return self.tp * self.pp
+
+    @property
+    def label(self) -> str:
+        """``TP 8 x PP 2``, ``TP 8`` or ``1 device``."""
+        if self.count == 1:
+            return "1 device"
+        return f"TP {self.tp}" + (f" x PP {self.pp}" if self.pp > 1 else "")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A smaller layout that does not fit: the bytes a device would need against what it has."""
+
+    layout: Layout
+    needed: int
+    capacity: int
+
+    @property
+    def reason(self) -> str:
+        """One line: ``4 x (TP 4): needs 172.3 GiB a device, has 141.0 GiB``."""
+        from hal.units import format_bytes
+
+        return (f"{self.layout.count} x ({self.layout.label}): needs {format_bytes(self.needed)} "
+                f"a device, has {format_bytes(self.capacity)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"count": self.layout.count, "tp": self.layout.tp, "pp": self.layout.pp,
+                "needed": self.needed, "capacity": self.capacity, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One card and weight format: the smallest layout that holds the model, and its speed."""
+
+    card: Accelerator
+    dtype: str
+    layout: Layout | None  # None: no layout up to MAX_TP x layers fits
+    per_device: Breakdown | None  # the estimate at that layout
+    fails: tuple[Attempt, ...]  # the least-memory layout of each smaller count
+    max_context: int | None  # tokens that fit at the requested batch, at that layout
+    speed: Speed | None
+
+    @property
+    def feasible(self) -> bool:
+        """Some layout holds the model."""
+        return self.layout is not None
+
+    @property
+    def config(self) -> str:
+        """``8 x NVIDIA H200 SXM 141GB (TP 8)``; ``-`` when nothing fits."""
+        if self.layout is None:
+            return "-"
+        return f"{self.layout.count} x {self.card.name}" + (
+            f" ({self.layout.label})" if self.layout.count > 1 else "")
+
+    @property
+    def memory_total(self) -> int:
+        """Bytes of device memory the configuration buys (count x card memory)."""
+        return self.layout.count * self.card.memory_bytes if self.layout else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form: every field."""
+        return {
+            "card": self.card.id, "name": self.card.name, "dtype": self.dtype,
+            "feasible": self.feasible, "config": self.config,
+            "count": self.layout.count if self.layout else None,
+            "tp": self.layout.tp if self.layout else None,
+            "pp": self.layout.pp if self.layout else None,
+            "needed_per_device": self.per_device.total if self.per_device else None,
+            "capacity_per_device": self.card.memory_bytes, "memory_total": self.memory_total,
+            "per_device": self.per_device.as_dict() if self.per_device else None,
+            "fails": [a.as_dict() for a in self.fails], "max_context": self.max_context,
+            "speed": self.speed.as_dict() if self.speed else None,
+        }
+
+
+@dataclass(frozen=True)
+class LocalDevice:
+    """A device of an available local backend against the estimate, and its speed."""
+
+    backend: str
+    index: int
+    name: str
+    selected: bool
+    total: int
+    free: int
+    needed: int
+    speed: Speed | None
+    rates_basis: str  # "measured by hal bench ...", "spec sheet (<card>)" or "" (none known)
+
+    @property
+    def fits_total(self) -> bool:
+        """Fits in the device's whole memory."""
+        return self.needed <= self.total
+
+    @property
+    def fits_free(self) -> bool:
+        """Fits in the memory free now."""
+        return self.needed <= self.free
+
+    @property
+    def headroom(self) -> int:
+        """Free bytes left after loading (negative: short by that much)."""
+        return self.free - self.needed
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"backend": self.backend, "index": self.index, "device": self.name,
+                "selected": self.selected, "total": self.total, "free": self.free,
+                "needed": self.needed, "fits_total": self.fits_total,
+                "fits_free": self.fits_free, "headroom": self.headroom,
+                "rates_basis": self.rates_basis,
+                "speed": self.speed.as_dict() if self.speed else None}
+
+
+@dataclass(frozen=True)
+class RankRow:
+    """One feasible configuration in the ranking (a catalogue placement or a local device)."""
+
+    config: str
+    kind: str  # "card" or "local"
+    id: str
+    count: int
+    memory_total: int
+    needed_per_device: int
+    capacity_per_device: int
+    speed: Speed | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"config": self.config, "kind": self.kind, "id": self.id, "count": self.count,
+                "memory_total": self.memory_total, "needed_per_device": self.needed_per_device,
+                "capacity_per_device": self.capacity_per_device,
+                "speed": self.speed.as_dict() if self.speed else None}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What was asked: the model as given and the serving figures."""
+
+    model: str
+    dtype: str
+    kv_dtype: str | None
+    batch: int
+    context: int
+    mode: str
+    checkpointing: bool
+    tensor_parallel: int
+    max_tp: int
+    rank: str | None
+    formats: tuple[str, ...]
+    cards: tuple[str, ...] | None  # None: every catalogue card
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out = dict(self.__dict__)
+        out["formats"] = list(self.formats)
+        out["cards"] = None if self.cards is None else list(self.cards)
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything ``hal plan`` shows, computed in one pass."""
+
+    spec: ModelSpec
+    request: Request
+    estimate: Breakdown
+    placements: tuple[Placement, ...]
+    local: tuple[LocalDevice, ...] | None
+    ranking: tuple[RankRow, ...]
+    answer: str
+    efficiency: Efficiency
+    assumptions: tuple[str, ...] = field(default=())
+
+    def placement(self, card: str, dtype: str | None = None) -> Placement:
+        """The placement of a card id at ``dtype`` (default: the requested one)."""
+        want = dtype or self.request.dtype
+        for p in self.placements:
+            if p.card.id == card and p.dtype == want:
+                return p
+        raise ConfigError(f"no placement for card {card!r} at {want!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (schema ``hal.plan/2``): every field."""
+        spec = self.spec
+        return {
+            "schema": "hal.plan/2",
+            "answer": self.answer,
+            "request": self.request.as_dict(),
+            "model": {"name": spec.name, "kind": spec.kind, "params_total": spec.params_total,
+                      "params_active": spec.params_active, "attention": spec.attention,
+                      "layers": spec.num_layers, "heads": spec.num_heads,
+                      "kv_heads": spec.num_kv_heads, "max_context": spec.max_context,
+                      "source": spec.source},
+            "estimate": self.estimate.as_dict(),
+            "local": None if self.local is None else [d.as_dict() for d in self.local],
+            "placements": [p.as_dict() for p in self.placements],
+            "ranking": {"by": self.request.rank or "memory",
+                        "rows": [r.as_dict() for r in self.ranking]},
+            "efficiency": self.efficiency.as_dict(),
+            "assumptions": list(self.assumptions),
+        }
+
+
+def tp_degrees(spec: ModelSpec, max_tp: int = MAX_TP) -> tuple[int, ...]:
+    """Tensor-parallel degrees a serving engine accepts for this model, up to ``max_tp``.
+
+    The degree divides the attention heads; with grouped KV heads it also divides them, or is a
+    multiple of them (each rank then keeps one KV head, replicated), as vLLM requires.
+    """
+    out = []
+    for t in range(1, max_tp + 1):
+        if spec.num_heads % t:
+            continue
+        kv = spec.num_kv_heads
+        if spec.attention != "mla" and kv % t and t % kv:
+            continue
+        out.append(t)
+    return tuple(out)
+
+
+class _Planner:
+    """One plan's computation: the estimate memo and the searches that share it."""
+
+    def __init__(self, spec: ModelSpec, req: Request, runtime_bytes: int) -> None:
+        self.spec, self.req, self.runtime = spec, req, runtime_bytes
+        self.memo: dict[tuple[Any, ...], Breakdown] = {}
+        self.degrees = tp_degrees(spec, req.max_tp)
+        self.limit = spec.max_context or CONTEXT_LIMIT
+
+    def est(self, dtype: str, layout: Layout, context: int | None = None,
+            runtime: int | None = None, batch: int | None = None) -> Breakdown:
+        key = (dtype, layout.tp, layout.pp, context or self.req.context,
+               self.runtime if runtime is None else runtime, batch or self.req.batch)
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = estimate(
+                self.spec, dtype=dtype, kv_dtype=self.req.kv_dtype, batch=key[5],
+                context=key[3], mode="train" if self.req.mode == "train" else "inference",
+                checkpointing=self.req.checkpointing, tensor_parallel=layout.tp,
+                pipeline_parallel=layout.pp, runtime_bytes=key[4])
+        return hit
+
+    @functools.cached_property
+    def layouts(self) -> tuple[Layout, ...]:
+        """TP-only layouts, fewest devices first; then whole nodes of the largest TP degree
+        (at most ``max_tp``) as pipeline stages, 2 stages up to one a layer."""
+        single = [Layout(t, 1) for t in self.degrees]
+        top = self.degrees[-1]
+        multi = [Layout(top, p) for p in range(2, self.spec.num_layers + 1)]
+        return tuple(single + multi)
+
+    def place(self, card: Accelerator, dtype: str) -> tuple[Layout | None, tuple[Attempt, ...]]:
+        """The first layout (in :attr:`layouts` order) that fits the card, and why each smaller
+        count did not (its least-memory layout); (None, the widest attempt) when none fits."""
+        cap = card.memory_bytes
+        tried: dict[int, Attempt] = {}
+        for lay in self.layouts:
+            need = self.est(dtype, lay).total
+            if need <= cap:
+                return lay, tuple(a for c, a in sorted(tried.items()) if c < lay.count)
+            best = tried.get(lay.count)
+            if best is None or need < best.needed:
+                tried[lay.count] = Attempt(lay, need, cap)
+        widest = max(tried.values(), key=lambda a: a.layout.count, default=None)
+        return None, (widest,) if widest else ()
+
+    def max_context(self, dtype: str, layout: Layout, cap: int) -> int:
+        """The most tokens that fit at the requested batch: interpolation, then bisection."""
+        lo, hi = self.req.context, self.limit
+        if lo >= hi:
+            return lo
+        need = functools.partial(self._need_at, dtype, layout)
+        if need(hi) <= cap:
+            return hi
+        n_lo, n_hi = need(lo), need(hi)
+        while hi - lo > 1:
+            guess = lo + int((cap - n_lo) * (hi - lo) / max(1, n_hi - n_lo))
+            mid = min(hi - 1, max(lo + 1, guess))
+            if hi - lo > 8 and not lo + 1 < mid < hi - 1:
+                mid = (lo + hi) // 2
+            n_mid = need(mid)
+            if n_mid <= cap:
+                lo, n_lo = mid, n_mid
+                if need(min(hi, lo + 1)) > cap:
+                    return lo
+            else:
+                hi, n_hi = mid, n_mid
+                if need(hi - 1) <= cap:
+                    return hi - 1
+        return lo
+
+    def _need_at(self, dtype: str, layout: Layout, context: int) -> int:
+        return self.est(dtype, layout, context=context).total
+
+
+def _rates(card: Accelerator) -> Rates:
+    link = card.interconnect
+    return Rates(bandwidth=card.memory_bandwidth, tflops=dict(card.tflops),
+                 link_bandwidth=link.per_direction if link else None,
+                 link=link.link if link else "", power_w=card.board_power_w,
+                 basis=f"spec sheet ({card.name})")
+
+
+def plan(
+    model: str | int | ModelSpec | Mapping[str, Any],
+    dtype: str = "bf16",
+    *,
+    kv_dtype: str | None = None,
+    batch: int = 1,
+    context: int = 4096,
+    train: bool = False,
+    checkpointing: bool = False,
+    tensor_parallel: int = 1,
+    formats: Sequence[str] = TABLE_FORMATS,
+    cards: Sequence[str] | None = None,
+    local: bool = True,
+    rank: str | None = None,
+    max_tp: int = MAX_TP,
+    efficiency_overrides: Mapping[str, float | None] | None = None,
+    local_devices: Callable[[], list[tuple[Any, ...]]] | None = None,
+) -> Plan:
+    """Plan ``model`` at ``dtype``: the estimate, per card and format the smallest layout that
+    holds it with its speed, the local devices (``local=True``: probes them, imports torch),
+    and the feasible configurations ranked by ``rank`` (memory, speed or power).
+
+    ``cards`` picks catalogue ids or name parts (None: all; empty: none).
+    """
+    dtype = dtype_name(dtype)
+    kv = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else None
+    if checkpointing and not train:
+        raise ConfigError("--checkpointing applies to training; add --train")
+    if rank is not None and rank not in RANKS:
+        raise ConfigError(f"rank {rank!r} is invalid; expected one of: {', '.join(RANKS)}")
+    if isinstance(max_tp, bool) or not isinstance(max_tp, int) or not 1 <= max_tp <= 64:
+        raise ConfigError(f"max_tp {max_tp!r} is invalid; expected an integer in 1..64")
+    if rank is not None and not local and cards is not None and not cards:
+        raise ConfigError(f"--rank {rank} has nothing to rank: --no-local and no cards selected; "
+                          "drop --no-local or name cards with --cards")
+    fmts = tuple(dict.fromkeys([dtype_name(f) for f in formats if not (
+        train and dtype_name(f) in ("fp8", "int8", "int4"))] + [dtype]))
+    spec = resolve(model)
+    entries = catalogue(plugins=local)
+    chosen = entries if cards is None else [find(c, entries) for c in cards]
+    req = Request(model=spec.name, dtype=dtype, kv_dtype=kv, batch=batch, context=context,
+                  mode="train" if train else "inference", checkpointing=checkpointing,
+                  tensor_parallel=tensor_parallel, max_tp=max_tp, rank=rank, formats=fmts,
+                  cards=None if cards is None else tuple(a.id for a in chosen))
+    eff = efficiency(efficiency_overrides)
+    p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES)
+    main = p.est(dtype, Layout(tensor_parallel, 1))
+    speed_kv = main.kv_dtype
+
+    placements = []
+    for card in chosen:
+        for f in fmts:
+            layout, fails = p.place(card, f)
+            per_device = p.est(f, layout) if layout else None
+            room = p.max_context(f, layout, card.memory_bytes) if layout else None
+            sp = None
+            if layout and not train:
+                sp = speed(spec, f, per_device.kv_dtype if per_device else speed_kv, batch,
+                           context, _rates(card), layout.tp, layout.pp, eff)
+            placements.append(Placement(card, f, layout, per_device, fails, room, sp))
+
+    local_rows = None
+    if local:
+        local_rows = tuple(_local(p, spec, req, eff, entries, local_devices))
+    ranking = _rank(placements, local_rows, dtype, rank or "memory")
+    assumptions = (
+        f"tensor parallelism within a node, at most {max_tp} devices (--max-tp); when TP "
+        "alone cannot hold the model, pipeline stages of whole nodes at the largest TP degree "
+        "(TP 8 x PP 2 = 16 devices)",
+        "TP degrees divide the attention heads and divide or are a multiple of the KV heads "
+        "(vLLM's rule); " + kv_split_note(spec, max(p.degrees)),
+        f"speed at the full context ({context:,} tokens) for every sequence; prefill of a "
+        f"{context:,}-token prompt for each of the {batch} sequences",
+        "catalogue cards are taken as empty; figures per device",
+    )
+    answer = _answer(spec, req, placements, ranking, rank or "memory", p)
+    return Plan(spec=spec, request=req, estimate=main, placements=tuple(placements),
+                local=local_rows, ranking=ranking, answer=answer, efficiency=eff,
+                assumptions=assumptions)
+
+
+def _local(p: _Planner, spec: ModelSpec, req: Request, eff: Efficiency,
+           entries: Sequence[Accelerator],
+           provider: Callable[[], list[tuple[Any, ...]]] | None) -> list[LocalDevice]:
+    rows = []
+    for backend, index, name, selected, total, free, is_cpu in (provider or _probe)():
+        runtime = 0 if is_cpu else DEFAULT_RUNTIME_BYTES
+        est = p.est(req.dtype, Layout(req.tensor_parallel, 1), runtime=runtime)
+        rates, basis = _local_rates(backend, name, total, entries)
+        sp = None
+        if rates is not None and req.mode == "inference":
+            sp = speed(spec, req.dtype, est.kv_dtype, req.batch, req.context, rates,
+                       req.tensor_parallel, 1, eff)
+        rows.append(LocalDevice(backend, index, name, selected, total, free, est.total, sp,
+                                basis))
+    return rows
+
+
+def _local_rates(backend: str, name: str, total: int,
+                 entries: Sequence[Accelerator]) -> tuple[Rates | None, str]:
+    """Measured rates (hal bench --save) first, then the catalogue card the name matches."""
+    try:
+        from hal import calibration  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        calibration = None
+    if calibration is not None:
+        cal = calibration.load(backend, name)
+        if cal is not None:
+            basis = f"measured by hal bench ({cal.measured_at})"
+            card = match_device(name, total, [e for e in entries if e.backend == backend])
+            return Rates(bandwidth=float(cal.bandwidth) if cal.bandwidth else None,
+                         tflops={str(k): float(v) for k, v in cal.tflops.items()},
+                         power_w=card.board_power_w if card else None, basis=basis), basis
+    card = match_device(name, total, [e for e in entries if e.backend == backend])
+    if card is not None:
+        rates = _rates(card)
+        return rates, rates.basis
+    return None, ""
+
+
+def _probe() -> list[tuple[Any, ...]]:
+    """(backend, index, name, selected, total, free, is_cpu) of every available local device."""
+    from hal.inventory import _guard
+    from hal.plugins import load_plugins
+    from hal.selection import select
+
+    selected = select()
+    available = {c.name for c in selected.candidates if c.available}
+    out: list[tuple[Any, ...]] = []
+    for backend in load_plugins().backends():
+        if backend.name not in available:
+            continue
+        errors: list[str] = []
+        for info in _guard(backend.devices, errors, "devices()") or []:
+            mem = _guard(functools.partial(backend.memory, info.index), errors, "memory()")
+            if mem is None or mem.total <= 0:
+                continue
+            out.append((backend.name, info.index, info.name,
+                        backend.name == selected.backend.name, mem.total, mem.free,
+                        backend.device_type == "cpu"))
+    return out
+
+
+def _rank(placements: Sequence[Placement], local: Sequence[LocalDevice] | None, dtype: str,
+          by: str) -> tuple[RankRow, ...]:
+    rows = [RankRow(p.config, "card", p.card.id, p.layout.count, p.memory_total,
+                    p.per_device.total if p.per_device else 0, p.card.memory_bytes, p.speed)
+            for p in placements if p.dtype == dtype and p.layout is not None]
+    for d in local or ():
+        if d.fits_total:
+            rows.append(RankRow(f"local {d.backend}:{d.index} ({d.name})", "local",
+                                f"{d.backend}:{d.index}", 1, d.total, d.needed, d.total, d.speed))
+
+    def key(r: RankRow) -> tuple[float, ...]:
+        s = r.speed
+        if by == "speed":
+            return (-(s.decode_tokens_s or 0) if s else 0.0, r.count, r.memory_total)
+        if by == "power":
+            return (-(s.tokens_per_joule or 0) if s else 0.0, r.count, r.memory_total)
+        return (r.memory_total, r.count, -(s.decode_tokens_s or 0) if s else 0.0)
+
+    return tuple(sorted(rows, key=key))
+
+
+def _answer(spec: ModelSpec, req: Request, placements: Sequence[Placement],
+            ranking: Sequence[RankRow], by: str, p: _Planner) -> str:
+    from hal.units import format_bytes
+
+    head = (f"{spec.name} ({req.dtype} weights, context {req.context:,}, batch {req.batch})")
+    if ranking:
+        top = ranking[0]
+        what = {"memory": "least memory", "speed": "fastest", "power": "most tokens a joule"}[by]
+        text = (f"{head}: {what}: {top.config}, {format_bytes(top.needed_per_device)} of "
+                f"{format_bytes(top.capacity_per_device)} a device")
+        s = top.speed
+        if s and s.decode_tokens_s:
+            text += (f"; decode ~{s.decode_tokens_s:,.1f} tokens/s a sequence (estimate; upper "
+                     f"bound {s.decode_tokens_s_bound:,.1f})")
+        if s and s.prefill_s is not None:
+            text += f", prefill ~{s.prefill_s:,.2f} s (estimate)"
+        return text
+    if not placements:
+        return f"{head}: no cards selected"
+    total = p.est(req.dtype, Layout(1, 1)).total
+    widest = Layout(max(p.degrees), spec.num_layers)
+    split = p.est(req.dtype, widest).total
+    biggest = max(placements, key=lambda x: x.card.memory_bytes).card
+    return (f"{head}: fits on none of the {len({x.card.id for x in placements})} cards: needs "
+            f"{format_bytes(total)} in all, and still {format_bytes(split)} a device at the "
+            f"widest split ({widest.label}, {widest.count} devices); the largest card "
+            f"({biggest.name}) has {format_bytes(biggest.memory_bytes)}")

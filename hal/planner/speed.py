@@ -1,0 +1,236 @@
+"""How fast a model runs on a card: decode bounded by memory bandwidth, prefill by dense TFLOPS.
+
+Two figures for each: an **upper bound** (the roofline: peak bandwidth and peak TFLOPS, no
+latency) and an **estimate** (the bound scaled by the efficiency factors below, plus the
+tensor-parallel all-reduces over the card's link).  The factors are explicit, sourced in
+docs/planner.md, and overridable (``Efficiency`` fields, ``hal plan`` flags or the
+``HAL_PLAN_*`` variables).  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hal.parse import parse_float
+from hal.planner.estimate import WEIGHT_FORMATS, kv_cache_bytes, kv_fraction
+from hal.planner.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """The share of a peak a real serving engine reaches; every default cited in docs/planner.md.
+
+    ``bandwidth``: decode's achieved / peak memory bandwidth (MBU); ``compute``: prefill's
+    achieved / peak dense TFLOPS (MFU); ``link``: achieved / quoted interconnect bandwidth;
+    ``allreduce_latency_s``: fixed cost of one small all-reduce.
+    """
+
+    bandwidth: float = 0.6
+    compute: float = 0.5
+    link: float = 0.7
+    allreduce_latency_s: float = 10e-6
+
+    def as_dict(self) -> dict[str, float]:
+        """JSON form."""
+        return asdict(self)
+
+
+#: Environment variables that override each factor (``hal plan`` flags override these).
+ENV = {"bandwidth": "HAL_PLAN_BW_EFFICIENCY", "compute": "HAL_PLAN_COMPUTE_EFFICIENCY",
+       "link": "HAL_PLAN_LINK_EFFICIENCY", "allreduce_latency_s": "HAL_PLAN_ALLREDUCE_LATENCY"}
+
+
+def efficiency(overrides: Mapping[str, float | None] | None = None,
+               environ: Mapping[str, str] | None = None) -> Efficiency:
+    """The factors: defaults, then ``HAL_PLAN_*`` variables, then ``overrides`` (flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, float] = asdict(Efficiency())
+    for key, var in ENV.items():
+        if env.get(var, "").strip():
+            values[key] = _checked(var, env[var], key)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _checked(f"--{key.replace('_', '-')}", value, key)
+    return Efficiency(**values)
+
+
+def _checked(name: str, value: object, key: str) -> float:
+    if key == "allreduce_latency_s":
+        return parse_float(name, value, lo=0.0, hi=1.0)
+    return parse_float(name, value, lo=0.0, hi=1.0, lo_inclusive=False)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What a device (or a measured one) can do: bytes/s, dense TFLOP/s per dtype, link, watts."""
+
+    bandwidth: float | None
+    tflops: Mapping[str, float] = field(default_factory=dict)
+    link_bandwidth: float | None = None  # one direction, bytes/s
+    link: str = ""
+    power_w: float | None = None
+    basis: str = "spec sheet"  # or "measured by hal bench on <date>"
+
+
+#: The compute dtype a weight format runs its matmuls in, best first.  Weight-only formats
+#: (int8, int4; fp8 where the card has no fp8 units) dequantize to 16-bit for the matmul.
+COMPUTE_DTYPES = {
+    "fp32": ("fp32",), "fp16": ("fp16", "bf16"), "bf16": ("bf16", "fp16"),
+    "fp8": ("fp8", "bf16", "fp16"), "int8": ("bf16", "fp16"), "int4": ("bf16", "fp16"),
+}
+
+
+def compute_tflops(rates: Rates, dtype: str) -> tuple[str, float] | None:
+    """(compute dtype, dense TFLOP/s) a weight format's matmuls run at; None when unknown."""
+    for name in COMPUTE_DTYPES[dtype]:
+        if name in rates.tflops:
+            return name, float(rates.tflops[name])
+    return None
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Decode and prefill figures for one configuration; every figure says what it is."""
+
+    decode_tokens_s: float | None  # estimate, per sequence
+    decode_tokens_s_bound: float | None  # upper bound (peak bandwidth / bytes a token)
+    aggregate_tokens_s: float | None  # estimate, all sequences of the batch together
+    prefill_s: float | None  # estimate, the whole batch of prompts
+    prefill_s_bound: float | None  # lower bound on time (peak TFLOPS)
+    tokens_per_joule: float | None  # estimate at board power
+    bytes_per_step: int  # per device: weights read + KV cache read, one decode step
+    comm_s_per_step: float  # tensor-parallel all-reduces of one decode step (estimate)
+    compute_dtype: str
+    basis: str
+    limited_by: str  # "memory bandwidth", "compute" or "interconnect"
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form; labels name which figures are bounds and which estimates."""
+        out = asdict(self)
+        out["notes"] = list(self.notes)
+        out["labels"] = {"decode_tokens_s": "estimate", "decode_tokens_s_bound": "upper bound",
+                         "aggregate_tokens_s": "estimate", "prefill_s": "estimate",
+                         "prefill_s_bound": "lower bound on time",
+                         "tokens_per_joule": "estimate at board power"}
+        return out
+
+
+def weight_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
+    """Weight bytes one decode step reads (all devices together), including scales.
+
+    The input embedding is a lookup of ``batch`` rows (not counted); the lm_head is read in
+    full (the embedding matrix when tied).  An MoE step reads the shared part and the experts
+    its ``batch`` tokens touch: E x (1 - (1 - k/E)^batch) of E, routing taken as uniform.
+    """
+    fmt = WEIGHT_FORMATS[dtype]
+    head = spec.lm_head_params or spec.vocab_size * spec.hidden_size
+    body = spec.quantizable_params
+    if spec.routed_experts and spec.routed_params:
+        k, e = spec.experts_per_token, spec.routed_experts
+        touched = 1 - (1 - k / e) ** batch
+        body = body - spec.routed_params + spec.routed_params * touched
+    kept_bytes = 2 if fmt.quantized else fmt.bits / 8
+    return body * fmt.bits_per_weight / 8 + head * kept_bytes
+
+
+def flops_per_token(spec: ModelSpec, context: int) -> float:
+    """Matmul FLOPs of one token at ``context`` tokens: 2 x active weights + attention.
+
+    Attention: QK^T and AV, 2 x 2 x layers x context x (heads x head_dim) at the last token.
+    """
+    weights = spec.params_active - spec.embedding_params
+    if spec.lm_head_params == 0:
+        weights += spec.vocab_size * spec.hidden_size
+    attn = 4 * spec.num_layers * context * spec.num_heads * spec.head_dim
+    return 2 * weights + attn
+
+
+def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
+          rates: Rates, tp: int = 1, pp: int = 1, eff: Efficiency | None = None) -> Speed:
+    """Decode tokens/s and prefill time of ``batch`` sequences at ``context`` tokens.
+
+    Decode (one step = one token for each sequence) reads each device's share of the active
+    weights and every sequence's KV cache; its time is the larger of that read over the
+    bandwidth and the step's FLOPs over the compute rate, plus 2 all-reduces a layer under
+    tensor parallelism.  Pipeline stages run one after another for a token, so they add
+    capacity, not speed.  Prefill computes the ``context``-token prompts at dense TFLOPS.
+    """
+    eff = eff or Efficiency()
+    notes: list[str] = []
+    comp = compute_tflops(rates, dtype)
+    cdtype, tflops = comp if comp else ("", 0.0)
+    weights = weight_read_bytes(spec, dtype, batch) / tp
+    kv = kv_cache_bytes(spec, batch, context, kv_dtype) * kv_fraction(spec, tp)
+    step_bytes = weights + kv
+    act_bytes = 4 if dtype == "fp32" else 2
+
+    # all-reduces: one after attention and one after the MLP in every layer
+    comm = 0.0
+    comm_known = tp == 1
+    if tp > 1 and rates.link_bandwidth:
+        message = batch * spec.hidden_size * act_bytes
+        wire = 2 * (tp - 1) / tp * message / (rates.link_bandwidth * eff.link)
+        comm = 2 * spec.num_layers * (eff.allreduce_latency_s + wire)
+        comm_known = True
+        notes.append(f"TP {tp} over {rates.link}: 2 all-reduces a layer of batch x hidden x "
+                     f"{act_bytes} bytes, ring 2(n-1)/n over {rates.link_bandwidth / 1e9:.0f} GB/s "
+                     f"a direction x {eff.link:g} + {eff.allreduce_latency_s * 1e6:g} us each")
+    elif tp > 1:
+        notes.append(f"TP {tp}: the card's link is not in the catalogue; all-reduce time not "
+                     "counted (the estimate is optimistic)")
+
+    decode = decode_bound = aggregate = None
+    limited = "memory bandwidth"
+    if rates.bandwidth:
+        mem_t = step_bytes / (rates.bandwidth * eff.bandwidth)
+        bound_t = step_bytes / rates.bandwidth
+        flops_t = 0.0
+        if tflops:
+            flops_t = batch * flops_per_token(spec, context) / tp / (tflops * 1e12 * eff.compute)
+            bound_t = max(bound_t, batch * flops_per_token(spec, context) / tp / (tflops * 1e12))
+        step = max(mem_t, flops_t) + comm
+        limited = ("interconnect" if comm > max(mem_t, flops_t) else
+                   "compute" if flops_t > mem_t else "memory bandwidth")
+        # pp stages in turn: each holds 1/pp of the layers, so the step's sum is unchanged
+        decode = 1 / step
+        decode_bound = 1 / bound_t
+        aggregate = batch / step
+        notes.append(f"decode step reads {step_bytes / 2**30:.2f} GiB a device (weights "
+                     f"{weights / 2**30:.2f} + KV cache {kv / 2**30:.2f}) at "
+                     f"{rates.bandwidth / 1e9:.0f} GB/s x {eff.bandwidth:g}; {limited}-bound")
+    else:
+        notes.append("memory bandwidth unknown: no decode figure")
+
+    prefill = prefill_bound = None
+    if tflops:
+        # sum over prompt positions of flops_per_token: attention grows with position
+        prompt_flops = batch * (flops_per_token(spec, 0) * context
+                                + 2 * spec.num_layers * context * context
+                                * spec.num_heads * spec.head_dim)
+        prefill_bound = prompt_flops / tp / (tflops * 1e12)
+        prefill = prompt_flops / tp / (tflops * 1e12 * eff.compute)
+        if tp > 1 and rates.link_bandwidth:
+            message = batch * context * spec.hidden_size * act_bytes
+            prefill += 2 * spec.num_layers * (eff.allreduce_latency_s + 2 * (tp - 1) / tp
+                                              * message / (rates.link_bandwidth * eff.link))
+        notes.append(f"prefill of {batch} x {context:,} tokens: {prompt_flops / 1e12:,.1f} TFLOP "
+                     f"at {tflops:g} TFLOPS {cdtype} x {eff.compute:g}"
+                     + (f" on each of {tp} devices" if tp > 1 else ""))
+    else:
+        notes.append(f"no dense TFLOPS for {dtype} on this device: no prefill figure")
+
+    per_joule = None
+    if aggregate and rates.power_w:
+        per_joule = aggregate / (rates.power_w * tp * pp)
+    if not comm_known:
+        limited += " (link time not counted)"
+    return Speed(
+        decode_tokens_s=decode, decode_tokens_s_bound=decode_bound, aggregate_tokens_s=aggregate,
+        prefill_s=prefill, prefill_s_bound=prefill_bound, tokens_per_joule=per_joule,
+        bytes_per_step=int(step_bytes), comm_s_per_step=comm, compute_dtype=cdtype,
+        basis=rates.basis, limited_by=limited, notes=tuple(notes),
+    )
