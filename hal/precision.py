@@ -31,6 +31,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hal import dtypes
 from hal.contract import Backend
 from hal.errors import ConfigError, HalPrecisionWarning
 from hal.selection import select
@@ -39,15 +40,8 @@ if TYPE_CHECKING:
     import torch
 
 PRECISION_ENV = "HAL_PRECISION"
-ACCEPTED = ("auto", "fp32", "fp16", "bf16")
-_ALIASES = {
-    "auto": "auto",
-    "fp32": "fp32", "float32": "fp32", "float": "fp32",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16",
-    "bf16": "bf16", "bfloat16": "bf16",
-}
-_NOT_MIXED = ("fp64", "float64", "double", "int8", "int4", "fp8", "uint8", "int16", "int32",
-              "int64")
+#: HAL_PRECISION values: auto and the registry's compute dtypes (aliases parse through hal.dtypes).
+ACCEPTED = ("auto", *dtypes.names(dtypes.COMPUTE))
 #: A host CPU's low-precision dtype is used by ``auto`` only if a matmul in it beats fp32 by this.
 HOST_SPEEDUP = 1.5
 
@@ -70,24 +64,22 @@ class Policy:
 
 
 def _short(dtype: torch.dtype) -> str:
-    import torch
-
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
-        dtype, str(dtype).replace("torch.", ""))
+    return dtypes.short(dtype)
 
 
 def parse_precision(value: str | None) -> str:
-    """Normalise a HAL_PRECISION value to auto|fp32|fp16|bf16; ConfigError for anything else."""
-    if value is None:
+    """Normalise a HAL_PRECISION value to auto|fp32|fp16|bf16 (any alias hal.dtypes knows)."""
+    if value is None or value.strip().lower() == "auto":
         return "auto"
-    key = value.strip().lower()
-    if key in _ALIASES:
-        return _ALIASES[key]
-    if key in _NOT_MIXED:
+    entry = dtypes.lookup(value)
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    if entry is not None and entry.has(dtypes.COMPUTE):
+        return entry.short
+    if entry is not None:
         raise ConfigError(
-            f"{PRECISION_ENV}={value!r} is not a mixed-precision compute dtype; "
+            f"{PRECISION_ENV}={shown!r} is not a mixed-precision compute dtype; "
             f"accepted: {', '.join(ACCEPTED)}")
-    raise ConfigError(f"{PRECISION_ENV}={value!r} is not a precision; accepted: "
+    raise ConfigError(f"{PRECISION_ENV}={shown!r} is not a precision; accepted: "
                       f"{', '.join(ACCEPTED)}")
 
 
@@ -193,7 +185,7 @@ def _policy(backend: Backend, index: int, raw: str | None) -> Policy:
     dt = backend.device_type
     names = ", ".join(_short(d) for d in native)
     if want != "auto":
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[want]
+        dtype = dtypes.to_torch(want)
         scaler = dtype == torch.float16
         autocast = None if dtype == torch.float32 else dtype
         if dtype == torch.float32 or dtype in native:

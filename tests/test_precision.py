@@ -112,7 +112,7 @@ def test_policy_follows_native_dtypes(native: list[torch.dtype], dtype: torch.dt
                                                  ("A100-80GB", BF16, False)])
 def test_policy_of_fake_cuda_devices(spec: str, dtype: torch.dtype, scaler: bool) -> None:
     """The real CUDA backend over a fake torch.cuda: V100 -> fp16 + scaler, A100 -> bf16."""
-    fake_cuda = pytest.importorskip("hal.testing.fake_cuda")
+    fake_cuda = pytest.importorskip("hal.backends.cuda.testing")
     cuda = pytest.importorskip("hal.backends.cuda.backend")
     backend = cuda.CudaBackend(module=fake_cuda.make_cuda([spec]),
                                version=fake_cuda.make_version(cuda="12.4"))
@@ -123,8 +123,8 @@ def test_policy_of_fake_cuda_devices(spec: str, dtype: torch.dtype, scaler: bool
 
 def test_bf16_on_a_v100_is_emulated_a_warning_and_fp8_an_error() -> None:
     """V100 runs bf16 only by emulation (torch says is_bf16_supported, but not natively)."""
+    from hal.backends.cuda import testing as fake_cuda
     from hal.backends.cuda.backend import CudaBackend
-    from hal.testing import fake_cuda
 
     backend = CudaBackend(module=fake_cuda.make_cuda(["V100-32GB"]),
                           version=fake_cuda.make_version(cuda="12.4"))
@@ -139,7 +139,7 @@ def test_bf16_on_a_v100_is_emulated_a_warning_and_fp8_an_error() -> None:
 
 def test_policy_of_fake_ascend_310p() -> None:
     """The real Ascend backend over a fake torch_npu: 310P -> fp16 with a scaler."""
-    fake_npu = pytest.importorskip("hal.testing.fake_npu")
+    fake_npu = pytest.importorskip("hal.backends.ascend.testing.fake_npu")
     ascend = pytest.importorskip("hal.backends.ascend.backend")
     fake = fake_npu.fake_npu(fake_npu.ASCEND_310P3)
     backend = ascend.AscendBackend(module=fake.module, loader=fake.loader,
@@ -268,3 +268,21 @@ def test_grad_scaler_is_for_the_selected_device_and_only_fp16(
         monkeypatch.setenv("HAL_PRECISION", "fp16")
         scaler = hal.grad_scaler()
         assert scaler.is_enabled() and scaler._device == "cpu"
+
+
+@pytest.mark.parametrize("value,expected", [("BF16", "bf16"), ("torch.bfloat16", "bf16"),
+                                            ("Float16", "fp16"), ("float", "fp32")])
+def test_precision_names_come_from_the_dtype_registry(value: str, expected: str) -> None:
+    assert parse_precision(value) == expected
+
+
+@pytest.mark.parametrize("value", ["fp8", "float8_e4m3fnuz", "int4", "nf4", "tf32"])
+def test_known_dtypes_that_are_not_compute_dtypes_say_so(value: str) -> None:
+    with pytest.raises(ConfigError, match="not a mixed-precision compute dtype"):
+        parse_precision(value)
+
+
+def test_a_huge_hal_precision_value_is_cut_in_the_message() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_precision("9" * 5000)
+    assert len(str(info.value)) < 200
