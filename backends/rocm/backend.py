@@ -15,6 +15,8 @@ from hal.hardware import dev_nodes, read_text
 if TYPE_CHECKING:
     import torch
 
+    from hal.telemetry import Telemetry
+
 AMD_PCI_VENDOR = 0x1002
 ROCR_ENV = "ROCR_VISIBLE_DEVICES"
 HIP_ENV = "HIP_VISIBLE_DEVICES"
@@ -211,6 +213,12 @@ class RocmBackend(TorchCudaFamily):
             if rccl:
                 out["rccl"] = rccl
         return out
+
+    def telemetry(self, index: int = 0) -> Telemetry:
+        """amd-smi's figures from amdsmi, without HIP init; see hal.backends.rocm.telemetry."""
+        from hal.backends.rocm.telemetry import read
+
+        return read(self, index)
 
     def hardware(self) -> Sequence[Hardware]:
         found = pci_hardware(self.root, "AMD", AMD_PCI_VENDOR)
