@@ -8,6 +8,7 @@ lacks one).  It declines device types a named hal backend drives, so those alway
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -96,10 +97,8 @@ class AcceleratorBackend(Backend):
 
     def _owned(self) -> dict[str, str]:
         owned = dict(NAMED_DEVICE_TYPES)
-        try:
+        with contextlib.suppress(Exception):  # a broken plugin must not hide this backend
             owned.update(self._owners())
-        except Exception:
-            pass
         return owned
 
     # -- the contract --------------------------------------------------------------------
@@ -213,19 +212,15 @@ class AcceleratorBackend(Backend):
         self._checked_type()
         fn = self._fn("empty_cache")
         if fn is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # no device allocator: nothing cached
                 fn()
-            except RuntimeError:
-                pass  # no device allocator registered: nothing cached
 
     def reset_peak_memory(self, index: int | None = None) -> None:
         self._checked_type()
         fn = self._fn("reset_peak_memory_stats")
         if fn is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # no device allocator: no counter
                 fn(index)
-            except RuntimeError:
-                pass  # no device allocator registered: no counter
 
     def is_oom(self, exc: BaseException) -> bool:
         # torch.OutOfMemoryError is what every device allocator raises through c10.
