@@ -30,6 +30,8 @@ from hal.hardware import ACCELERATOR_CLASS, dev_nodes, pci_devices
 if TYPE_CHECKING:
     import torch
 
+    from hal.telemetry import Telemetry
+
 HUAWEI_PCI_VENDOR = 0x19E5
 #: Substring of torch_npu's caching-allocator OOM ("NPU out of memory. Tried to allocate ...").
 NPU_OOM_MARKER = "NPU out of memory"
@@ -274,6 +276,12 @@ class AscendBackend(Backend):
     def hardware_count(self) -> int:
         """NPUs seen without torch: PCI functions or /dev/davinciN nodes, whichever is more."""
         return max(len(self._pci()), len(self._davinci()))
+
+    def telemetry(self, index: int = 0) -> Telemetry:
+        """npu-smi's figures from DCMI (libdcmi.so), no ACL context; see its telemetry module."""
+        from hal.backends.ascend.telemetry import read
+
+        return read(self, index)
 
     def hardware(self) -> Sequence[Hardware]:
         found = []
