@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib import metadata
 from typing import Any, Literal
 
@@ -22,14 +23,26 @@ import pluggy
 from hal import hookspecs
 from hal.contract import Backend, Finding
 from hal.errors import ConfigError, HalError, PluginError
+from hal.validate import (
+    NAME_RE,
+    call_plugin,
+    check_backend,
+    check_findings,
+    describe_exception,
+    forbid_reentry,
+    timeout_from_env,
+)
 
 ENTRY_POINT_GROUP = "hal"
 ALLOW_ENV = "HAL_PLUGINS"
 DENY_ENV = "HAL_DISABLE_PLUGINS"
+#: hal's own distribution: its entry points are the built-in plugins, and their names are reserved.
+HAL_DISTRIBUTION = "torch-hal"
 #: Plugins that load whatever the allow/deny lists say, so there is always a device.
 ALWAYS_LOADED = ("cpu",)
 _BUILTIN_MODULES = {"cpu": "hal.backends.cpu"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+#: Variables a plugin may not set at import: they steer hal's own decisions.
+_PROTECTED_PREFIX = "HAL_"
 
 Status = Literal["loaded", "failed", "blocked", "missing"]
 
@@ -45,6 +58,7 @@ class PluginRecord:
     error: str | None = None
     hooks: tuple[str, ...] = ()
     backends: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form used by ``hal plugins`` and ``hal doctor --json``."""
@@ -56,11 +70,12 @@ class PluginRecord:
             "error": self.error,
             "hooks": list(self.hooks),
             "backends": list(self.backends),
+            "notes": list(self.notes),
         }
 
 
 def parse_name_list(var: str, value: str | None, *, allow_empty: bool) -> list[str] | None:
-    """Parse a comma-separated plugin list from env var ``var``; None when unset."""
+    """Parse a comma-separated plugin list from env var ``var`` (lower-cased); None when unset."""
     if value is None:
         return None
     if not value.strip():
@@ -69,17 +84,42 @@ def parse_name_list(var: str, value: str | None, *, allow_empty: bool) -> list[s
         raise ConfigError(f"{var} is set but empty; expected comma-separated plugin names")
     names = [part.strip() for part in value.split(",")]
     for name in names:
-        if not _NAME_RE.match(name):
+        if not NAME_RE.match(name):
+            shown = value if len(value) <= 80 else value[:77] + "..."
             raise ConfigError(
-                f"{var}={value!r}: {name!r} is not a plugin name; "
+                f"{var}={shown!r}: {name[:40]!r} is not a plugin name; "
                 "expected comma-separated names such as 'cpu,myaccel'"
             )
-    return names
+    return [name.lower() for name in names]
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _describe(exc: BaseException | None) -> str:
+    return describe_exception(exc)
+
+
+def _is_hal_dist(dist_name: str | None) -> bool:
+    return dist_name is not None and re.sub(r"[-_.]+", "-", dist_name).lower() == HAL_DISTRIBUTION
+
+
+def _environ_changes(before: Mapping[str, str]) -> list[str]:
+    """What plugin code changed in os.environ; undo changes to the user's variables and HAL_*."""
+    after = dict(os.environ)
+    notes = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        if old is None:
+            notes.append(f"set {name}")
+            if name.upper().startswith(_PROTECTED_PREFIX):
+                os.environ.pop(name, None)
+        elif new is None:
+            notes.append(f"removed {name}")
+            os.environ[name] = old
+        else:
+            notes.append(f"changed {name}")
+            os.environ[name] = old
+    return notes
 
 
 class PluginHost:
@@ -90,38 +130,82 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self._backends: list[Backend] | None = None
+        #: plugins whose code is hal's own or was registered in-process (may use built-in names)
+        self.trusted: set[str] = set()
+        #: backend name (lower-case) -> the plugin that provides it
+        self.providers: dict[str, str] = {}
+        #: names reserved for hal's built-in plugins and backends (lower-case)
+        self.reserved: set[str] = set(_BUILTIN_MODULES)
 
     # -- loading ----------------------------------------------------------
 
-    def load_entry_points(self, environ: Mapping[str, str] | None = None) -> None:
-        """Load every ``hal`` entry point the allow/deny lists admit, before importing any."""
+    def load_entry_points(self, environ: Mapping[str, str] | None = None,
+                          on_import: Callable[[str], None] | None = None) -> None:
+        """Load every ``hal`` entry point the allow/deny lists admit, before importing any.
+
+        hal's own entry points come first whatever the enumeration order, and their names are
+        reserved.  ``on_import(name)`` is called before each outside plugin is imported (the
+        doctor's child announces it, so a crash is pinned on the plugin).
+        """
         env = os.environ if environ is None else environ
         allow = parse_name_list(ALLOW_ENV, env.get(ALLOW_ENV), allow_empty=False)
         deny = parse_name_list(DENY_ENV, env.get(DENY_ENV), allow_empty=True) or []
+        entries = []
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in self.records:  # every branch below records the name
-                continue
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
-            always = ep.name in ALWAYS_LOADED
-            if not always and ((allow is not None and ep.name not in allow) or ep.name in deny):
-                why = f"not in {ALLOW_ENV}" if ep.name not in deny else f"listed in {DENY_ENV}"
-                self.records[ep.name] = PluginRecord(
-                    ep.name, dist_name, version, "blocked", error=why
-                )
-                self.pm.set_blocked(ep.name)
+            entries.append((not _is_hal_dist(dist_name), ep, dist_name,
+                            dist.version if dist is not None else None))
+        entries.sort(key=lambda e: e[0])  # stable: hal's own first, the others in their order
+        self.reserved |= {ep.name.lower() for outside, ep, _, _ in entries if not outside}
+        timeout = timeout_from_env(env)
+        for outside, ep, dist_name, version in entries:
+            name = ep.name.lower()
+            if not NAME_RE.match(ep.name):
+                self._refuse(f"{ep.name[:40]!r}@{dist_name}", dist_name, version,
+                             f"entry point name {ep.name[:40]!r} is not a valid plugin name")
                 continue
-            try:
-                plugin = ep.load()
-            except BaseException as exc:  # a plugin must never take hal down, even SystemExit
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                self.records[ep.name] = PluginRecord(
-                    ep.name, dist_name, version, "failed", error=f"import failed: {_describe(exc)}"
-                )
+            if outside and name in self.reserved:
+                self._refuse(f"{name}@{dist_name}", dist_name, version,
+                             f"plugin name {name!r} is reserved for hal's built-in plugin; refused")
                 continue
-            self.register(plugin, ep.name, distribution=dist_name, version=version)
+            if name in self.records:
+                self._refuse(f"{name}@{dist_name}", dist_name, version,
+                             f"plugin name {name!r} is already used by "
+                             f"{self.records[name].distribution}; refused")
+                continue
+            always = not outside and name in ALWAYS_LOADED
+            if not always and ((allow is not None and name not in allow) or name in deny):
+                why = f"not in {ALLOW_ENV}" if name not in deny else f"listed in {DENY_ENV}"
+                self.records[name] = PluginRecord(name, dist_name, version, "blocked", error=why)
+                self.pm.set_blocked(name)
+                continue
+            if not outside:
+                try:
+                    plugin = ep.load()
+                except Exception as exc:
+                    self.records[name] = PluginRecord(
+                        name, dist_name, version, "failed", error=f"import failed: {_describe(exc)}")
+                    continue
+                self.register(plugin, name, distribution=dist_name, version=version)
+                continue
+            if on_import is not None:
+                on_import(name)
+            before = dict(os.environ)
+            outcome = call_plugin(ep.load, f"plugin {name!r}: import", timeout)
+            notes = tuple(_environ_changes(before))
+            if outcome.state != "ok":
+                why = (_describe(outcome.error) if outcome.state == "raised"
+                       else outcome.describe("its import"))
+                self.records[name] = PluginRecord(name, dist_name, version, "failed",
+                                                  error=f"import failed: {why}", notes=notes)
+                continue
+            self.register(outcome.value, name, distribution=dist_name, version=version,
+                          outside=True)
+            if notes:
+                self.records[name] = replace(self.records[name], notes=tuple(
+                    f"its import changed the environment: {n} (undone unless a new non-HAL_ variable)"
+                    for n in notes))
         for name in ALWAYS_LOADED:
             if name not in self.records:  # running from a source tree without metadata
                 try:
@@ -138,6 +222,10 @@ class PluginHost:
                     name, None, None, "missing", error=f"named in {ALLOW_ENV} but not installed"
                 )
 
+    def _refuse(self, key: str, dist_name: str | None, version: str | None, why: str) -> None:
+        """Record an entry point that was refused before import (a PluginError, not raised)."""
+        self.records[key] = PluginRecord(key, dist_name, version, "failed", error=why)
+
     def register(
         self,
         plugin: object,
@@ -145,13 +233,23 @@ class PluginHost:
         *,
         distribution: str | None = None,
         version: str | None = None,
+        outside: bool = False,
     ) -> bool:
-        """Register one plugin object; record and skip it if it breaks the hook specs."""
-        unknown = [
-            attr
-            for attr in dir(plugin)
-            if attr.startswith("hal_") and not hasattr(self.pm.hook, attr)
-        ]
+        """Register one plugin object; record and skip it if it breaks the hook specs.
+
+        Objects registered directly (tests, notebooks) are the caller's own code and may use
+        any backend name not taken yet; ``outside`` entry points may not use a built-in name.
+        """
+        if not outside:
+            self.trusted.add(name)
+        try:
+            unknown = [
+                attr
+                for attr in dir(plugin)
+                if attr.startswith("hal_") and not hasattr(self.pm.hook, attr)
+            ]
+        except Exception as exc:  # a hostile __dir__
+            unknown = [f"<dir() raised {type(exc).__name__}>"]
         error = None
         if unknown:
             error = f"unknown hook(s) {', '.join(sorted(unknown))}; is the name misspelled?"
@@ -174,6 +272,7 @@ class PluginHost:
         if plugin is not None:
             self.pm.unregister(plugin)
         self.records.pop(name, None)
+        self.trusted.discard(name)
         self._backends = None
 
     # -- calling, one plugin at a time ----------------------------------------
@@ -183,45 +282,79 @@ class PluginHost:
         if record is None:
             record = PluginRecord(plugin_name, None, None, "failed")
         previous = f"{record.error}; " if record.error and record.status == "failed" else ""
+        if message in (record.error or ""):
+            return
         self.records[plugin_name] = replace(record, status="failed", error=previous + message)
+
+    def fail_backend(self, backend_name: str, message: str) -> None:
+        """Record a contract breach of backend ``backend_name`` against the plugin providing it."""
+        plugin = self.providers.get(backend_name.lower())
+        if plugin is not None:
+            self._fail(plugin, f"backend {backend_name!r}: {message}")
+
+    def provider(self, backend_name: str) -> str | None:
+        """The plugin that provides backend ``backend_name`` (None when unknown)."""
+        return self.providers.get(backend_name.lower())
 
     def _call_each(
         self, hook_name: str, check: Callable[[Any], str | None], **kwargs: Any
     ) -> Iterator[tuple[str, Any]]:
-        """Call ``hook_name`` on each plugin separately, in pluggy's order; skip the broken ones."""
+        """Call ``hook_name`` on each plugin separately, in registration order, under the plugin
+        timeout; record and skip the broken ones (an exception, sys.exit, a hang, a wrong type)."""
         caller = getattr(self.pm.hook, hook_name)
+        timeout = timeout_from_env()
         for impl in reversed(caller.get_hookimpls()):
-            try:
-                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception as exc:
-                self._fail(impl.plugin_name, f"{hook_name} raised {_describe(exc)}")
+            args = [kwargs[arg] for arg in impl.argnames]
+            outcome = call_plugin(partial(impl.function, *args),
+                                  f"plugin {impl.plugin_name!r}: {hook_name}", timeout)
+            if outcome.state != "ok":
+                self._fail(impl.plugin_name, outcome.describe(hook_name))
                 continue
+            result = outcome.value
             if result is None:
                 continue
-            problem = check(result)
+            try:
+                problem = check(result)
+            except Exception as exc:  # a hostile __len__/__iter__/__eq__
+                problem = f"a value that cannot be read ({_describe(exc)})"
             if problem is not None:
                 self._fail(impl.plugin_name, f"{hook_name} returned {problem}")
                 continue
             yield impl.plugin_name, result
 
     def backends(self) -> list[Backend]:
-        """Every valid backend from every plugin, each name once (first provider wins)."""
+        """Every valid backend from every plugin, each name once (built-in names reserved)."""
         if self._backends is not None:
             return list(self._backends)
         found: list[Backend] = []
-        for plugin_name, result in self._call_each("hal_backends", _check_backends):
+        providers: dict[str, str] = {}
+        calls = list(self._call_each("hal_backends", _check_backend_list))
+        calls.sort(key=lambda c: c[0] not in self.trusted)  # hal's own and in-process first
+        for plugin_name, result in calls:
             names = []
             for backend in result:
-                if any(b.name == backend.name for b in found):
+                problem = check_backend(backend)
+                if problem is not None:
+                    self._fail(plugin_name, f"hal_backends returned {problem}")
+                    continue
+                key = backend.name.lower()
+                if plugin_name not in self.trusted and key in self.reserved:
+                    self._fail(plugin_name, f"backend name {backend.name!r} is reserved for "
+                                            "hal's built-in backend; refused")
+                    continue
+                if key in providers:
                     self._fail(plugin_name, f"backend name {backend.name!r} is already taken")
                     continue
                 found.append(backend)
+                providers[key] = plugin_name
                 names.append(backend.name)
             record = self.records.get(plugin_name)
             if record is not None:
                 self.records[plugin_name] = replace(
-                    record, backends=record.backends + tuple(names)
+                    record, backends=record.backends + tuple(n for n in names
+                                                             if n not in record.backends)
                 )
+        self.providers = providers
         self._backends = found
         return list(found)
 
@@ -231,7 +364,7 @@ class PluginHost:
         for plugin_name, result in self._call_each(
             "hal_doctor_findings", _check_findings, report=report
         ):
-            out.extend((plugin_name, f) for f in result)
+            out.extend((plugin_name, f) for f in check_findings(result, "hal_doctor_findings"))
         return out
 
     def accelerators(self) -> list[tuple[str, Mapping[str, Any]]]:
@@ -246,27 +379,23 @@ class PluginHost:
         self.backends()  # calling the hook is what reveals a plugin broken inside it
         return [self.records[name].as_dict() for name in sorted(self.records)]
 
+    def failed(self) -> list[str]:
+        """Names of the plugins that failed to load or broke the contract."""
+        return sorted(n for n, r in self.records.items() if r.status == "failed")
 
-def _check_backends(result: Any) -> str | None:
+
+def _check_backend_list(result: Any) -> str | None:
     if not isinstance(result, Sequence) or isinstance(result, (str, bytes)):
         return f"{type(result).__name__}, expected a list of hal.Backend"
-    for item in result:
-        if not isinstance(item, Backend):
-            return f"a {type(item).__name__} in its list, expected hal.Backend instances"
-        if not (isinstance(item.name, str) and item.name and _NAME_RE.match(item.name)):
-            return f"a backend with invalid name {item.name!r}"
-        if not (isinstance(item.device_type, str) and item.device_type):
-            return f"backend {item.name!r} without a device_type"
-        if type(item).probe is Backend.probe:
-            return f"backend {item.name!r} that does not implement probe()"
     return None
 
 
 def _check_findings(result: Any) -> str | None:
-    if not isinstance(result, Sequence) or isinstance(result, (str, bytes)):
-        return f"{type(result).__name__}, expected a list of hal.Finding"
-    bad = [type(f).__name__ for f in result if not isinstance(f, Finding)]
-    return f"a {bad[0]} in its list, expected hal.Finding" if bad else None
+    try:
+        check_findings(result, "")
+    except ValueError as exc:
+        return str(exc).removeprefix(" returned ")
+    return None
 
 
 def _check_accelerators(result: Any) -> str | None:
@@ -285,12 +414,23 @@ _host: PluginHost | None = None
 _lock = threading.RLock()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child gets fresh locks: the parent's may have been held by another thread."""
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def load_plugins() -> PluginHost:
     """Load plugins once per process (thread-safe) and return the host; cheap after the first."""
     global _host
     host = _host
     if host is not None:
         return host
+    forbid_reentry("hal's plugin loading")
     with _lock:
         if _host is None:
             new = PluginHost()

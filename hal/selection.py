@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,14 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from hal.contract import Backend, Probe
 from hal.errors import ConfigError, DeviceUnavailableError, HalFallbackWarning
+from hal.parse import parse_bool, parse_int
 from hal.plugins import load_plugins, reset_plugins
+from hal.validate import MAX_DEVICES, PendingCall, check_probe, forbid_reentry, timeout_from_env
 
 if TYPE_CHECKING:
     import torch
 
 DEVICE_ENV = "HAL_DEVICE"
 STRICT_ENV = "HAL_STRICT"
-_TOKEN_RE = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(?::(?P<index>[^:]*))?$")
+_TOKEN_RE = re.compile(r"\A(?P<name>[A-Za-z0-9_.\-]{1,64})(?::(?P<index>[^:]*))?\Z")
 
 
 @dataclass(frozen=True)
@@ -97,15 +101,55 @@ class Selection:
         }
 
 
-def safe_probe(backend: Backend) -> Probe:
-    """Probe a backend; an exception or a wrong return type becomes an unavailable Probe."""
+def safe_probe(backend: Backend, timeout: float | None = None) -> Probe:
+    """Probe a backend under the plugin timeout; an exception, sys.exit, a hang or a wrong
+    return value becomes an unavailable Probe with the reason (and is recorded on the plugin)."""
+    return probe_all([backend], timeout)[backend.name]
+
+
+def probe_all(backends: Sequence[Backend], timeout: float | None = None) -> dict[str, Probe]:
+    """Probe every backend at once, each in its own daemon thread, all within one ``timeout``
+    (HAL_PROBE_TIMEOUT): a probe that does not answer makes its backend unavailable."""
+    if timeout is None:
+        timeout = timeout_from_env()
+    _import_torch_first()
+    pending = [(b, PendingCall(b.probe, f"backend {b.name!r}: probe()")) for b in backends]
+    until = time.monotonic() + timeout
+    out: dict[str, Probe] = {}
+    for backend, call in pending:
+        outcome = call.wait(until)
+        problem = None
+        if outcome.state != "ok":
+            problem = outcome.describe("probe")
+        else:
+            try:
+                out[backend.name] = check_probe(outcome.value)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            out[backend.name] = Probe(False, problem, 0)
+            if outcome.state != "raised":  # a raising probe is reported, not a breach of trust
+                _record(backend, problem)
+    return out
+
+
+def _import_torch_first() -> None:
+    """Import torch here, once, before probes that use it run in parallel threads: torch's own
+    import is not safe to run from several threads at once (partly initialised module)."""
+    if "torch" in sys.modules:
+        return
     try:
-        probe = backend.probe()
-    except Exception as exc:
-        return Probe(False, f"probe raised {type(exc).__name__}: {exc}", 0)
-    if not isinstance(probe, Probe):
-        return Probe(False, f"probe returned {type(probe).__name__}, expected hal.Probe", 0)
-    return probe
+        import torch  # noqa: F401
+    except Exception:  # not installed or broken: each probe says so itself
+        pass
+
+
+def _record(backend: Backend, problem: str) -> None:
+    from hal import plugins
+
+    host = plugins._host
+    if host is not None:
+        host.fail_backend(backend.name, problem)
 
 
 def parse_device_env(value: str) -> list[Request]:
@@ -116,23 +160,24 @@ def parse_device_env(value: str) -> list[Request]:
             "'cpu' or 'name:0', or an ordered list such as 'name1,name2,cpu'"
         )
     requests = []
-    for raw in value.split(","):
+    for raw in value.split(",")[:64]:
         text = raw.strip()
         m = _TOKEN_RE.match(text)
         if not text or m is None:
             raise ConfigError(
-                f"{DEVICE_ENV}={value!r}: {text!r} is not a backend name or device string "
+                f"{DEVICE_ENV}={_short(value)!r}: {text[:40]!r} is not a backend name or device string "
                 "(expected e.g. 'cpu', 'name:1' or 'name1,name2,cpu')"
             )
         index_text = m.group("index")
         index = None
         if index_text is not None:
-            if not index_text.isdigit():
+            try:
+                index = parse_int(DEVICE_ENV, index_text, hi=MAX_DEVICES)
+            except ConfigError:
                 raise ConfigError(
-                    f"{DEVICE_ENV}={value!r}: device index {index_text!r} in {text!r} "
-                    "is not a non-negative integer"
-                )
-            index = int(index_text)
+                    f"{DEVICE_ENV}={_short(value)!r}: device index {index_text[:40]!r} in "
+                    f"{text[:50]!r} is not a non-negative integer (ASCII digits, at most "
+                    f"{MAX_DEVICES})") from None
         requests.append(Request(text, m.group("name").lower(), index))
     return requests
 
@@ -147,13 +192,15 @@ def _is_torch_device_type(name: str) -> bool:
     return True
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _local_rank(environ: Mapping[str, str]) -> int | None:
     value = environ.get("LOCAL_RANK")
     if value is None:
         return None
-    if not value.strip().isdigit():
-        raise ConfigError(f"LOCAL_RANK={value!r} is not a non-negative integer")
-    return int(value)
+    return parse_int("LOCAL_RANK", value, hi=MAX_DEVICES)
 
 
 def decide(
@@ -167,28 +214,32 @@ def decide(
     """
     env = os.environ if environ is None else environ
     ordered = sorted(backends, key=lambda b: (-b.priority, b.name))
-    known = probes or {}
-    probes = {b.name: known[b.name] if b.name in known else safe_probe(b) for b in ordered}
+    known = dict(probes or {})
+    missing_probes = [b for b in ordered if b.name not in known]
+    if missing_probes:
+        known.update(probe_all(missing_probes, timeout_from_env(env)))
+    probes = known
     raw = env.get(DEVICE_ENV)
     requests = parse_device_env(raw) if raw is not None else []
-    strict = env.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    strict = parse_bool(STRICT_ENV, env.get(STRICT_ENV))
 
-    by_name = {b.name: b for b in ordered}
-    names_accepted = sorted(set(by_name) | {b.device_type for b in ordered})
+    by_name = {b.name.lower(): b for b in ordered}
+    names_accepted = sorted(set(by_name) | {b.device_type.lower() for b in ordered})
     chain: list[tuple[Backend, int | None, Request | None]] = []
     missing: list[str] = []
     for req in requests:
         # A backend name first, then every backend whose torch device type it also is: two
         # backends can drive one torch device type, and a device string means either of them.
         matches = [by_name[req.name]] if req.name in by_name else []
-        matches += [b for b in ordered if b.device_type == req.name and b.name != req.name]
+        matches += [b for b in ordered
+                    if b.device_type.lower() == req.name and b.name.lower() != req.name]
         if not matches:
             if _is_torch_device_type(req.name):
                 missing.append(f"{req.name}: no installed hal backend drives torch device "
                                f"type {req.name!r} (install its hal plugin)")
                 continue
             raise ConfigError(
-                f"{DEVICE_ENV}={raw!r}: unknown backend or device type {req.name!r}; "
+                f"{DEVICE_ENV}={_short(raw or '')!r}: unknown backend or device type {req.name!r}; "
                 f"accepted: {', '.join(names_accepted)} (optionally with ':index'), "
                 "or a comma-separated list of them"
             )
@@ -214,12 +265,13 @@ def decide(
                 f"range; {backend.name} has {probe.device_count} device(s) "
                 f"(indices 0..{max(probe.device_count - 1, 0)})"
             )
+        note = ""
         if index is None:
-            index = _default_index(backend, probe, env)
+            index, note = _default_index(backend, probe, env)
         reason = f"{DEVICE_ENV}={raw}: {backend.name} is available ({probe.reason})"
         if why_not:
             reason += f"; skipped {why_not}"
-        return Selection(backend, index, reason, candidates, requested=raw)
+        return Selection(backend, index, reason + note, candidates, requested=raw)
 
     if requests:
         message = f"{DEVICE_ENV}={raw} cannot be used ({why_not})"
@@ -229,41 +281,60 @@ def decide(
         probe = probes[backend.name]
         if not probe.available:
             continue
-        index = _default_index(backend, probe, env)
+        index, note = _default_index(backend, probe, env)
         skipped = [f"{c.name}: {c.reason}" for c in candidates
                    if not c.available and c.priority >= backend.priority]
         if requests:
             reason = f"fell back to {backend.name}: {message}"
             warning = f"{message}; falling back to {backend.name}"
-            return Selection(backend, index, reason, candidates, raw, True, warning)
+            return Selection(backend, index, reason + note, candidates, raw, True, warning)
         reason = f"{backend.name} is the highest-priority available backend ({probe.reason})"
         if skipped:
             reason += f"; not available: {'; '.join(skipped)}"
-        return Selection(backend, index, reason, candidates)
+        return Selection(backend, index, reason + note, candidates)
     raise DeviceUnavailableError(
         "no backend is available, not even cpu: " + "; ".join(
             f"{c.name}: {c.reason}" for c in candidates)
     )
 
 
-def _default_index(backend: Backend, probe: Probe, env: Mapping[str, str]) -> int | None:
-    """Device index when none was asked for: LOCAL_RANK under torchrun, else 0 (None for host)."""
+def _default_index(backend: Backend, probe: Probe, env: Mapping[str, str]) -> tuple[int | None, str]:
+    """Device index when none was asked for, and a note for the reason: LOCAL_RANK under
+    torchrun, else 0 (None for the host).  A launcher that bound this rank to its own devices
+    through the backend's visible-devices variable (Slurm ``--gpus-per-task``, per-task
+    visible-device lists) gives index 0; more ranks than devices without such a binding is
+    refused."""
     if backend.device_type == "cpu":
-        return None
+        return None, ""
     rank = _local_rank(env)
     if rank is None:
-        return 0
+        return 0, ""
     if probe.device_count and rank >= probe.device_count:
+        bound = [v for v in backend.visible_devices_env if env.get(v, "").strip()]
+        if bound:
+            return 0, (f"; LOCAL_RANK={rank} but {bound[0]} gives this rank "
+                       f"{probe.device_count} device(s) of its own: using index 0")
         raise ConfigError(
             f"LOCAL_RANK={rank} but {backend.name} has only {probe.device_count} visible "
-            f"device(s); launch at most {probe.device_count} processes per node"
+            f"device(s); launch at most {probe.device_count} processes per node, or bind one "
+            f"device per rank through {' or '.join(backend.visible_devices_env) or 'the launcher'}"
         )
-    return rank
+    return rank, ""
 
 
 _lock = threading.Lock()
 _selection: Selection | None = None
 _device: torch.device | None = None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets a fresh lock: another thread of the parent may have held it."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def select() -> Selection:
@@ -272,6 +343,7 @@ def select() -> Selection:
     sel = _selection
     if sel is not None:
         return sel
+    forbid_reentry("hal.select()/hal.get_device()")
     with _lock:
         if _selection is None:
             sel = decide(load_plugins().backends())
@@ -312,7 +384,7 @@ def get_backend(name: str | None = None) -> Backend:
     if name is None:
         return select().backend
     for b in load_plugins().backends():
-        if b.name == name:
+        if b.name.lower() == name.lower():
             return b
     names = ", ".join(sorted(b.name for b in load_plugins().backends()))
     raise ConfigError(f"unknown backend {name!r}; installed: {names}")
@@ -321,6 +393,7 @@ def get_backend(name: str | None = None) -> Backend:
 def reset(*, plugins: bool = False) -> None:
     """Forget the decision (and with ``plugins=True`` the loaded plugins) so it is made anew."""
     global _selection, _device
+    forbid_reentry("hal.reset()")
     with _lock:
         _selection = None
         _device = None

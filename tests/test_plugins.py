@@ -47,14 +47,14 @@ def test_third_party_plugin_is_loaded_and_listed(plugin_dir: Path) -> None:
     rec = _records()["good"]
     assert rec == {"name": "good", "distribution": "hal-good", "version": "1.2.3",
                    "status": "loaded", "error": None, "hooks": ["hal_backends"],
-                   "backends": ["good"]}
+                   "backends": ["good"], "notes": []}
     assert "good" in [b.name for b in hal.list_backends()]
 
 
 BROKEN = {
     "import_error": ("raise ImportError('libfoo.so: cannot open shared object file')",
                      "import failed: ImportError: libfoo.so"),
-    "system_exit": ("raise SystemExit(3)", "import failed: SystemExit: 3"),
+    "system_exit": ("raise SystemExit(3)", "import failed: its import called sys.exit(3)"),
     "hook_raises": ("import hal\n@hal.hookimpl\ndef hal_backends():\n    raise RuntimeError('boom')",
                     "hal_backends raised RuntimeError: boom"),
     "not_a_list": ("import hal\n@hal.hookimpl\ndef hal_backends():\n    return 42",
@@ -71,7 +71,7 @@ BROKEN = {
     "taken_name": ("import hal\nclass B(hal.Backend):\n    name='cpu'\n    device_type='meta'\n"
                    "    def probe(self):\n        return hal.Probe(True, 'x', 1)\n"
                    "@hal.hookimpl\ndef hal_backends():\n    return [B()]",
-                   "backend name 'cpu' is already taken"),
+                   "backend name 'cpu' is reserved for hal's built-in backend"),
 }
 
 

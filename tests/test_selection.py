@@ -166,7 +166,7 @@ def test_a_probe_that_raises_or_lies_is_unavailable_not_fatal() -> None:
     assert sel.backend.name == "cpu"
     reasons = {c.name: c.reason for c in sel.candidates}
     assert reasons["r"] == "probe raised OSError: driver exploded"
-    assert reasons["l"] == "probe returned bool, expected hal.Probe"
+    assert reasons["l"] == "probe() returned bool, expected hal.Probe"
 
 
 def test_parse_device_env_returns_requests_in_order() -> None:
