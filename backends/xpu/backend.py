@@ -21,6 +21,8 @@ from hal.errors import DeviceUnavailableError
 if TYPE_CHECKING:
     import torch
 
+    from hal.telemetry import Telemetry
+
 #: Substring of the XPU caching allocator's OOM ("XPU out of memory. Tried to allocate ...").
 XPU_OOM_MARKER = "XPU out of memory"
 #: Device names whose GPUs have XMX (DPAS) engines, for torch releases whose properties lack
@@ -194,6 +196,12 @@ class XpuBackend(Backend):
         return optimized
 
     # -- torch-free evidence and diagnosis -----------------------------------------------
+    def telemetry(self, index: int = 0) -> Telemetry:
+        """xpu-smi's figures from hwmon, sysfs and DRM fdinfo, no SYCL context; see its module."""
+        from hal.backends.xpu.telemetry import read
+
+        return read(self, index)
+
     def hardware(self) -> Sequence[Hardware]:
         found = []
         for dev in stack.intel_gpus(self.root):
