@@ -1,52 +1,62 @@
-"""``hal bench``: measured matmul TFLOPS per native dtype, memory and transfer bandwidth.
+"""``hal bench``: measured matmul TFLOPS per dtype the device runs, and memory bandwidth.
 
-Runs on the selected device (``hal.get_device()``), asks the backend for its native dtypes
-and synchronisation, and, when the device is in the catalogue, gives each figure as a share
-of the card's published peak.  Each measurement is time-boxed so the whole run stays short.
+Runs on the selected device.  Each dtype is probed with a tiny matmul first (fp8 through
+``torch._scaled_mm``, the only fp8 GEMM torch has on accelerators), so a dtype the device
+cannot multiply is a skipped row with the reason, never a crash.  Matmul sizes double until
+the rate stops rising, and the size that reached it is reported.  A failing measurement is a
+row with its reason; rows already measured are kept.  ``--save`` records the figures for
+``hal plan`` (hal.calibration).  When the device is in the catalogue, each figure is also a
+share of the card's published peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-#: Seconds each measurement repeats its operation for (after one warm-up call);
-#: ``HAL_BENCH_SECONDS`` overrides it (tests use a short one).
-BUDGET_S = 1.5
+if TYPE_CHECKING:
+    from hal.dtypes import DType
+
+#: Seconds each matmul size or copy repeats for (after one warm-up call); ``HAL_BENCH_SECONDS``
+#: overrides it (tests use a short one).
+BUDGET_S = 0.5
 BUDGET_ENV = "HAL_BENCH_SECONDS"
-_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float8_e4m3fn": "fp8",
-          "float8_e4m3fnuz": "fp8", "int8": "int8"}
+#: The next size must beat the best rate so far by this factor, else the sweep stops.
+GROWTH = 1.05
+#: Matmul sizes tried in turn: a host CPU saturates near 512, a large accelerator near 8192.
+HOST_SIZES = (256, 512, 1024, 2048)
+DEVICE_SIZES = (1024, 2048, 4096, 8192, 16384)
+SCHEMA = "hal.bench/2"
 
 
 def add_parser(sub: Any) -> None:
     """Register the ``bench`` command."""
+    from hal import dtypes
+
     p = sub.add_parser("bench", help="measure matmul TFLOPS and memory bandwidth on the device")
     p.add_argument("--dtype", action="append", default=None,
-                   help="only this dtype (repeatable): float32, float16, bfloat16")
+                   help="only this dtype (repeatable): " + ", ".join(dtypes.names(dtypes.MATMUL))
+                   + " or a torch name such as bfloat16")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--save", action="store_true",
+                   help="record the measured TFLOPS and copy bandwidth for 'hal plan' "
+                   "(in $HAL_CACHE_DIR or ~/.cache/hal/calibration.json)")
     p.set_defaults(run=run)
 
 
 def _budget() -> float:
-    from hal.errors import ConfigError
+    from hal.parse import parse_float
 
     text = os.environ.get(BUDGET_ENV)
     if text is None:
         return BUDGET_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 60:
-        raise ConfigError(f"{BUDGET_ENV}={text!r} is invalid; expected seconds in (0, 60]")
-    return value
+    return parse_float(BUDGET_ENV, text, lo=0.0, hi=60.0, lo_inclusive=False)
 
 
 def _timed(fn: Callable[[], Any], sync: Callable[[], None], budget: float) -> tuple[float, int]:
@@ -60,51 +70,153 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None], budget: float) -> tu
         if calls % 2 == 0 or calls == 1:
             sync()
             elapsed = time.perf_counter() - start
-            if elapsed >= budget:
+            if elapsed >= budget and calls >= 2:
                 return elapsed / calls, calls
 
 
-def _matmul_size(device_type: str, dtype_name: str) -> int:
-    if device_type == "cpu":
-        return 1024 if dtype_name == "float32" else 512
-    return 8192
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
-def _dtype_list(backend: Any, index: int, wanted: list[str] | None) -> list[Any]:
-    import torch
+def _wanted(backend: Any, index: int, wanted: list[str] | None) -> list[tuple[DType, bool]]:
+    """(dtype, native) pairs to measure: the device's native matmul dtypes, or those asked for."""
+    from hal import dtypes
 
-    from hal.errors import ConfigError
-
-    native = list(backend.dtypes(index))
+    native = [dtypes.lookup(d) for d in backend.dtypes(index)]
+    native_set = {d.short for d in native if d is not None}
     if not wanted:
-        return native
-    out = []
+        return [(d, True) for d in native if d is not None and d.has(dtypes.MATMUL)]
+    out: list[tuple[DType, bool]] = []
     for name in wanted:
-        dtype = getattr(torch, name.removeprefix("torch."), None)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ConfigError(f"--dtype {name!r} is not a floating torch dtype; expected one of: "
-                              f"{', '.join(str(d).removeprefix('torch.') for d in native)}")
-        out.append(dtype)
+        entry = dtypes.parse(name, role=dtypes.MATMUL, what="--dtype")
+        if all(entry is not e for e, _ in out):
+            out.append((entry, entry.short in native_set))
     return out
 
 
-def measure(wanted: list[str] | None = None,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every measurement on the selected device; a JSON-able dict of the results."""
+def _builder(torch: Any, device: Any, entry: DType) -> Callable[[int], Callable[[], Any]]:
+    """A function making an ``n x n`` matmul closure in ``entry``'s dtype on ``device``."""
+    from hal import dtypes
+
+    dtype = dtypes.to_torch(entry)
+    if entry.kind == "fp8":
+        scaled_mm = getattr(torch, "_scaled_mm", None)
+        if scaled_mm is None:
+            raise RuntimeError(f"this torch {torch.__version__} has no torch._scaled_mm, the "
+                               "only fp8 matmul it could run")
+
+        def fp8(n: int) -> Callable[[], Any]:
+            a = torch.randn(n, n, device=device).to(dtype)
+            b = torch.randn(n, n, device=device).to(dtype).t()  # column-major, as fp8 GEMMs want
+            one = torch.ones((), dtype=torch.float32, device=device)
+            return lambda: scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+
+        return fp8
+
+    def plain(n: int) -> Callable[[], Any]:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        return lambda: torch.mm(a, b)
+
+    return plain
+
+
+def _matmul_row(torch: Any, device: Any, entry: DType, native: bool, sync: Callable[[], None],
+                budget: float, peaks: dict[str, float], step: Callable[[str], None]) -> dict[str, Any]:
+    """One dtype: probe with a 16x16 matmul, then sweep sizes until the rate stops rising."""
+    row: dict[str, Any] = {"dtype": entry.short, "torch_dtype": entry.torch_name, "native": native,
+                           "status": "ok", "reason": None, "n": None, "tflops": None, "calls": 0,
+                           "sizes": [], "peak_tflops": peaks.get(entry.kind),
+                           "percent_of_peak": None}
+    how = "torch._scaled_mm" if entry.kind == "fp8" else "torch.mm"
+    try:
+        step(f"matmul {entry.short}: probe")
+        build = _builder(torch, device, entry)
+        build(16)()
+        sync()
+    except Exception as exc:  # any refusal means "this device cannot"
+        row.update(status="skipped", reason=f"{how} refused {entry.short} here ({_reason(exc)})")
+        return row
+    sizes = HOST_SIZES if device.type == "cpu" else DEVICE_SIZES
+    best = 0.0
+    for n in sizes:
+        step(f"matmul {entry.short} {n}x{n}")
+        try:  # the operands live only as long as this call
+            seconds, calls = _timed(build(n), sync, budget)
+        except Exception as exc:  # out of memory at a size: keep the smaller ones
+            if not row["sizes"]:
+                row.update(status="failed", reason=f"{how} at {n}x{n}: {_reason(exc)}")
+                return row
+            row["reason"] = f"stopped before {n}x{n}: {_reason(exc)}"
+            break
+        rate = 2 * n**3 / seconds / 1e12
+        row["sizes"].append({"n": n, "tflops": rate, "calls": calls})
+        if rate > best:
+            row.update(n=n, tflops=rate, calls=calls)
+        if best and rate < best * GROWTH:
+            break
+        best = max(best, rate)
+    if row["peak_tflops"]:
+        row["percent_of_peak"] = 100 * row["tflops"] / row["peak_tflops"]
+    return row
+
+
+def _bandwidth_row(what: str, size: int, run_copy: Callable[[], tuple[float, int]],
+                   factor: int, peak: float | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"what": what, "bytes": size, "status": "ok", "reason": None,
+                           "bytes_per_s": None, "percent_of_peak": None}
+    try:
+        seconds, _ = run_copy()
+    except Exception as exc:  # keep the other rows
+        row.update(status="failed", reason=_reason(exc))
+        return row
+    row["bytes_per_s"] = factor * size / seconds
+    if peak:
+        row["percent_of_peak"] = 100 * row["bytes_per_s"] / peak
+    return row
+
+
+def _catalogue_entry(backend: Any, name: str, total: int) -> Any:
+    try:
+        from hal.planner.catalogue import catalogue, match_device
+
+        return match_device(name, total, [a for a in catalogue() if a.backend == backend.name])
+    except Exception:  # a broken catalogue plugin must not stop a measurement
+        return None
+
+
+def measure(wanted: list[str] | None = None, progress: Callable[[str], None] | None = None,
+            results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every measurement on the selected device into ``results`` (a JSON-able dict).
+
+    Rows are appended as they finish, so a caller holding ``results`` keeps them when a later
+    step is interrupted.
+    """
     import torch
 
-    from hal.planner.catalogue import catalogue, match_device
+    from hal import dtypes
     from hal.selection import select
 
     budget = _budget()
     sel = select()
     backend, index = sel.backend, sel.index or 0
     device = sel.device
+    plan = _wanted(backend, index, wanted)
     info = next((d for d in backend.devices() if d.index == index), None)
     name = info.name if info is not None else str(device)
     total = info.total_memory if info is not None else 0
-    entry = match_device(name, total, [a for a in catalogue() if a.backend == backend.name])
+    entry = _catalogue_entry(backend, name, total)
+    peaks: dict[str, float] = {}
+    for key, value in (entry.tflops.items() if entry is not None else ()):
+        known = dtypes.lookup(key)
+        peaks[known.kind if known is not None else key] = value
     on_host = device.type == "cpu"
+    results = {} if results is None else results
+    results.update({"schema": SCHEMA, "device": str(device), "name": name,
+                    "backend": backend.name, "catalogue": entry.id if entry else None,
+                    "matmul": [], "bandwidth": []})
 
     def sync() -> None:
         backend.synchronize(index)
@@ -113,82 +225,149 @@ def measure(wanted: list[str] | None = None,
         if progress is not None:
             progress(label)
 
-    results: dict[str, Any] = {"schema": "hal.bench/1", "device": str(device), "name": name,
-                               "backend": backend.name, "catalogue": entry.id if entry else None,
-                               "matmul": [], "bandwidth": []}
-    for dtype in _dtype_list(backend, index, wanted):
-        dname = str(dtype).removeprefix("torch.")
-        step(f"matmul {dname}")
-        n = _matmul_size(device.type, dname)
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        seconds, calls = _timed(functools.partial(torch.mm, a, b), sync, budget)
-        tflops = 2 * n**3 / seconds / 1e12
-        peak = entry.tflops.get(_SHORT.get(dname, dname)) if entry else None
-        results["matmul"].append({"dtype": dname, "n": n, "calls": calls, "tflops": tflops,
-                                  "peak_tflops": peak,
-                                  "percent_of_peak": 100 * tflops / peak if peak else None})
-        del a, b
+    for dtype_entry, native in plan:
+        results["matmul"].append(
+            _matmul_row(torch, device, dtype_entry, native, sync, budget, peaks, step))
 
     size = (256 if on_host else 1024) * 2**20
     step("device memory copy")
-    src = torch.empty(size, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    src.fill_(1)
-    seconds, calls = _timed(functools.partial(dst.copy_, src), sync, budget)
-    bw = 2 * size / seconds  # a copy reads and writes every byte
-    peak_bw = entry.memory_bandwidth if entry else None
-    results["bandwidth"].append({
-        "what": "device memory (copy: read + write)", "bytes": size, "bytes_per_s": bw,
-        "percent_of_peak": 100 * bw / peak_bw if peak_bw else None})
-    del src, dst
+
+    def device_copy() -> tuple[float, int]:
+        src = torch.empty(size, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+        src.fill_(1)
+        return _timed(lambda: dst.copy_(src), sync, budget)
+
+    results["bandwidth"].append(_bandwidth_row(  # a copy reads and writes every byte
+        "device memory (copy: read + write)", size, device_copy, 2,
+        entry.memory_bandwidth if entry else None))
 
     host_size = (128 if on_host else 512) * 2**20
-    host = torch.empty(host_size, dtype=torch.uint8)
-    if not on_host:
-        with contextlib.suppress(RuntimeError):  # no pinned memory: pageable copies
-            host = host.pin_memory()
-    host.fill_(1)
-    dev = torch.empty(host_size, dtype=torch.uint8, device=device)
     where = " (memcpy within host memory: the device is the host)" if on_host else ""
+    buffers: dict[str, Any] = {}
+
+    def pair() -> tuple[Any, Any]:
+        if not buffers:
+            host = torch.empty(host_size, dtype=torch.uint8)
+            if not on_host:
+                with contextlib.suppress(RuntimeError):  # no pinned memory: pageable copies
+                    host = host.pin_memory()
+            host.fill_(1)
+            buffers.update(host=host, dev=torch.empty(host_size, dtype=torch.uint8, device=device))
+        return buffers["host"], buffers["dev"]
+
+    def to_device() -> tuple[float, int]:
+        host, dev = pair()
+        return _timed(lambda: dev.copy_(host, non_blocking=True), sync, budget)
+
+    def to_host() -> tuple[float, int]:
+        host, dev = pair()
+        return _timed(lambda: host.copy_(dev, non_blocking=True), sync, budget)
+
     step("host to device")
-    seconds, _ = _timed(lambda: dev.copy_(host, non_blocking=True), sync, budget)
-    results["bandwidth"].append({"what": "host to device" + where, "bytes": host_size,
-                                 "bytes_per_s": host_size / seconds, "percent_of_peak": None})
+    results["bandwidth"].append(_bandwidth_row("host to device" + where, host_size, to_device,
+                                               1, None))
     step("device to host")
-    seconds, _ = _timed(lambda: host.copy_(dev, non_blocking=True), sync, budget)
-    results["bandwidth"].append({"what": "device to host" + where, "bytes": host_size,
-                                 "bytes_per_s": host_size / seconds, "percent_of_peak": None})
+    results["bandwidth"].append(_bandwidth_row("device to host" + where, host_size, to_host,
+                                               1, None))
+    buffers.clear()
     return results
 
 
+def steps(wanted: list[str] | None) -> int:
+    """How many progress steps a run has (for the progress bar's total)."""
+    from hal.selection import select
+
+    sel = select()
+    plan = _wanted(sel.backend, sel.index or 0, wanted)
+    sizes = HOST_SIZES if sel.device.type == "cpu" else DEVICE_SIZES
+    return len(plan) * (1 + len(sizes)) + 3
+
+
 def _lines(data: dict[str, Any]) -> list[str]:
-    cat = f"catalogue entry {data['catalogue']}" if data["catalogue"] else \
+    if not data.get("device"):
+        return []
+    cat = f"catalogue entry {data['catalogue']}" if data.get("catalogue") else \
         "not in the catalogue: no peak to compare with"
     lines = [f"device: {data['device']} ({data['backend']}) {data['name']}; {cat}"]
-    for m in data["matmul"]:
+    for m in data.get("matmul", []):
+        head = f"  matmul {m['dtype']:<12}"
+        if m["status"] != "ok":
+            lines.append(f"{head} {m['status']}: {m['reason']}")
+            continue
         pct = f", {m['percent_of_peak']:.0f}% of {m['peak_tflops']:g} peak" \
             if m["percent_of_peak"] is not None else ""
-        lines.append(f"  matmul {m['dtype']:<9} {m['n']}x{m['n']}: {m['tflops']:8.3f} TFLOPS{pct}")
-    for b in data["bandwidth"]:
+        sweep = ", ".join(f"{s['n']}: {s['tflops']:.3g}" for s in m["sizes"])
+        note = "" if m["native"] else " (not native here)"
+        lines.append(f"{head} {m['n']}x{m['n']}: {m['tflops']:8.3f} TFLOPS{pct}{note} "
+                     f"[sizes tried: {sweep}]")
+    for b in data.get("bandwidth", []):
+        if b["status"] != "ok":
+            lines.append(f"  {b['what']}: {b['status']}: {b['reason']}")
+            continue
         pct = f", {b['percent_of_peak']:.0f}% of peak" if b["percent_of_peak"] is not None else ""
         lines.append(f"  {b['what']}: {b['bytes_per_s'] / 1e9:.2f} GB/s{pct}")
+    if data.get("interrupted"):
+        lines.append("  (interrupted: the rows above were measured)")
+    if data.get("calibration"):
+        lines.append(f"saved calibration: {data['calibration']}")
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
-    """Measure and print; on a terminal, with a progress bar."""
-    if sys.stdout.isatty() and not args.json:
-        from rich.progress import Progress
+def _save(data: dict[str, Any]) -> str | None:
+    """Record the measured rows for ``hal plan``; the file's path, or None if nothing was measured."""
+    from hal import calibration
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task("bench", total=None)
-            data = measure(args.dtype, lambda label: bar.update(task, description=label))
-    else:
-        data = measure(args.dtype)
+    tflops = {m["dtype"]: m["tflops"] for m in data["matmul"] if m["status"] == "ok"}
+    copy = next((b for b in data["bandwidth"] if b["what"].startswith("device memory")), None)
+    bandwidth = copy["bytes_per_s"] if copy is not None and copy["status"] == "ok" else None
+    if not tflops and bandwidth is None:
+        return None
+    calibration.save(data["backend"], data["name"], tflops, bandwidth)
+    return str(calibration.path())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure and print (rows measured before a failure or Ctrl-C are printed too)."""
+    data: dict[str, Any] = {}
+    interrupted = False
+    show = not args.json and sys.stdout.isatty() and sys.stderr.isatty()
+    try:
+        if show:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            total = steps(args.dtype)
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                          TimeElapsedColumn(), console=Console(stderr=True),
+                          transient=True) as bar:
+                task = bar.add_task("bench", total=total)
+
+                def advance(label: str) -> None:
+                    bar.update(task, description=label, advance=1)
+
+                measure(args.dtype, advance, data)
+        else:
+            measure(args.dtype, None, data)
+    except KeyboardInterrupt:
+        interrupted = True
+        data["interrupted"] = True
+    if args.save and not interrupted and data.get("matmul") is not None:
+        data["calibration"] = _save(data)
     if args.json:
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write("\n".join(_lines(data)) + "\n")
+        sys.stdout.write("".join(line + "\n" for line in _lines(data)))
+    if interrupted:
+        sys.stdout.flush()
+        sys.stderr.write("hal: interrupted\n")
+        return 130
+    failed = [r for r in (*data.get("matmul", ()), *data.get("bandwidth", ()))
+              if r["status"] == "failed"]
+    if failed:
+        sys.stdout.flush()
+        sys.stderr.write(f"hal: error: {len(failed)} measurement(s) failed; the other rows "
+                         "were measured\n")
+        return 1
     return 0
