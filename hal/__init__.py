@@ -26,6 +26,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "MemoryInfo": ("hal.contract", "MemoryInfo"),
     "Hardware": ("hal.contract", "Hardware"),
     "Finding": ("hal.contract", "Finding"),
+    "Telemetry": ("hal.telemetry", "Telemetry"),
     "HalError": ("hal.errors", "HalError"),
     "ConfigError": ("hal.errors", "ConfigError"),
     "DeviceUnavailableError": ("hal.errors", "DeviceUnavailableError"),
@@ -50,7 +51,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 # Submodules reached as ``hal.memory.info()`` etc. are ordinary subpackages: importing them on
 # first attribute access keeps ``import hal`` cheap without exporting modules as values.
 _SUBMODULES = frozenset(
-    {"memory", "precision", "batching", "distributed", "planner", "plugins", "selection"}
+    {"memory", "precision", "batching", "distributed", "planner", "plugins", "selection",
+     "telemetry"}
 )
 
 # Old name -> (new public name, how to get the old value). Kept one release; each warns once.
@@ -76,6 +78,7 @@ __all__ = [
     "PluginError",
     "Probe",
     "Selection",
+    "Telemetry",
     "__version__",
     "autocast",
     "get_backend",
@@ -99,6 +102,7 @@ if TYPE_CHECKING:
     from hal import plugins as plugins
     from hal import precision as precision
     from hal import selection as selection
+    from hal import telemetry as telemetry
     from hal.contract import (
         API_VERSION,
         Backend,
@@ -131,6 +135,7 @@ if TYPE_CHECKING:
         reset,
         select,
     )
+    from hal.telemetry import Telemetry
 
     __version__: str
 

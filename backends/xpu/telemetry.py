@@ -163,8 +163,8 @@ class XpuTelemetry:
             last = self._busy.get(pdev)
             if last is not None and now > last[0]:
                 rates = []
-                for k, n in busy.items():
-                    delta = n - last[1].get(k, 0)
+                for k, count in busy.items():
+                    delta = count - last[1].get(k, 0)
                     if k.startswith("drm-engine-") and delta >= 0:
                         rates.append(delta / 1e9 / (now - last[0]))
                     elif k.startswith("drm-cycles-"):

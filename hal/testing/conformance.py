@@ -37,6 +37,7 @@ __all__ = [
     "check_memory",
     "check_probe",
     "check_probe_side_effects",
+    "check_telemetry",
     "check_torch_device",
     "fake_module",
     "run_checks",
@@ -296,10 +297,42 @@ def check_hardware_versions_findings(backend: Backend) -> None:
         raise _fail(backend, "findings() must return hal.Finding values")
 
 
+def check_telemetry(backend: Backend,
+                    runtime_initialized: Callable[[], bool] | None = None) -> None:
+    """telemetry(i): a frozen hal.Telemetry in hal's units (bytes, 0..1, W, °C, MHz), twice.
+
+    An overriding ``telemetry`` must also leave the runtime uninitialised (it feeds
+    ``hal watch``, which must not create device contexts); the default reads ``memory()``.
+    """
+    from hal.telemetry import Telemetry
+    from hal.telemetry import check_telemetry as problem_of
+
+    probe = _probe(backend)
+    overridden = type(backend).telemetry is not Backend.telemetry
+    before = runtime_initialized() if runtime_initialized is not None else False
+    for index in range(probe.device_count if probe.available else 0):
+        for _ in range(2):  # rates (power, utilisation) come from the second reading on
+            try:
+                value = backend.telemetry(index)
+            except Exception as exc:
+                raise _fail(backend, f"telemetry({index}) raised {type(exc).__name__}: {exc}; "
+                                     "an unknown figure is None, not an exception") from exc
+            if not isinstance(value, Telemetry) or not _is_frozen(value):
+                raise _fail(backend, f"telemetry({index}) returned {type(value).__name__}, "
+                                     "expected hal.Telemetry")
+            problem = problem_of(value)
+            if problem is not None:
+                raise _fail(backend, f"telemetry({index}): {problem}")
+    if overridden and runtime_initialized is not None and not before and runtime_initialized():
+        raise _fail(backend, "telemetry() initialised the device runtime; read the vendor's "
+                             "management library (or sysfs) instead")
+
+
 CHECKS: dict[str, Callable[..., Any]] = {
     "class": check_class,
     "probe_side_effects": check_probe_side_effects,  # first: before anything else probes
     "probe": check_probe,
+    "telemetry": check_telemetry,  # before memory(): it must not need the runtime
     "devices": check_devices,
     "memory": check_memory,
     "dtypes": check_dtypes,
@@ -319,7 +352,7 @@ def run_checks(backend: Backend, *, oom_error: BaseException | None = None,
         try:
             if name == "is_oom":
                 check(backend, oom_error, corpus_vendor)
-            elif name == "probe_side_effects":
+            elif name in ("probe_side_effects", "telemetry"):
                 check(backend, runtime_initialized)
             else:
                 check(backend)
@@ -355,6 +388,10 @@ class TestHalConformance:
     def test_probe_side_effects(self, hal_backend_under_test: Backend,
                                 hal_runtime_initialized: Callable[[], bool] | None) -> None:
         check_probe_side_effects(hal_backend_under_test, hal_runtime_initialized)
+
+    def test_telemetry(self, hal_backend_under_test: Backend,
+                       hal_runtime_initialized: Callable[[], bool] | None) -> None:
+        check_telemetry(hal_backend_under_test, hal_runtime_initialized)
 
     def test_devices(self, hal_backend_under_test: Backend) -> None:
         check_devices(hal_backend_under_test)
