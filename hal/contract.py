@@ -8,14 +8,24 @@ Heavy imports (torch, vendor SDKs) belong inside method bodies, never at module 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from hal.errors import DeviceUnavailableError, HalError
+from hal.versions import DistVersion, dist_version
 
 if TYPE_CHECKING:
     import torch
 
     from hal.telemetry import Telemetry
+
+T = TypeVar("T")
+M = TypeVar("M")
 
 #: Version of the plugin contract this module defines.
 API_VERSION = 1
@@ -153,6 +163,14 @@ class Backend:
         """Does ``exc`` mean this backend's allocator ran out of memory?"""
         return False
 
+    def optimize(self, model: M) -> M:
+        """Optional: a vendor's model optimiser behind ``hal.optimize(model)``; default: unchanged.
+
+        The result must be usable exactly like ``model`` (same call signature and outputs
+        within tolerance); a backend without an optimiser keeps this default.
+        """
+        return model
+
     def hardware(self) -> Sequence[Hardware]:
         """Torch-free evidence of this vendor's hardware on the machine (sysfs, /dev, drivers)."""
         return []
@@ -176,3 +194,238 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r} device_type={self.device_type!r}>"
+
+
+def quiet(fn: Callable[[], T], default: T) -> T:
+    """Call ``fn`` with warnings silenced; any exception gives ``default`` (probes never raise)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    except Exception:
+        return default
+
+
+class DeviceModuleBackend(Backend):
+    """Base of backends that drive a torch device module, found by ``device_type``.
+
+    The module is ``torch.get_device_module(device_type)`` unless one is given (a fake in
+    tests); the environment is ``os.environ`` read at call time unless a mapping is given.
+    Subclasses declare data (``oom_markers``, ``memory_source``, ...) and keep only what is
+    theirs: probes, tables, findings.  Per-device calls that fail on an unavailable backend
+    raise ``DeviceUnavailableError`` with the probe's reason (the probe runs only on failure).
+    """
+
+    #: Substrings of this runtime's out-of-memory messages (allocator, runtime, libraries).
+    oom_markers: ClassVar[tuple[str, ...]] = ()
+    #: Classes an out-of-memory error arrives as: the right words in any other class (a
+    #: ValueError, an AssertionError) are user code talking, not an allocator.
+    oom_types: ClassVar[tuple[type[BaseException], ...]] = (RuntimeError,)
+    #: MemoryInfo.source of ``memory()``: with the device-wide ``mem_get_info``, and without it.
+    memory_source: ClassVar[str] = (
+        "total/free: mem_get_info (device-wide, other processes included); "
+        "allocated/reserved/peak: this process's caching allocator")
+    memory_fallback_source: ClassVar[str] = (
+        "mem_get_info is missing in this runtime: total from get_device_properties()"
+        ".total_memory, free = total - memory_reserved (this process only)")
+
+    def __init__(self, module: Any = None, *, root: str = "/",
+                 environ: Mapping[str, str] | None = None,
+                 versions_of: DistVersion | None = None, version: Any = None) -> None:
+        """``module`` stands in for the device module, ``root`` for /, ``environ`` for
+        os.environ, ``versions_of`` for installed-package lookup, ``version`` for torch.version."""
+        self._module = module
+        self.root = root
+        self._environ = environ
+        self.versions_of: DistVersion = versions_of or dist_version
+        self._version = version
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The environment this backend reads (os.environ, at call time, unless one was given)."""
+        return os.environ if self._environ is None else self._environ
+
+    def load_module(self) -> Any:
+        """The real device module (imports torch): ``torch.get_device_module(device_type)``."""
+        import torch
+
+        return torch.get_device_module(self.device_type)
+
+    @property
+    def module(self) -> Any:
+        """The device module (the one given, else ``load_module()``, loaded once)."""
+        if self._module is None:
+            self._module = self.load_module()
+        return self._module
+
+    @property
+    def version(self) -> Any:
+        """The ``torch.version`` module (or the stand-in given): the build's runtimes."""
+        if self._version is None:
+            import torch.version
+
+            self._version = torch.version
+        return self._version
+
+    @property
+    def torch_version(self) -> str:
+        """torch's version string as the build reports it, e.g. ``2.13.0+cpu``."""
+        return str(getattr(self.version, "__version__", "") or "unknown")
+
+    @contextmanager
+    def device_call(self) -> Iterator[Any]:
+        """Yield the device module for a per-device call; a failure while this backend is not
+        available becomes ``DeviceUnavailableError`` with the probe's reason."""
+        try:
+            yield self.module
+        except HalError:
+            raise
+        except Exception as exc:
+            probe = quiet(self.probe, None)
+            if probe is None or probe.available:
+                raise
+            raise DeviceUnavailableError(f"{self.name}: {probe.reason}") from exc
+
+    def memory(self, index: int = 0) -> MemoryInfo:
+        """Device-wide total/free (``mem_get_info``) plus this process's allocator counters.
+
+        Without ``mem_get_info`` (older runtimes) the total comes from the device properties and
+        free is total minus what this process reserved; ``source`` says which path was taken.
+        """
+        with self.device_call() as module:
+            allocated = int(module.memory_allocated(index))
+            reserved = int(module.memory_reserved(index))
+            peak = int(module.max_memory_allocated(index))
+            if hasattr(module, "mem_get_info"):
+                free, total = (int(v) for v in module.mem_get_info(index))
+                source = self.memory_source
+            else:
+                total = int(module.get_device_properties(index).total_memory)
+                free, source = max(0, total - reserved), self.memory_fallback_source
+        return MemoryInfo(total, free, allocated, reserved, peak, source)
+
+    def set_device(self, index: int) -> None:
+        with self.device_call() as module:
+            module.set_device(index)
+
+    def synchronize(self, index: int | None = None) -> None:
+        with self.device_call() as module:
+            module.synchronize(index)
+
+    def empty_cache(self) -> None:
+        with self.device_call() as module:
+            module.empty_cache()
+
+    def reset_peak_memory(self, index: int | None = None) -> None:
+        with self.device_call() as module:
+            module.reset_peak_memory_stats(index)
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """True when ``exc`` is one of ``oom_types`` and its text holds one of ``oom_markers``.
+
+        A collective library's error is never claimed, whatever its text: its communicator is
+        broken, and a smaller batch does not repair it.
+        """
+        if not isinstance(exc, self.oom_types):
+            return False
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and isinstance(exc, getattr(dist, "DistBackendError", ())):
+            return False
+        text = str(exc)
+        return any(marker in text for marker in self.oom_markers)
+
+    def pci_evidence(self, vendor: str, vendor_id: int) -> list[Hardware]:
+        """One ``pci`` Hardware record per display/accelerator PCI function of ``vendor_id``."""
+        from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, pci_devices
+
+        return [
+            Hardware(vendor, "pci", f"PCI device 0x{d.device_id:04x} (class 0x{d.class_id:06x}"
+                     f", driver {d.driver or 'none'}) at {d.address}",
+                     f"/sys/bus/pci/devices/{d.address}")
+            for d in pci_devices(self.root, vendor_id, (DISPLAY_CLASS, ACCELERATOR_CLASS))
+        ]
+
+
+@dataclass(frozen=True)
+class VisibleSpec:
+    """A parsed visible-devices value: every device, a list of indices, or a list of id prefixes."""
+
+    value: str | None
+    kind: Literal["all", "indices", "ids"]
+    indices: tuple[int, ...] = ()
+    ids: tuple[str, ...] = ()
+    prefix: str = ""  # for kind "ids": the id prefix the list starts with
+
+    @property
+    def hides_all(self) -> bool:
+        """True when the value itself leaves no device (``""``, ``-1``, a repeat)."""
+        return self.kind != "all" and not self.indices and not self.ids
+
+
+def _strtoul(text: str) -> int:
+    """The leading integer of ``text`` as C strtoul reads it in a device list, or -1."""
+    end = 0
+    while end < len(text) and (text[end].isdigit() or (end == 0 and text[end] in "+-")):
+        end += 1
+    digits = text[:end]
+    return int(digits) if digits not in ("", "+", "-") and digits.isascii() else -1
+
+
+def parse_visible(value: str | None, id_prefixes: Sequence[str] = ()) -> VisibleSpec:
+    """Parse a visible-devices value as the device runtimes do (None: unset, all visible).
+
+    A value starting with one of ``id_prefixes`` is a list of ids with that prefix (the first
+    other entry ends it); otherwise a list of indices read like strtoul (``1gpu`` is 1, the
+    first negative or non-number ends it).  A repeated entry hides everything.
+    """
+    if value is None:
+        return VisibleSpec(None, "all")
+    prefix = next((p for p in id_prefixes if value.startswith(p)), None)
+    if prefix is not None:
+        ids: list[str] = []
+        for elem in value.split(","):
+            if elem in ids:
+                return VisibleSpec(value, "ids", prefix=prefix)
+            if not elem.startswith(prefix):
+                break
+            ids.append(elem)
+        return VisibleSpec(value, "ids", ids=tuple(ids), prefix=prefix)
+    indices: list[int] = []
+    for elem in value.split(","):
+        x = _strtoul(elem.strip())
+        if x in indices:
+            return VisibleSpec(value, "indices")
+        if x < 0:
+            break
+        indices.append(x)
+    return VisibleSpec(value, "indices", indices=tuple(indices))
+
+
+def resolve_visible(spec: VisibleSpec, count: int, ids: Sequence[str] | None = None,
+                    strip: str = "") -> list[int] | None:
+    """Positions (into ``count`` devices) that ``spec`` exposes, in its order.
+
+    Indices stop at the first one ``>= count``.  Id entries match by unique prefix against
+    ``ids`` (after removing ``strip`` from the entry); None when ``ids`` are unknown.
+    """
+    if spec.kind == "all":
+        return list(range(count))
+    if spec.kind == "indices":
+        out = []
+        for x in spec.indices:
+            if x >= count:
+                break
+            out.append(x)
+        return out
+    if ids is None:
+        return None
+    positions: list[int] = []
+    for entry in spec.ids:
+        cand = (entry.replace(strip, "", 1) if strip else entry).lower()
+        matches = [i for i, u in enumerate(ids) if u.lower().startswith(cand)]
+        if len(matches) != 1:
+            break
+        if matches[0] in positions:
+            return []
+        positions.append(matches[0])
+    return positions

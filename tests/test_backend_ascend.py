@@ -13,9 +13,9 @@ import torch
 from helpers import run_hal
 
 from hal.backends.ascend import AscendBackend, socs, stack
+from hal.backends.ascend.testing import fake_npu as fn
 from hal.backends.cpu import CpuBackend
 from hal.selection import decide
-from hal.testing import fake_npu as fn
 from hal.testing import oom_corpus
 from hal.testing.fake_tree import ACCELERATOR_CLASS, ETHERNET_CLASS, FakePci, make_fake_tree
 
@@ -319,7 +319,7 @@ def test_torch_device_and_conformance_with_privateuse1_registered() -> None:
         from hal.backends.ascend import AscendBackend
         from hal.backends.cpu import CpuBackend
         from hal.selection import decide
-        from hal.testing import fake_npu as fn
+        from hal.backends.ascend.testing import fake_npu as fn
         from hal.testing.conformance import run_checks
         fake = fn.fake_npu(fn.ASCEND_910B, count=2)
         env = {"ASCEND_TOOLKIT_HOME": "/t", "LD_LIBRARY_PATH": "/t/lib64"}

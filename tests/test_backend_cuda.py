@@ -10,10 +10,10 @@ import torch
 
 from hal.backends.cpu import CpuBackend
 from hal.backends.cuda import CudaBackend
+from hal.backends.cuda import testing as fc
 from hal.backends.cuda.backend import native_dtype_names
 from hal.backends.rocm import RocmBackend
 from hal.selection import decide
-from hal.testing import fake_cuda as fc
 from hal.testing.fake_tree import FakePci, make_fake_tree
 
 VISIBLE = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")

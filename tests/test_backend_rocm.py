@@ -10,10 +10,11 @@ import torch
 
 from hal.backends.cpu import CpuBackend
 from hal.backends.cuda import CudaBackend
+from hal.backends.cuda import testing as fc
 from hal.backends.rocm import RocmBackend
 from hal.backends.rocm.backend import native_dtype_names
+from hal.backends.rocm.testing import fake_kfd as fk
 from hal.selection import decide
-from hal.testing import fake_cuda as fc
 from hal.testing.fake_tree import FakePci, make_fake_tree
 
 VISIBLE = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
@@ -31,7 +32,7 @@ def amd_tree(tmp_path: Any, devices: list[str], gpus_on_pci: int | None = None) 
         tmp_path,
         pci=[FakePci(fc.pci_address(i), 0x1002, 0x74A1, 0x120000, "amdgpu") for i in range(n)],
         dev=["kfd", *(f"dri/renderD{128 + i}" for i in range(n))],
-        files={"/sys/module/amdgpu/version": "6.8.5\n", **fc.kfd_files(devices)},
+        files={"/sys/module/amdgpu/version": "6.8.5\n", **fk.kfd_files(devices)},
     )
 
 
@@ -133,7 +134,7 @@ def test_no_driver_and_no_gpu_reasons(tmp_path: Any) -> None:
     no_driver = RocmBackend(module, fc.hip_version(), False, str(tmp_path))
     assert no_driver.probe().reason.startswith("no amdgpu driver")
     empty = RocmBackend(fc.make_cuda([], hip=True), fc.hip_version(), False,
-                        make_fake_tree(tmp_path, dev=["kfd"], files=fc.kfd_files([])))
+                        make_fake_tree(tmp_path, dev=["kfd"], files=fk.kfd_files([])))
     assert "reports no GPU" in empty.probe().reason
 
 

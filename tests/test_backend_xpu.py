@@ -13,8 +13,8 @@ import torch
 import hal
 from hal.backends.cpu import CpuBackend
 from hal.backends.xpu import XpuBackend, stack
+from hal.backends.xpu.testing import fake_xpu as fx
 from hal.selection import decide
-from hal.testing import fake_xpu as fx
 from hal.testing import oom_corpus
 from hal.testing.conformance import run_checks
 from hal.testing.fake_tree import ACCELERATOR_CLASS, VGA_CLASS, FakePci, make_fake_tree

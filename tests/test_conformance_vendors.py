@@ -13,11 +13,11 @@ import pytest
 
 from hal.backends.ascend import AscendBackend
 from hal.backends.cuda import CudaBackend
+from hal.backends.cuda import testing as fc
 from hal.backends.rocm import RocmBackend
 from hal.backends.xpu import XpuBackend
+from hal.backends.xpu.testing import fake_xpu as fx
 from hal.testing import conformance
-from hal.testing import fake_cuda as fc
-from hal.testing import fake_xpu as fx
 
 GiB = 1 << 30
 
@@ -71,7 +71,8 @@ def test_ascend_conforms_on_its_fake(spec: str) -> None:
         import json, torch
         torch.utils.rename_privateuse1_backend("npu")
         from hal.backends.ascend import AscendBackend
-        from hal.testing import conformance, fake_npu as fn
+        from hal.testing import conformance
+        from hal.backends.ascend.testing import fake_npu as fn
         spec = fn.{spec}
         fake = fn.fake_npu(spec, count=2)
         env = {{"ASCEND_TOOLKIT_HOME": "/usr/local/Ascend/ascend-toolkit/latest"}}

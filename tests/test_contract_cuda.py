@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from hal.backends.cuda import CudaBackend
+from hal.backends.cuda import testing as fc
 from hal.backends.rocm import RocmBackend
-from hal.testing import fake_cuda as fc
+from hal.backends.rocm.testing import fake_kfd as fk
 from hal.testing.contract import (
     ContractError,
     Recorder,
@@ -97,8 +98,9 @@ def test_rocm_backend_uses_only_real_torch_cuda_names(tmp_path: Any) -> None:
     fake = fc.make_cuda(["MI300X", "MI300X"])
     cuda, rec = record(fake, wrap_results=("get_device_properties",))
     version, vrec = record(fc.hip_version())
-    root = make_fake_tree(tmp_path, pci=[FakePci("0000:0c:00.0", 0x1002, 0x74A1)], dev=["kfd"],
-                          files=fc.kfd_files(["MI300X", "MI300X"]))
+    root = make_fake_tree(tmp_path, pci=[FakePci("0000:0c:00.0", 0x1002, 0x74A1)],
+                          dev=["kfd", *fk.render_nodes(2)],
+                          files=fk.kfd_files(["MI300X", "MI300X"]))
     b = RocmBackend(cuda, version, False, root, types.SimpleNamespace(version=lambda: 30300))
     exercise_all(b, fake)
     assert "get_device_properties().gcnArchName" in rec
@@ -110,14 +112,14 @@ class _WrongNameBackend(CudaBackend):
     """Uses a name torch.cuda does not have (a drifted fake would still provide it)."""
 
     def memory(self, index: int = 0) -> Any:
-        return self.cuda.get_device_memory_info(index)
+        return self.module.get_device_memory_info(index)
 
 
 class _WrongSignatureBackend(CudaBackend):
     """Calls a real name with a keyword the real function does not take."""
 
     def synchronize(self, index: int | None = None) -> None:
-        self.cuda.synchronize(device=index, blocking=True)
+        self.module.synchronize(device=index, blocking=True)
 
 
 def test_contract_fails_for_a_name_the_real_module_lacks() -> None:

@@ -15,8 +15,14 @@ from typing import Any
 import pytest
 import torch
 
-from hal.backends.ascend import AscendBackend, stack
-from hal.testing import fake_npu as fn
+from hal.backends.ascend import AscendBackend
+from hal.backends.ascend.testing import fake_npu as fn
+from hal.backends.ascend.testing.contract_npu import (
+    binary_strings_present,
+    npu_names,
+    obtain_wheel,
+    wheel_version,
+)
 from hal.testing.contract import (
     ContractError,
     Recorder,
@@ -25,8 +31,8 @@ from hal.testing.contract import (
     exercise,
     record,
 )
-from hal.testing.contract_npu import binary_strings_present, npu_names, obtain_wheel, wheel_version
 from hal.testing.fake_allocator import mirrored_names
+from hal.versions import release_text
 
 PROPS = "get_device_properties()"
 ENV = {"ASCEND_TOOLKIT_HOME": "/t", "LD_LIBRARY_PATH": "/t/lib64"}
@@ -34,7 +40,7 @@ ENV = {"ASCEND_TOOLKIT_HOME": "/t", "LD_LIBRARY_PATH": "/t/lib64"}
 
 @pytest.fixture(scope="module")
 def wheel() -> Path:
-    release = stack.release(torch.__version__) or torch.__version__
+    release = release_text(torch.__version__) or torch.__version__
     path, why = obtain_wheel(release)
     if path is None:
         pytest.skip(f"no torch-npu wheel to read (registry unreachable?): {why}")
@@ -56,8 +62,8 @@ def recorded_run(fake: fn.FakeNpu) -> tuple[Recorder, list[str]]:
 
 def test_the_wheel_matches_the_installed_torch(wheel: Path) -> None:
     # torch_npu X.Y.Z[.postN] pins torch X.Y.Z; if none exists yet the newest was fetched.
-    release = stack.release(torch.__version__)
-    if stack.release(wheel_version(wheel)) != release:
+    release = release_text(torch.__version__)
+    if release_text(wheel_version(wheel)) != release:
         pytest.skip(f"no torch-npu release for torch {release}; checked {wheel.name} instead")
     assert wheel.name.startswith(f"torch_npu-{release}")
 
@@ -104,7 +110,7 @@ def test_contract_fails_when_a_backend_uses_a_name_torch_npu_lacks(
         real_names: dict[str, Any]) -> None:
     class Drifted(AscendBackend):
         def memory(self, index: int = 0) -> Any:
-            self._npu().get_device_uuid(index)  # torch.cuda has it; torch_npu does not
+            self.module.get_device_uuid(index)  # torch.cuda has it; torch_npu does not
             return super().memory(index)
 
     fake = fn.fake_npu()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hal.backends.xpu import XpuBackend
-from hal.testing import fake_xpu as fx
+from hal.backends.xpu.testing import fake_xpu as fx
 from hal.testing.contract import (
     ContractError,
     Recorder,
@@ -61,7 +61,7 @@ def test_the_fake_mirrors_every_public_name_with_the_real_signature() -> None:
 def test_contract_fails_when_a_backend_uses_a_name_torch_xpu_lacks() -> None:
     class Drifted(XpuBackend):
         def memory(self, index: int = 0) -> Any:
-            self._xpu().get_device_uuid(index)  # not a torch.xpu function
+            self.module.get_device_uuid(index)  # not a torch.xpu function
             return super().memory(index)
 
     fake = fx.max_1550_card()

@@ -14,16 +14,17 @@ import torch
 
 import hal
 from hal.backends.ascend import AscendBackend
+from hal.backends.ascend.testing import fake_npu as fn
 from hal.backends.cpu import CpuBackend
 from hal.backends.cuda import CudaBackend
+from hal.backends.cuda import testing as fc
 from hal.backends.rocm import RocmBackend
+from hal.backends.rocm.testing import fake_kfd as fk
 from hal.doctor import Options, collect, render
 from hal.doctor.report import env_prefixes, environment_section
 from hal.doctor.smoke import smoke_test
 from hal.plugins import registered
 from hal.selection import reset
-from hal.testing import fake_cuda as fc
-from hal.testing import fake_npu as fn
 from hal.testing.fake_tree import ACCELERATOR_CLASS, FakePci, make_fake_tree
 
 BUILTIN = "cuda,rocm,ascend,xpu,toyaccel"
@@ -195,7 +196,7 @@ def amd_tree(tmp: Path) -> str:
                                             "amdgpu")],
                           dev=["kfd", "dri/renderD128"],
                           files={"/sys/module/amdgpu/version": "6.8.5\n",
-                                 **fc.kfd_files(["MI300X"])})
+                                 **fk.kfd_files(["MI300X"])})
 
 
 def npu_tree(tmp: Path) -> str:

@@ -10,9 +10,7 @@ every import failure into a reason naming the missing library and the fix, and a
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
-import os
 import re
 import sys
 import threading
@@ -21,11 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.backends.allocator import allocator_memory
 from hal.backends.ascend import socs, stack
-from hal.contract import Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
+from hal.contract import DeviceInfo, DeviceModuleBackend, Finding, Hardware, Probe
 from hal.errors import DeviceUnavailableError
 from hal.hardware import ACCELERATOR_CLASS, dev_nodes, pci_devices
+from hal.versions import DistVersion, release_text
 
 if TYPE_CHECKING:
     import torch
@@ -33,13 +31,15 @@ if TYPE_CHECKING:
     from hal.telemetry import Telemetry
 
 HUAWEI_PCI_VENDOR = 0x19E5
-#: Substring of torch_npu's caching-allocator OOM ("NPU out of memory. Tried to allocate ...").
-NPU_OOM_MARKER = "NPU out of memory"
+#: Markers of out-of-memory errors under torch_npu: the caching allocator ("NPU out of memory.
+#: Tried to allocate ...", NPUCachingAllocator.cpp) and ACL allocations outside it, which
+#: NPU_CHECK_ERROR (torch_npu NPUException.h) reports as "... error code is 207001" with the
+#: text of ACL_ERROR_RT_MEMORY_ALLOCATION, "[Error]: Failed to apply for memory.".
+NPU_OOM_MARKERS = ("NPU out of memory", "error code is 207001", "Failed to apply for memory")
 _LIB_RE = re.compile(r"(lib[A-Za-z0-9_+\-]+\.so(?:\.[0-9]+)*)")
 _AUTOLOAD_MARKER = "Failed to load the backend extension"
 
 Loader = Callable[[], "types.ModuleType | None"]
-DistVersion = Callable[[str], "str | None"]
 
 
 def default_loader() -> types.ModuleType | None:
@@ -53,14 +53,6 @@ def default_loader() -> types.ModuleType | None:
     if importlib.util.find_spec("torch_npu") is None:
         return None
     return importlib.import_module("torch_npu")
-
-
-def dist_version(name: str) -> str | None:
-    """Installed version of distribution ``name`` from its metadata (no import), or None."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -104,7 +96,7 @@ def describe_import_failure(exc: BaseException, npu_version: str, set_env: str) 
     return reason, fix
 
 
-class AscendBackend(Backend):
+class AscendBackend(DeviceModuleBackend):
     """Huawei Ascend NPUs via torch_npu's ``torch.npu`` module."""
 
     name = "ascend"
@@ -112,32 +104,30 @@ class AscendBackend(Backend):
     priority = 90
     dist_backend = "hccl"
     visible_devices_env = (stack.VISIBLE_DEVICES_ENV,)
+    oom_markers = NPU_OOM_MARKERS
+    memory_source = ("total/free: torch.npu.mem_get_info (device-wide, other processes "
+                     "included); allocated/reserved/peak: torch_npu caching allocator")
+    memory_fallback_source = ("torch.npu.mem_get_info is missing in this torch_npu (early 2.1 "
+                              "releases): total from get_device_properties().total_memory, "
+                              "free = total - memory_reserved (this process only; other "
+                              "processes not counted)")
 
     def __init__(self, module: Any = None, loader: Loader | None = None, root: str = "/", *,
                  environ: Mapping[str, str] | None = None,
                  versions_of: DistVersion | None = None) -> None:
         """``module`` stands in for torch.npu, ``loader`` for importing torch_npu (None: absent),
         ``root`` for /, ``environ`` for os.environ, ``versions_of`` for installed-package lookup."""
-        self._module = module
+        super().__init__(module, root=root, environ=environ, versions_of=versions_of)
         self._loader = loader or default_loader
-        self.root = root
-        self._environ = environ
-        self._versions_of = versions_of or dist_version
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------
-    @property
-    def environ(self) -> Mapping[str, str]:
-        """The environment this backend reads (os.environ unless one was given)."""
-        return os.environ if self._environ is None else self._environ
-
     def _torch_release(self) -> str | None:
-        version = self._versions_of("torch")
-        return stack.release(version) if version else None
+        return release_text(self.versions_of("torch"))
 
     def _npu_version(self, loaded: _Loaded | None = None) -> str:
-        version = self._versions_of("torch-npu")
+        version = self.versions_of("torch-npu")
         if version:
             return version
         module = (loaded or self._load()).module
@@ -154,22 +144,23 @@ class AscendBackend(Backend):
             module = self._loader()
         except Exception as exc:
             reason, fix = describe_import_failure(
-                exc, self._versions_of("torch-npu") or "", stack.set_env_script(self.root))
+                exc, self.versions_of("torch-npu") or "", stack.set_env_script(self.root))
             return _Loaded(None, error=reason, fix=fix)
         if module is None:
             return _Loaded(None, missing=True)
         return _Loaded(module)
 
-    def _npu(self) -> Any:
-        """The torch.npu module; DeviceUnavailableError when torch_npu cannot be used."""
-        loaded = self._load()
-        if loaded.module is None:
+    @property
+    def module(self) -> Any:
+        """torch.npu (or the stand-in given); DeviceUnavailableError when torch_npu cannot load."""
+        if self._load().module is None:
             raise DeviceUnavailableError(f"ascend: {self.probe().reason}")
-        if self._module is not None:
-            return self._module
+        return super().module
+
+    def load_module(self) -> Any:
         import torch
 
-        return getattr(torch, "npu", None) or loaded.module.npu
+        return getattr(torch, "npu", None) or self._load().module.npu  # type: ignore[union-attr]
 
     # -- the contract --------------------------------------------------------------------
     def probe(self) -> Probe:
@@ -182,7 +173,7 @@ class AscendBackend(Backend):
             return Probe(False, f"{loaded.error} (fix: {loaded.fix})")
         version = self._npu_version(loaded)
         try:
-            count = int(self._npu().device_count())
+            count = int(self.module.device_count())
         except Exception as exc:
             return Probe(False, f"torch_npu {version} cannot count NPUs: "
                          f"{type(exc).__name__}: {exc}")
@@ -212,7 +203,7 @@ class AscendBackend(Backend):
         return family
 
     def devices(self) -> Sequence[DeviceInfo]:
-        npu = self._npu()
+        npu = self.module
         infos = []
         for index in range(int(npu.device_count())):
             props = npu.get_device_properties(index)
@@ -226,20 +217,10 @@ class AscendBackend(Backend):
             infos.append(DeviceInfo(index, soc, int(props.total_memory), soc, extras))
         return infos
 
-    def memory(self, index: int = 0) -> MemoryInfo:
-        return allocator_memory(
-            self._npu(), index,
-            source=("total/free: torch.npu.mem_get_info (device-wide, other processes "
-                    "included); allocated/reserved/peak: torch_npu caching allocator"),
-            fallback_source=("torch.npu.mem_get_info is missing in this torch_npu (early 2.1 "
-                             "releases): total from get_device_properties().total_memory, "
-                             "free = total - memory_reserved (this process only; other "
-                             "processes not counted)"))
-
     def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
         import torch
 
-        npu = self._npu()
+        npu = self.module
         family = self._family(npu, index)
         if family is not None:
             return [getattr(torch, n) for n in family.dtypes]
@@ -248,22 +229,6 @@ class AscendBackend(Backend):
         bf16 = bool(checker()) if checker is not None else False
         return [torch.bfloat16, torch.float16, torch.float32] if bf16 else [
             torch.float16, torch.float32]
-
-    def set_device(self, index: int) -> None:
-        self._npu().set_device(index)
-
-    def synchronize(self, index: int | None = None) -> None:
-        self._npu().synchronize(index)
-
-    def empty_cache(self) -> None:
-        self._npu().empty_cache()
-
-    def reset_peak_memory(self, index: int | None = None) -> None:
-        self._npu().reset_peak_memory_stats(index)
-
-    def is_oom(self, exc: BaseException) -> bool:
-        # torch.OutOfMemoryError (newer torch_npu) subclasses RuntimeError (older ones raise it).
-        return isinstance(exc, RuntimeError) and NPU_OOM_MARKER in str(exc)
 
     # -- torch-free evidence and diagnosis -----------------------------------------------
     def _pci(self) -> list[Any]:
@@ -303,10 +268,10 @@ class AscendBackend(Backend):
 
     def versions(self) -> Mapping[str, str]:
         out: dict[str, str] = {}
-        npu = self._versions_of("torch-npu")
+        npu = self.versions_of("torch-npu")
         if npu:
             out["torch_npu"] = npu
-        torch_version = self._versions_of("torch")
+        torch_version = self.versions_of("torch")
         if torch_version:
             out["torch"] = torch_version
         cann, cann_file = stack.cann_version(self.root, self.environ)
@@ -322,8 +287,8 @@ class AscendBackend(Backend):
         found: list[Finding] = []
         hw = self.hardware_count()
         loaded = self._load()
-        torch_version = self._versions_of("torch")
-        torch_rel = stack.release(torch_version) if torch_version else None
+        torch_version = self.versions_of("torch")
+        torch_rel = release_text(torch_version)
         npu_version = self._npu_version(loaded)
         set_env = stack.set_env_script(self.root)
         if hw and loaded.missing:
@@ -346,7 +311,7 @@ class AscendBackend(Backend):
                     f"install the CANN toolkit that matches torch_npu, then source {set_env}"))
         if loaded.error:
             found.append(Finding("ascend.import_failed", "error", loaded.error, loaded.fix))
-        npu_rel = stack.release(npu_version) if npu_version else None
+        npu_rel = release_text(npu_version)
         if npu_rel and torch_rel and npu_rel != torch_rel:
             found.append(Finding(
                 "ascend.version_mismatch", "error",

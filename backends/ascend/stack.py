@@ -1,5 +1,5 @@
 """Torch-free facts about the Ascend software stack: CANN and driver versions, CANN environment,
-ASCEND_RT_VISIBLE_DEVICES, and the torch / torch_npu release pairing.
+and ASCEND_RT_VISIBLE_DEVICES.
 
 Every function takes a filesystem ``root`` (and an environment) so tests use fake trees.
 """
@@ -29,7 +29,6 @@ DRIVER_VERSION_FILE = "/usr/local/Ascend/driver/version.info"
 #: Variables set_env.sh exports that name the toolkit home.
 TOOLKIT_HOME_VARS = ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH")
 VISIBLE_DEVICES_ENV = "ASCEND_RT_VISIBLE_DEVICES"
-_RELEASE_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -122,8 +121,3 @@ def visible_count(value: str | None, raw_count: int) -> int | None:
             return i
     return len(indices)
 
-
-def release(version: str) -> str | None:
-    """The X.Y.Z release of a version string (``2.1.0.post8`` and ``2.13.0+cpu`` give X.Y.Z)."""
-    m = _RELEASE_RE.match(version.strip())
-    return ".".join(m.groups()) if m else None

@@ -9,10 +9,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.backends.cuda.common import TorchCudaFamily, gpu_functions, parse_version, pci_hardware, quiet
-from hal.backends.cuda.visible import VisibleSpec, parse_visible, resolve
-from hal.contract import DeviceInfo, Finding, Hardware, Probe
-from hal.hardware import dev_nodes, read_text
+from hal.contract import (
+    DeviceInfo,
+    DeviceModuleBackend,
+    Finding,
+    Hardware,
+    Probe,
+    VisibleSpec,
+    parse_visible,
+    quiet,
+    resolve_visible,
+)
+from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, dev_nodes, pci_devices, read_text
+from hal.versions import release
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +30,8 @@ if TYPE_CHECKING:
 
 NVIDIA_PCI_VENDOR = 0x10DE
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+#: Id prefixes CUDA_VISIBLE_DEVICES accepts besides indices: GPU UUIDs and MIG instance UUIDs.
+ID_PREFIXES = ("GPU-", "MIG-")
 DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"
 
 #: Minimum Linux driver per CUDA major version under minor-version compatibility (NVIDIA,
@@ -31,25 +42,44 @@ MIN_DRIVER: dict[int, tuple[int, ...]] = {
     13: (580,),
 }
 
-#: Markers of the CUDA caching allocator's and the CUDA runtime's out-of-memory errors.
-CUDA_OOM_MARKERS = ("CUDA out of memory", "CUDA error: out of memory",
-                    "CUBLAS_STATUS_ALLOC_FAILED")
+#: Markers of out-of-memory errors on a CUDA build, each from its source (hal.testing.oom_corpus):
+#: the caching allocator and the runtime (c10/cuda), cuBLAS/cuBLASLt allocations and handle
+#: creation (ATen/cuda/Exceptions.h TORCH_CUDABLAS_CHECK: "CUDA error: <status> when calling
+#: `<call>`"; cublasCreate fails with NOT_INITIALIZED when it cannot allocate), cuDNN
+#: allocations (AT_CUDNN_CHECK "cuDNN error: <status>"; cuDNN 9 names the device-side one).
+CUDA_OOM_MARKERS = (
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+)
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
+
+
+#: Capabilities whose fp16 arithmetic runs far below fp32 (CC 6.1: GP102/GP104/GP106/GP107,
+#: GTX 10xx, Tesla P4/P40, fp16 at 1/64 of the fp32 rate; CUDA C Programming Guide, arithmetic
+#: instruction throughput table): torch runs fp16 there, but it is emulation-slow, not native.
+SLOW_FP16 = frozenset({(6, 1)})
+#: From this capability on, native 16-bit types beat fp32 (tensor cores, CC 7.0 Volta); below
+#: it fp16 is at best 2x fp32 without tensor cores (P100, CC 6.0), so hal does not count it fast.
+FAST_LOW_PRECISION = (7, 0)
 
 
 def native_dtype_names(major: int, minor: int) -> list[str]:
     """Dtypes an NVIDIA GPU of compute capability major.minor computes natively, best first.
 
     bf16 needs CC 8.0 (Ampere); V100 (7.0) and T4 (7.5) only emulate it.  fp8 (e4m3) tensor
-    cores from CC 8.9 (Ada, Hopper).  fp16 arithmetic from CC 5.3.  fp8 follows the 16-bit
-    types because it is not an autocast dtype.
+    cores from CC 8.9 (Ada, Hopper).  fp16 arithmetic from CC 5.3, except CC 6.1's 1/64-rate
+    fp16 (``SLOW_FP16``).  fp8 follows the 16-bit types because it is not an autocast dtype.
     """
     cc = (major, minor)
     names = []
     if cc >= (8, 0):
         names.append("bfloat16")
-    if cc >= (5, 3):
+    if cc >= (5, 3) and cc not in SLOW_FP16:
         names.append("float16")
     if cc >= (8, 9):
         names.append("float8_e4m3fn")
@@ -77,7 +107,7 @@ class Census:
     error: str = ""
 
 
-class CudaBackend(TorchCudaFamily):
+class CudaBackend(DeviceModuleBackend):
     """NVIDIA GPUs via torch.cuda on a CUDA build of torch."""
 
     oom_markers = CUDA_OOM_MARKERS
@@ -88,9 +118,13 @@ class CudaBackend(TorchCudaFamily):
     visible_devices_env = (VISIBLE_ENV,)
 
     def __init__(self, module: Any = None, version: Any = None, nvml: Any = None,
-                 root: str = "/", cudnn: Any = None) -> None:
-        super().__init__(module, version, root, cudnn)
+                 root: str = "/", cudnn: Any = None, *,
+                 environ: Mapping[str, str] | None = None) -> None:
+        """``module``/``version``/``nvml``/``cudnn`` stand in for torch.cuda, torch.version,
+        pynvml (False: not installed) and torch.backends.cudnn; ``root`` for /."""
+        super().__init__(module, root=root, environ=environ, version=version)
         self._nvml = nvml
+        self._cudnn = cudnn
 
     # -- discovery without side effects ----------------------------------------------------
 
@@ -133,10 +167,7 @@ class CudaBackend(TorchCudaFamily):
             if got:
                 return got
         text = read_text(self.root, DRIVER_VERSION_FILE) or ""
-        for token in text.split():
-            if parse_version(token) and token.count(".") >= 1 and len(parse_version(token)) >= 2:
-                return token
-        return None
+        return next((t for t in text.split() if len(release(t)) >= 2 and t[0].isdigit()), None)
 
     def census(self, want_mig: bool = False) -> Census:
         """Physical GPUs and UUIDs from NVML, else from /proc/driver/nvidia/gpus; no CUDA call."""
@@ -175,13 +206,22 @@ class CudaBackend(TorchCudaFamily):
 
     def visible_spec(self) -> VisibleSpec:
         """CUDA_VISIBLE_DEVICES, parsed."""
-        return parse_visible(os.environ.get(VISIBLE_ENV))
+        return parse_visible(self.environ.get(VISIBLE_ENV), ID_PREFIXES)
+
+    def cudnn_version(self) -> str | None:
+        """cuDNN's version as text, from torch.backends.cudnn.version() (None: not linked)."""
+        if self._cudnn is None:
+            import torch.backends.cudnn
+
+            self._cudnn = torch.backends.cudnn
+        version = quiet(self._cudnn.version, None)
+        return _cudnn_text(version) if isinstance(version, int) else None
 
     def probe(self) -> Probe:
         problem = self.build_problem()
         if problem:
             return Probe(False, problem, 0)
-        cuda = self.cuda
+        cuda = self.module
         spec = self.visible_spec()
         shown = f"{VISIBLE_ENV}={spec.value!r}" if spec.value is not None else ""
         if quiet(cuda.is_initialized, False):
@@ -193,7 +233,7 @@ class CudaBackend(TorchCudaFamily):
             return Probe(False, f"{shown} hides every GPU", 0)
         census: Census | None = None
         if self.nvml is not None:
-            census = self.census(want_mig=spec.kind == "mig")
+            census = self.census(want_mig=spec.prefix == "MIG-")
         if census is None or census.count is None:
             # torch's own NVML-based count honours CUDA_VISIBLE_DEVICES and makes no context.
             n = int(quiet(cuda._device_count_nvml, -1))
@@ -211,13 +251,13 @@ class CudaBackend(TorchCudaFamily):
         assert census.count is not None
         if census.count == 0:
             return Probe(False, f"the NVIDIA driver is loaded but reports no GPU ({census.source})", 0)
-        if spec.kind == "mig":
-            positions = resolve(spec, len(census.mig_uuids or ()), census.mig_uuids)
+        if spec.prefix == "MIG-":
+            positions = resolve_visible(spec, len(census.mig_uuids or ()), census.mig_uuids)
             if positions is None:  # MIG ids cannot be checked without NVML: trust the variable
                 return self._counted(len(spec.ids), census.count, spec,
                                      f"{census.source}; MIG ids taken from {VISIBLE_ENV} unverified")
             return self._counted(len(positions), census.count, spec, census.source)
-        positions = resolve(spec, census.count, census.uuids)
+        positions = resolve_visible(spec, census.count, census.uuids)
         if positions is None:
             return self._counted(len(spec.ids), census.count, spec,
                                  f"{census.source}; UUIDs taken from {VISIBLE_ENV} unverified")
@@ -239,7 +279,7 @@ class CudaBackend(TorchCudaFamily):
     def devices(self) -> Sequence[DeviceInfo]:
         out = []
         for i in range(self.probe().device_count):
-            p = self.cuda.get_device_properties(i)
+            p = self.module.get_device_properties(i)
             extras: dict[str, Any] = {
                 "sm_count": int(p.multi_processor_count),
                 "uuid": _uuid_text(getattr(p, "uuid", None)),
@@ -253,8 +293,24 @@ class CudaBackend(TorchCudaFamily):
     def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
         import torch
 
-        major, minor = self.cuda.get_device_capability(index)
+        major, minor = self.module.get_device_capability(index)
         return [getattr(torch, n) for n in native_dtype_names(int(major), int(minor))]
+
+    def fast_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        """Native 16/8-bit dtypes from CC 7.0 (tensor cores); none below it (see SLOW_FP16)."""
+        import torch
+
+        major, minor = self.module.get_device_capability(index)
+        if (int(major), int(minor)) < FAST_LOW_PRECISION:
+            return []
+        return [d for d in self.dtypes(index) if d != torch.float32]
+
+    def emulated_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        """bf16/fp16 that torch still runs here, slowly (bf16 on V100/T4, fp16 on CC 6.1)."""
+        import torch
+
+        native = list(self.dtypes(index))
+        return [d for d in (torch.bfloat16, torch.float16) if d not in native]
 
     def versions(self) -> Mapping[str, str]:
         out: dict[str, str] = {"torch": self.torch_version}
@@ -265,8 +321,8 @@ class CudaBackend(TorchCudaFamily):
             out["cuda_runtime"] = str(self.version.cuda)
             cudnn = self.cudnn_version()
             if cudnn:
-                out["cudnn"] = _cudnn_text(cudnn)
-            nccl = self.nccl_version()
+                out["cudnn"] = cudnn
+            nccl = quiet(lambda: ".".join(map(str, self.module.nccl.version())), "")
             if nccl:
                 out["nccl"] = nccl
         return out
@@ -280,7 +336,7 @@ class CudaBackend(TorchCudaFamily):
         return read(self, index)
 
     def hardware(self) -> Sequence[Hardware]:
-        found = pci_hardware(self.root, "NVIDIA", NVIDIA_PCI_VENDOR)
+        found = self.pci_evidence("NVIDIA", NVIDIA_PCI_VENDOR)
         found += [Hardware("NVIDIA", "dev", "device node", p)
                   for p in dev_nodes(self.root, "/dev/nvidia[0-9]*")]
         text = read_text(self.root, DRIVER_VERSION_FILE)
@@ -290,9 +346,9 @@ class CudaBackend(TorchCudaFamily):
 
     def findings(self) -> Sequence[Finding]:
         out: list[Finding] = []
-        gpus = gpu_functions(self.root, NVIDIA_PCI_VENDOR)
+        gpus = pci_devices(self.root, NVIDIA_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
         driver_text = self.driver_version()
-        driver = parse_version(driver_text) if driver_text else None
+        driver = release(driver_text) or None
         has_gpu = bool(gpus) or bool(dev_nodes(self.root, "/dev/nvidia[0-9]*"))
         version = self.torch_version.split("+")[0]
         cuda = getattr(self.version, "cuda", None)
@@ -304,7 +360,7 @@ class CudaBackend(TorchCudaFamily):
                 "CPU-only build, so torch.cuda.is_available() is False",
                 f'pip install --force-reinstall "torch=={version}" --index-url {PYTORCH_INDEX}/{tag}'))
         if cuda and driver:
-            major = parse_version(str(cuda))[:1]
+            major = release(str(cuda))[:1]
             need = MIN_DRIVER.get(major[0]) if major else None
             if need is not None and driver < need:
                 want = ".".join(map(str, need))
@@ -323,7 +379,7 @@ class CudaBackend(TorchCudaFamily):
             if not hidden and spec.kind == "indices":
                 census = self.census()
                 physical = census.count if census.count is not None else len(gpus)
-                hidden = physical > 0 and not resolve(spec, physical)
+                hidden = physical > 0 and not resolve_visible(spec, physical)
             if hidden:
                 out.append(Finding(
                     "cuda.visible-devices-hide-all", "error",

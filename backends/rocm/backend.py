@@ -7,10 +7,17 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hal.backends.cuda.common import TorchCudaFamily, gpu_functions, pci_hardware, quiet
-from hal.backends.cuda.visible import parse_visible, resolve
-from hal.contract import DeviceInfo, Finding, Hardware, Probe
-from hal.hardware import dev_nodes, read_text
+from hal.contract import (
+    DeviceInfo,
+    DeviceModuleBackend,
+    Finding,
+    Hardware,
+    Probe,
+    parse_visible,
+    quiet,
+    resolve_visible,
+)
+from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, dev_nodes, pci_devices, read_text
 
 if TYPE_CHECKING:
     import torch
@@ -26,8 +33,13 @@ KFD_NODES = "sys/class/kfd/kfd/topology/nodes"
 PYTORCH_INDEX = "https://download.pytorch.org/whl"
 #: The ROCm wheel variant named in fixes; check pytorch.org/get-started for your torch release.
 ROCM_WHEEL_TAG = "rocm6.4"
+#: Markers of out-of-memory errors on a HIP build: the hipified caching allocator and runtime
+#: checks (c10/hip), and hipBLAS allocations.
 HIP_OOM_MARKERS = ("HIP out of memory", "HIP error: out of memory", "hipErrorOutOfMemory",
                    "HIPBLAS_STATUS_ALLOC_FAILED")
+#: Serial UUIDs in the visible-devices variables may carry NVIDIA's "GPU-" prefix; the HIP
+#: runtime (and torch's _transform_uuid_to_ordinals on ROCm) drops it before matching.
+UUID_PREFIX = "GPU-"
 
 #: Native compute dtypes by gfx architecture family, best first (AMD, "Data types and precision
 #: support", hardware table): MI300 (gfx942) has FNUZ fp8, MI350 (gfx950) and RDNA4 (gfx12) OCP
@@ -54,7 +66,7 @@ def native_dtype_names(arch: str) -> list[str]:
     return ["float16", "float32"]
 
 
-class RocmBackend(TorchCudaFamily):
+class RocmBackend(DeviceModuleBackend):
     """AMD GPUs via torch.cuda on a ROCm (HIP) build of torch."""
 
     oom_markers = HIP_OOM_MARKERS
@@ -65,9 +77,13 @@ class RocmBackend(TorchCudaFamily):
     visible_devices_env = (HIP_ENV, ROCR_ENV, CUDA_ENV)
 
     def __init__(self, module: Any = None, version: Any = None, amdsmi: Any = None,
-                 root: str = "/", cudnn: Any = None) -> None:
-        super().__init__(module, version, root, cudnn)
+                 root: str = "/", cudnn: Any = None, *,
+                 environ: Mapping[str, str] | None = None) -> None:
+        """``module``/``version``/``amdsmi``/``cudnn`` stand in for torch.cuda, torch.version,
+        amdsmi (False: not installed) and torch.backends.cudnn (MIOpen); ``root`` for /."""
+        super().__init__(module, root=root, environ=environ, version=version)
         self._amdsmi = amdsmi
+        self._cudnn = cudnn
 
     @property
     def amdsmi(self) -> Any:
@@ -91,16 +107,28 @@ class RocmBackend(TorchCudaFamily):
                 "torch.version.hip is None)")
 
     def kfd_gpus(self) -> list[str]:
-        """GPU nodes of the KFD topology (simd_count > 0): what the ROCm runtime enumerates."""
+        """GPU nodes of the KFD topology that this process can open, as libhsakmt counts them.
+
+        A node is a GPU when its simd_count > 0; libhsakmt (topology.c) then opens its render
+        node ``/dev/dri/renderD<drm_render_minor>`` and drops the node when that fails, which is
+        what a container given only some of the host's GPUs sees.  Here the node must exist and
+        be readable and writable (os.access); a node without ``drm_render_minor`` is counted.
+        """
         nodes = []
         for path in sorted(glob.glob(os.path.join(self.root, KFD_NODES, "*", "properties"))):
             # read_text: an unreadable or odd node must not make probe() raise
             text = read_text(self.root, os.path.relpath(path, self.root)) or ""
             pairs = (line.split(None, 1) for line in text.splitlines())
-            props = {p[0]: p[1] for p in pairs if len(p) == 2}
-            simd = props.get("simd_count", "0").strip()
-            if simd.isdigit() and int(simd) > 0:
-                nodes.append(path)
+            props = {p[0]: p[1].strip() for p in pairs if len(p) == 2}
+            simd = props.get("simd_count", "0")
+            if not (simd.isascii() and simd.isdigit() and int(simd) > 0):
+                continue
+            minor = props.get("drm_render_minor")
+            if minor is not None and minor.isascii() and minor.isdigit():
+                node = os.path.join(self.root, "dev", "dri", f"renderD{int(minor)}")
+                if not os.access(node, os.R_OK | os.W_OK):
+                    continue
+            nodes.append(path)
         return nodes
 
     def physical_count(self) -> tuple[int | None, tuple[str, ...] | None, str]:
@@ -127,27 +155,30 @@ class RocmBackend(TorchCudaFamily):
 
     def visible_values(self) -> dict[str, str]:
         """The three visible-devices variables that are set."""
-        return {k: os.environ[k] for k in (ROCR_ENV, HIP_ENV, CUDA_ENV) if k in os.environ}
+        env = self.environ
+        return {k: env[k] for k in (ROCR_ENV, HIP_ENV, CUDA_ENV) if k in env}
 
     def visible_count(self, physical: int, serials: tuple[str, ...] | None) -> int | None:
         """Devices left after ROCR (runtime level) then HIP, or CUDA_VISIBLE_DEVICES as its alias."""
         env = self.visible_values()
         count: int | None = physical
         if ROCR_ENV in env:
-            pos = resolve(parse_visible(env[ROCR_ENV]), physical, serials, strip_prefix=True)
+            spec = parse_visible(env[ROCR_ENV], (UUID_PREFIX,))
+            pos = resolve_visible(spec, physical, serials, strip=UUID_PREFIX)
             count = len(pos) if pos is not None else len(env[ROCR_ENV].split(","))
             serials = tuple(serials[i] for i in pos) if serials is not None and pos else None
         hip_value = env.get(HIP_ENV, env.get(CUDA_ENV))
         if hip_value is not None and count is not None:
-            pos = resolve(parse_visible(hip_value), count, serials, strip_prefix=True)
-            count = len(pos) if pos is not None else len(parse_visible(hip_value).ids)
+            spec = parse_visible(hip_value, (UUID_PREFIX,))
+            pos = resolve_visible(spec, count, serials, strip=UUID_PREFIX)
+            count = len(pos) if pos is not None else len(spec.ids)
         return count
 
     def probe(self) -> Probe:
         problem = self.build_problem()
         if problem:
             return Probe(False, problem, 0)
-        cuda = self.cuda
+        cuda = self.module
         if quiet(cuda.is_initialized, False):
             n = int(quiet(cuda.device_count, 0))
             return Probe(n > 0, f"{n} ROCm device(s) (torch.cuda already initialised)", n)
@@ -178,7 +209,7 @@ class RocmBackend(TorchCudaFamily):
     def devices(self) -> Sequence[DeviceInfo]:
         out = []
         for i in range(self.probe().device_count):
-            p = self.cuda.get_device_properties(i)
+            p = self.module.get_device_properties(i)
             arch = str(getattr(p, "gcnArchName", "") or "")
             bus = getattr(p, "pci_bus_id", None)
             extras: dict[str, Any] = {
@@ -196,8 +227,14 @@ class RocmBackend(TorchCudaFamily):
     def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
         import torch
 
-        arch = str(self.cuda.get_device_properties(index).gcnArchName)
+        arch = str(self.module.get_device_properties(index).gcnArchName)
         return [getattr(torch, n) for n in native_dtype_names(arch) if hasattr(torch, n)]
+
+    def emulated_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
+        """bf16 on gfx906 (MI50/MI60): torch runs it there, converting through fp32."""
+        import torch
+
+        return [] if torch.bfloat16 in self.dtypes(index) else [torch.bfloat16]
 
     def versions(self) -> Mapping[str, str]:
         out: dict[str, str] = {"torch": self.torch_version}
@@ -206,12 +243,13 @@ class RocmBackend(TorchCudaFamily):
             out["amdgpu_driver"] = driver
         if getattr(self.version, "hip", None):
             out["hip_runtime"] = str(self.version.hip)
-            miopen = self.cudnn_version()
-            if miopen:
-                out["miopen"] = str(miopen)
-            rccl = self.nccl_version()
-            if rccl:
-                out["rccl"] = rccl
+            if self._cudnn is None:
+                import torch.backends.cudnn
+
+                self._cudnn = torch.backends.cudnn
+            libraries = {"miopen": quiet(self._cudnn.version, None),
+                         "rccl": quiet(lambda: ".".join(map(str, self.module.nccl.version())), None)}
+            out.update({k: str(v) for k, v in libraries.items() if v})
         return out
 
     def telemetry(self, index: int = 0) -> Telemetry:
@@ -221,7 +259,7 @@ class RocmBackend(TorchCudaFamily):
         return read(self, index)
 
     def hardware(self) -> Sequence[Hardware]:
-        found = pci_hardware(self.root, "AMD", AMD_PCI_VENDOR)
+        found = self.pci_evidence("AMD", AMD_PCI_VENDOR)
         found += [Hardware("AMD", "dev", "ROCm compute node", p)
                   for p in dev_nodes(self.root, "/dev/kfd")]
         found += [Hardware("AMD", "dev", "DRM render node", p)
@@ -233,7 +271,7 @@ class RocmBackend(TorchCudaFamily):
 
     def findings(self) -> Sequence[Finding]:
         out: list[Finding] = []
-        gpus = gpu_functions(self.root, AMD_PCI_VENDOR)
+        gpus = pci_devices(self.root, AMD_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
         has_gpu = bool(gpus) or bool(dev_nodes(self.root, "/dev/kfd"))
         version = self.torch_version.split("+")[0]
         if has_gpu and not getattr(self.version, "hip", None):

@@ -5,7 +5,6 @@ their drivers, the visible-devices variables, and intel-extension-for-pytorch's 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, PciDevice, dev_nodes, pci_devices
@@ -23,7 +22,6 @@ PVC_DEVICE_IDS = frozenset({0x0BD0, 0x0BD5, 0x0BD6, 0x0BD7, 0x0BD8, 0x0BD9, 0x0B
 IGPU_ADDRESS_SUFFIX = ":00:02.0"
 IPEX_DIST = "intel-extension-for-pytorch"
 XPU_INDEX_URL = "https://download.pytorch.org/whl/xpu"
-_MAJOR_MINOR = re.compile(r"^(\d+)\.(\d+)")
 
 
 def intel_gpus(root: str = "/") -> list[PciDevice]:
@@ -67,40 +65,51 @@ def affinity_hides_all(value: str | None, count: int) -> bool:
     return all(int(t) >= count for t in tokens)
 
 
-def selector_hides_all(value: str | None, count: int) -> bool:
-    """Does ONEAPI_DEVICE_SELECTOR keep no Level Zero GPU (the only backend torch.xpu uses)?
-
-    Grammar (oneAPI DPC++ docs): ``;``-separated ``backend:devices`` terms, ``!`` negates;
-    backends ``level_zero``, ``opencl``, ``cuda``, ``hip``, ``*``; devices ``*``, ``gpu``,
-    ``cpu``, ``fpga`` or indices.
-    """
-    if value is None or not value.strip():
-        return False
-    positive = []
+def _selector_terms(value: str) -> tuple[list[tuple[str, list[str]]], list[tuple[str, list[str]]]]:
+    """ONEAPI_DEVICE_SELECTOR's ``;``-separated ``backend:devices`` terms: (positive, negative)."""
+    positive, negative = [], []
     for term in (t.strip() for t in value.split(";") if t.strip()):
         backend, _, devices = term.partition(":")
         backend = backend.strip().lower()
         targets = [d.strip().lower() for d in devices.split(",") if d.strip()]
         if backend.startswith("!"):
-            if backend[1:] in ("level_zero", "*") and any(t in ("*", "gpu") for t in targets):
-                return True
-            continue
-        positive.append((backend, targets))
-    if not positive:
+            negative.append((backend[1:], targets))
+        else:
+            positive.append((backend, targets))
+    # Only negative filters: the runtime starts from every device (an implicit "*:*").
+    return positive or [("*", ["*"])], negative
+
+
+def _term_keeps(term: tuple[str, list[str]], index: int, whole_only: bool) -> bool:
+    """Does a term name Level Zero GPU ``index``? Sub-device forms (``0.1``) count for device
+    0 in a positive term, and are skipped in a negative one (``whole_only``)."""
+    backend, targets = term
+    if backend not in ("level_zero", "*"):
         return False
-    for backend, targets in positive:
-        if backend not in ("level_zero", "*"):
-            continue
-        for target in targets:
-            if target in ("*", "gpu"):
-                return False
-            head = target.split(".")[0]
-            if head.isdigit() and (count <= 0 or int(head) < count):
-                return False
-    return True
+    for target in targets:
+        if target in ("*", "gpu"):
+            return True
+        head, dot, _ = target.partition(".")
+        if head.isascii() and head.isdigit() and int(head) == index and not (dot and whole_only):
+            return True
+    return False
 
 
-def major_minor(version: str) -> tuple[int, int] | None:
-    """(major, minor) of a version such as ``2.8.10+xpu``; None if it does not parse."""
-    m = _MAJOR_MINOR.match(version.strip())
-    return (int(m.group(1)), int(m.group(2))) if m else None
+def selector_count(value: str | None, count: int) -> int | None:
+    """How many of ``count`` Level Zero GPUs ONEAPI_DEVICE_SELECTOR keeps; None when unset.
+
+    Grammar (oneAPI DPC++ "Environment Variables", ONEAPI_DEVICE_SELECTOR): ``;``-separated
+    ``backend:devices`` terms, ``!`` discards; backends ``level_zero``, ``opencl``, ``cuda``,
+    ``hip``, ``*``; devices ``*``, ``gpu``, ``cpu``, ``fpga``, indices, ``N.M`` sub-devices.
+    torch.xpu uses Level Zero GPUs only, so ``opencl:*`` alone keeps none.  A listed
+    sub-device counts as one device (``0.*`` may expose several: an estimate from below).
+    """
+    if value is None or not value.strip():
+        return None
+    positive, negative = _selector_terms(value)
+    kept = 0
+    for index in range(count):
+        if any(_term_keeps(t, index, False) for t in positive) and not any(
+                _term_keeps(t, index, True) for t in negative):
+            kept += 1
+    return kept

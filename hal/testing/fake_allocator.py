@@ -18,7 +18,7 @@ MiB = 1024**2
 GiB = 1024**3
 
 #: Names a fake module defines to drive or build the fake, mirroring nothing real.
-CONTROLS = frozenset({"allocate", "_index", "_invalid_device", "_oom_template"})
+CONTROLS = frozenset({"allocate", "_index", "_invalid_device", "_oom_template", "sycl_contexts"})
 
 
 class _HasTotalMemory(Protocol):
@@ -141,14 +141,14 @@ class FakeAllocatorModule(types.ModuleType, Generic[SpecT]):
 
 
 def mirrored_names(cls: type, *, private: bool = True) -> list[str]:
-    """The names a fake module class (its hal.testing bases included) claims the real module has.
+    """The names a fake module class (its fake bases included) claims the real module has.
 
     ``private=False`` leaves out every ``_name`` as well (for a real module read from source,
     where private helpers are not part of the contract).
     """
     names: set[str] = set()
     for klass in cls.__mro__:
-        if klass.__module__.startswith("hal.testing."):
+        if klass.__module__.startswith("hal.") and ".testing" in klass.__module__:
             names.update(n for n in vars(klass) if not n.startswith("__"))
     if not private:
         names = {n for n in names if not n.startswith("_")}

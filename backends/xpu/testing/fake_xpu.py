@@ -58,6 +58,8 @@ ARC_A770 = XpuSpec(
     has_subgroup_matrix_multiply_accumulate=True, driver_version="1.6.32567+18",
     source="torch.xpu.get_device_properties on Arc A770 (torch 2.7.0+xpu)")
 
+#: The pyzes release a fake installation with Level Zero Sysman bindings holds (PyPI, 2026-10).
+PYZES_VERSION = "0.1.3"
 #: The caching allocator's OOM text (c10/xpu/XPUCachingAllocator.cpp, torch >= 2.5).
 OOM_TEMPLATE = ("XPU out of memory. Tried to allocate {request}. GPU {device} has a total "
                 "capacity of {total} of which {free} is free. Of the allocated memory "
@@ -105,23 +107,47 @@ class _XpuDeviceProperties:
 
 
 class FakeXpuModule(FakeAllocatorModule[XpuSpec]):
-    """A stand-in for ``torch.xpu``; ``compiled=False`` is a torch built without XPU."""
+    """A stand-in for ``torch.xpu``; ``compiled=False`` is a torch built without XPU.
+
+    ``sysman``: the ``pyzes`` package imports, so ``device_count()`` counts through Level Zero
+    Sysman (torch >= 2.8) with no SYCL context, seeing every device ``ZE_AFFINITY_MASK`` leaves;
+    without it torch asks SYCL, which creates a context (``sycl_contexts`` counts them) and
+    applies ``ONEAPI_DEVICE_SELECTOR``: ``sycl_count`` is how many devices the test's selector
+    leaves there (None: all).  The fake holds no selector parser of its own.
+    """
 
     _oom_template = OOM_TEMPLATE
 
-    def __init__(self, specs: Sequence[XpuSpec], *, compiled: bool = True) -> None:
+    def __init__(self, specs: Sequence[XpuSpec], *, compiled: bool = True, sysman: bool = True,
+                 sycl_count: int | None = None) -> None:
         super().__init__("torch.xpu", list(specs))
         self._compiled_flag = compiled
+        self._sysman = sysman
+        self._sycl_count = sycl_count
+        self.sycl_contexts = 0
 
     def _invalid_device(self, index: int) -> Exception:
         return RuntimeError(f"Invalid device index {index}")
+
+    def _index(self, device: Any) -> int:
+        if not self._compiled_flag:  # torch.xpu._lazy_init on a build without XPU
+            raise AssertionError("Torch not compiled with XPU enabled")
+        return super()._index(device)
 
     # -- the rest of the mirrored torch.xpu API (the shared part: FakeAllocatorModule) -------
     def _is_compiled(self) -> bool:
         return self._compiled_flag
 
+    def _device_count_zes(self) -> int:
+        return len(self._devices) if self._sysman else -1
+
     def device_count(self) -> int:
-        return len(self._devices) if self._compiled_flag else 0
+        if not self._compiled_flag:
+            return 0
+        if self.initialized or self._device_count_zes() >= 0:
+            return len(self._devices)
+        self.sycl_contexts += 1
+        return len(self._devices) if self._sycl_count is None else self._sycl_count
 
     def get_device_properties(self, device: Any = None) -> _XpuDeviceProperties:
         self.initialized = True
@@ -150,6 +176,8 @@ class FakeXpu:
         self.packages = {"torch": self.torch_version}
         if self.ipex_version:
             self.packages["intel-extension-for-pytorch"] = self.ipex_version
+        if self.module._sysman:
+            self.packages["pyzes"] = PYZES_VERSION
 
     def versions_of(self, name: str) -> str | None:
         """A versions_of for XpuBackend: the fake installation's package versions."""
@@ -157,10 +185,15 @@ class FakeXpu:
 
 
 def fake_xpu(*specs: XpuSpec, count: int = 1, compiled: bool = True,
-             torch_version: str = "2.13.0+xpu", ipex_version: str | None = None) -> FakeXpu:
-    """``count`` devices of ``specs[0]`` (or the given specs); a Max 1550 card is two stacks."""
+             torch_version: str = "2.13.0+xpu", ipex_version: str | None = None,
+             sysman: bool = True, sycl_count: int | None = None) -> FakeXpu:
+    """``count`` devices of ``specs[0]`` (or the given specs); a Max 1550 card is two stacks.
+
+    ``sysman=False``: pyzes is not installed (see FakeXpuModule).
+    """
     chosen = list(specs) if len(specs) > 1 else [specs[0] if specs else MAX_1550_STACK] * count
-    return FakeXpu(FakeXpuModule(chosen, compiled=compiled), torch_version, ipex_version)
+    module = FakeXpuModule(chosen, compiled=compiled, sysman=sysman, sycl_count=sycl_count)
+    return FakeXpu(module, torch_version, ipex_version)
 
 
 def max_1550_card(cards: int = 1) -> FakeXpu:

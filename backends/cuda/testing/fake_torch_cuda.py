@@ -1,80 +1,24 @@
-"""Fake ``torch.cuda`` modules (CUDA and HIP flavours), ``torch.version`` and NVML, from spec sheets.
+"""A fake ``torch.cuda`` (CUDA and HIP flavours) and ``torch.version``, from spec sheets.
 
 Every public attribute of the fakes mirrors a real name and signature (``hal.testing.contract``
 checks the ones backends touch).  Test controls (allocating memory, marking CUDA initialised) live
-outside the fake modules, in :func:`state`, so the fakes carry no invented API.
-
-Figures are what the runtime reports (``torch.cuda.get_device_properties``), not marketing sizes:
-sources are cited per device in ``SPECS`` and in docs/backends-cuda-rocm.md.
+outside the fake modules, in :func:`state`, so the fakes carry no invented API.  Which devices the
+visible-devices variables leave is decided by torch's own parser (``torch.cuda.
+_parse_visible_devices``), never by a copy of hal's: tests/data/visible_devices_cases.json holds
+the cases both are checked against.
 """
 
 from __future__ import annotations
 
-import os
 import types
 import uuid as uuid_mod
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
-MiB = 1 << 20
-GiB = 1 << 30
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    """One real device model as ``cudaGetDeviceProperties``/``hipGetDeviceProperties`` report it."""
-
-    key: str
-    vendor: str  # "nvidia" or "amd"
-    name: str
-    total_memory: int
-    major: int
-    minor: int
-    multi_processor_count: int
-    gcnArchName: str = ""
-    L2_cache_size: int = 0
-    warp_size: int = 32
-    max_threads_per_multi_processor: int = 2048
-    pci_device_ids: tuple[int, int] = (0, 0)  # (PCI vendor id, PCI device id)
-    source: str = ""
-
-
-SPECS: dict[str, GpuSpec] = {
-    "A100-80GB": GpuSpec(
-        "A100-80GB", "nvidia", "NVIDIA A100-SXM4-80GB", 81050 * MiB, 8, 0, 108,
-        L2_cache_size=40 * MiB, pci_device_ids=(0x10DE, 0x20B2),
-        source="108 SMs, CC 8.0 (NVIDIA A100 datasheet); 81050 MiB as torch reports it "
-               "(about 79.2 GiB of the 80 GB HBM2e after the driver's reservation)"),
-    "V100-32GB": GpuSpec(
-        "V100-32GB", "nvidia", "Tesla V100-SXM2-32GB", 34089730048, 7, 0, 80,
-        L2_cache_size=6 * MiB, pci_device_ids=(0x10DE, 0x1DB5),
-        source="80 SMs, CC 7.0; total_memory=32510MB in torch's _CudaDeviceProperties repr"),
-    "T4": GpuSpec(
-        "T4", "nvidia", "Tesla T4", 15843721216, 7, 5, 40, L2_cache_size=4 * MiB,
-        max_threads_per_multi_processor=1024, pci_device_ids=(0x10DE, 0x1EB8),
-        source="deviceQuery: 15110 MBytes (15843721216 bytes), (40) Multiprocessors, CC 7.5"),
-    "H100": GpuSpec(
-        "H100", "nvidia", "NVIDIA H100 80GB HBM3", 81089 * MiB, 9, 0, 132,
-        L2_cache_size=50 * MiB, pci_device_ids=(0x10DE, 0x2330),
-        source="torch repr: name='NVIDIA H100 80GB HBM3', major=9, minor=0, "
-               "total_memory=81089MB, multi_processor_count=132, L2_cache_size=50MB"),
-    "MI300X": GpuSpec(
-        "MI300X", "amd", "AMD Instinct MI300X", 196592 * MiB, 9, 4, 304,
-        gcnArchName="gfx942:sramecc+:xnack-", L2_cache_size=4 * MiB, warp_size=64,
-        pci_device_ids=(0x1002, 0x74A1),
-        source="torch repr on ROCm (ROCm/ROCm#4203): major=9, minor=4, "
-               "gcnArchName='gfx942:sramecc+:xnack-', total_memory=196592MB, "
-               "multi_processor_count=304, L2_cache_size=4MB"),
-    "MI250X": GpuSpec(
-        "MI250X", "amd", "AMD Instinct MI250X", 65520 * MiB, 9, 0, 110,
-        gcnArchName="gfx90a:sramecc+:xnack-", L2_cache_size=8 * MiB, warp_size=64,
-        pci_device_ids=(0x1002, 0x740C),
-        source="torch repr on ROCm: name='AMD Instinct MI250X', major=9, minor=0, "
-               "gcnArchName='gfx90a:sramecc+:xnack-', total_memory=65520MB, "
-               "multi_processor_count=110 (one GCD; an MI250X board shows as two devices)"),
-}
+from hal.backends.cuda.testing.specs import SPECS, GpuSpec, MiB, device_uuid, pci_bus, uuid_bytes
 
 
 class FakeCUuuid:
@@ -104,10 +48,10 @@ class FakeCudaDeviceProperties:
         self.max_threads_per_multi_processor = spec.max_threads_per_multi_processor
         self.gcnArchName = spec.gcnArchName or "NVIDIA"
         self.warp_size = spec.warp_size
-        self.uuid = FakeCUuuid(_uuid_bytes(spec, index))
+        self.uuid = FakeCUuuid(uuid_bytes(spec, index))
         self.L2_cache_size = spec.L2_cache_size
         self.pci_domain_id = 0
-        self.pci_bus_id = _pci_bus(index)
+        self.pci_bus_id = pci_bus(index)
         self.pci_device_id = 0
 
     def __repr__(self) -> str:
@@ -116,28 +60,6 @@ class FakeCudaDeviceProperties:
                 f"minor={self.minor}{arch}, total_memory={self.total_memory // MiB}MB, "
                 f"multi_processor_count={self.multi_processor_count}, uuid={self.uuid}, "
                 f"L2_cache_size={self.L2_cache_size // MiB}MB)")
-
-
-def _uuid_bytes(spec: GpuSpec, index: int) -> bytes:
-    return uuid_mod.uuid5(uuid_mod.NAMESPACE_DNS, f"{spec.key}-{index}.hal.test").bytes
-
-
-def _pci_bus(index: int) -> int:
-    return (0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD)[index % 8] + 0x100 * (index // 8)
-
-
-def device_uuid(spec: GpuSpec, index: int) -> str:
-    """The UUID string NVML and nvidia-smi print (``GPU-…``) or amd-smi prints (no prefix)."""
-    text = str(uuid_mod.UUID(bytes=_uuid_bytes(spec, index)))
-    return f"GPU-{text}" if spec.vendor == "nvidia" else text
-
-
-def pci_address(index: int) -> str:
-    """The sysfs PCI address of fake device ``index`` (``0000:07:00.0``)."""
-    return f"0000:{_pci_bus(index):02x}:00.0"
-
-
-# -- the fake modules ------------------------------------------------------------------------
 
 
 @dataclass
@@ -209,61 +131,28 @@ def allocate(module: Any, nbytes: int, device: int = 0) -> None:
 
 
 def _visible_ordinals(st: FakeGpuState, uuids: list[str]) -> list[int] | None:
-    """torch.cuda._parse_visible_devices + _transform_uuid_to_ordinals, as torch does it."""
-    env = os.environ
-    var = env.get("CUDA_VISIBLE_DEVICES")
-    if st.hip:
-        hip, rocr = env.get("HIP_VISIBLE_DEVICES"), env.get("ROCR_VISIBLE_DEVICES")
-        if rocr is not None:
-            if hip is not None:
-                if len(hip.split(",")) > len(rocr.split(",")):
-                    raise RuntimeError(
-                        "HIP_VISIBLE_DEVICES contains more devices than ROCR_VISIBLE_DEVICES")
-                var = hip
-            else:
-                return list(range(len(rocr.split(","))))
-        elif hip is not None:
-            var = hip
-    if var is None:
-        return list(range(len(st.specs)))
-    for prefix in ("GPU-", "MIG-"):
-        if var.startswith(prefix):
-            if prefix == "MIG-" and not st.hip:
-                return None  # torch: "Skip MIG parsing" -> NVML count fails
-            out: list[int] = []
-            for elem in var.split(","):
-                if not elem.startswith(prefix):
-                    break
-                cand = elem.replace("GPU-", "", 1) if st.hip else elem
-                matches = [i for i, u in enumerate(uuids) if u.startswith(cand)]
-                if len(matches) != 1:
-                    break
-                if matches[0] in out:
-                    return []
-                out.append(matches[0])
-            return out
-    rc: list[int] = []
-    for elem in var.split(","):
-        elem = elem.strip()
-        digits = ""
-        for i, c in enumerate(elem):
-            if c.isdigit() or (i == 0 and c in "+-"):
-                digits += c
-            else:
-                break
-        try:
-            x = int(digits) if digits not in ("", "+", "-") else -1
-        except ValueError:
-            x = -1
-        if x in rc:
-            return []
-        if x < 0:
-            break
-        rc.append(x)
-    for i, x in enumerate(rc):
+    """Physical positions the visible-devices variables leave, decided by torch's own parser.
+
+    ``torch.cuda._parse_visible_devices`` and ``_transform_uuid_to_ordinals`` run as a build of
+    this flavour runs them (``torch.version.hip`` set for HIP); indices are then cut at the
+    first one past the device count, as ``_device_count_nvml``/``_amdsmi`` do.  None where torch
+    skips the variable (MIG ids on a CUDA build).
+    """
+    import torch.cuda
+    import torch.version
+
+    with mock.patch.object(torch.version, "hip", "6.2.41133" if st.hip else None):
+        visible: list[Any] = list(torch.cuda._parse_visible_devices())
+        if visible and isinstance(visible[0], str):
+            if visible[0].startswith("MIG-") and not st.hip:
+                return None  # torch: "Skip MIG parsing" -> the NVML count fails
+            return list(torch.cuda._transform_uuid_to_ordinals(visible, uuids))
+    out: list[int] = []
+    for x in visible:
         if x >= len(st.specs):
-            return rc[:i]
-    return rc
+            break
+        out.append(int(x))
+    return out
 
 
 def _uuids(st: FakeGpuState) -> list[str]:
@@ -452,123 +341,3 @@ def hip_version() -> Any:
 def cpu_version() -> Any:
     """A CPU-only build's torch.version."""
     return make_version(cuda=None, hip=None)
-
-
-# -- fake NVML (the pynvml module of nvidia-ml-py) --------------------------------------------
-
-
-class FakeNVMLError(Exception):
-    """Mirrors pynvml.NVMLError (``value`` holds the NVML return code)."""
-
-    def __init__(self, value: int) -> None:
-        super().__init__(value)
-        self.value = value
-
-    def __str__(self) -> str:
-        return {9: "Driver Not Loaded", 12: "NVML Shared Library Not Found",
-                6: "Not Found"}.get(self.value, f"NVML error {self.value}")
-
-
-@dataclass(frozen=True)
-class _Handle:
-    index: int
-    mig: int | None = None
-
-
-@dataclass(frozen=True)
-class FakeMemory:
-    """Mirrors pynvml's c_nvmlMemory_t fields."""
-
-    total: int
-    free: int
-    used: int
-
-
-class _FakeNvml:
-    """A fake ``pynvml``: the functions hal uses, with pynvml's names and signatures."""
-
-    NVML_ERROR_DRIVER_NOT_LOADED = 9
-    NVML_ERROR_LIBRARY_NOT_FOUND = 12
-    NVML_ERROR_NOT_FOUND = 6
-
-    def __init__(self, specs: list[GpuSpec], driver: str | None, mig: dict[int, int]) -> None:
-        self.NVMLError = FakeNVMLError
-        self._specs = specs
-        self._driver = driver
-        self._mig = mig
-        self.inits = 0
-
-    def nvmlInit(self) -> None:
-        if self._driver is None:
-            raise FakeNVMLError(self.NVML_ERROR_DRIVER_NOT_LOADED)
-        self.inits += 1
-
-    def nvmlShutdown(self) -> None:
-        self.inits -= 1
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        assert self._driver is not None
-        return self._driver
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self._specs)
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
-        if not 0 <= index < len(self._specs):
-            raise FakeNVMLError(2)
-        return _Handle(index)
-
-    def nvmlDeviceGetUUID(self, handle: _Handle) -> str:
-        base = device_uuid(self._specs[handle.index], handle.index)
-        if handle.mig is None:
-            return base
-        return "MIG-" + str(uuid_mod.uuid5(uuid_mod.NAMESPACE_OID, f"{base}/{handle.mig}"))
-
-    def nvmlDeviceGetMaxMigDeviceCount(self, device: _Handle) -> int:
-        return 7 if device.index in self._mig else 0
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: _Handle, index: int) -> _Handle:
-        if index >= self._mig.get(device.index, 0):
-            raise FakeNVMLError(self.NVML_ERROR_NOT_FOUND)
-        return _Handle(device.index, index)
-
-    def nvmlDeviceGetName(self, handle: _Handle) -> str:
-        return self._specs[handle.index].name
-
-    def nvmlDeviceGetMemoryInfo(self, handle: _Handle, version: Any = None) -> FakeMemory:
-        total = self._specs[handle.index].total_memory
-        return FakeMemory(total=total, free=total, used=0)
-
-
-def make_nvml(devices: Sequence[str | GpuSpec] = ("A100-80GB",), *,
-              driver: str | None = "550.54.15", mig: dict[int, int] | None = None) -> Any:
-    """A fake ``pynvml``; ``driver=None`` makes nvmlInit fail as without a loaded driver.
-
-    ``mig``: physical index -> number of MIG instances configured on it.
-    """
-    specs = [SPECS[d] if isinstance(d, str) else d for d in devices]
-    return _FakeNvml(specs, driver, dict(mig or {}))
-
-
-def mig_uuids(nvml: Any, index: int) -> list[str]:
-    """The MIG-… UUIDs fake NVML reports for physical GPU ``index``."""
-    return [nvml.nvmlDeviceGetUUID(_Handle(index, m)) for m in range(nvml._mig.get(index, 0))]
-
-
-def with_spec(key: str, **changes: Any) -> GpuSpec:
-    """A copy of SPECS[key] with fields changed (e.g. a hypothetical capability)."""
-    return replace(SPECS[key], **changes)
-
-
-def kfd_files(devices: Sequence[str | GpuSpec]) -> dict[str, str]:
-    """KFD topology files (for make_fake_tree's ``files``): node 0 a CPU, then one node a GPU."""
-    specs = [SPECS[d] if isinstance(d, str) else d for d in devices]
-    base = "/sys/class/kfd/kfd/topology/nodes"
-    files = {f"{base}/0/properties": "cpu_cores_count 64\nsimd_count 0\ngfx_target_version 0\n"}
-    for i, s in enumerate(specs, start=1):
-        arch = s.gcnArchName.split(":")[0].removeprefix("gfx")
-        target = int(arch[:-2]) * 10000 + int(arch[-2], 16) * 100 + int(arch[-1], 16)
-        files[f"{base}/{i}/properties"] = (
-            f"cpu_cores_count 0\nsimd_count {s.multi_processor_count * 4}\n"
-            f"gfx_target_version {target}\n")
-    return files
