@@ -114,7 +114,7 @@ def from_memory(mem: MemoryInfo) -> Telemetry:
 _INT_FIELDS = ("memory_used", "memory_total")
 _FLOAT_FIELDS = ("utilization", "power", "power_limit", "temperature", "clock", "memory_clock")
 #: Plausible ranges: a reading outside them is a unit mistake (mW for W, m°C for °C, kHz ...).
-_RANGES = {"power": (0.0, 100_000.0), "power_limit": (0.0, 100_000.0),
+_RANGES = {"power": (0.0, 10_000.0), "power_limit": (0.0, 10_000.0),
            "temperature": (-273.15, 1000.0), "clock": (0.0, 100_000.0),
            "memory_clock": (0.0, 100_000.0)}
 

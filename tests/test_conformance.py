@@ -181,7 +181,37 @@ class RaisingSync(Good):
         raise RuntimeError("device lost")
 
 
+class PercentTelemetry(Good):
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        return hal.Telemetry(source="test", utilization=37.0)
+
+
+class MilliwattTelemetry(Good):
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        return hal.Telemetry(source="NVML", power=87412.0)
+
+
+class RaisingTelemetry(Good):
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        raise RuntimeError("NVML: Not Supported")
+
+
+class DictTelemetry(Good):
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        return {"memory_used": 1}  # type: ignore[return-value]
+
+
+class NoSourceTelemetry(Good):
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        return hal.Telemetry(source="", memory_used=5, memory_total=10)
+
+
 BROKEN: list[tuple[type[Good], str, str]] = [
+    (PercentTelemetry, "telemetry", "utilization = 37.0 is outside 0..1"),
+    (MilliwattTelemetry, "telemetry", "expected watts"),
+    (RaisingTelemetry, "telemetry", "an unknown figure is None"),
+    (DictTelemetry, "telemetry", "expected hal.Telemetry"),
+    (NoSourceTelemetry, "telemetry", "source must be a non-empty str"),
     (RaisingProbe, "probe", "raised OSError"),
     (EnvProbe, "probe_side_effects", "changed the environment: GOODACCEL_INIT"),
     (FlakyProbe, "probe_side_effects", "not idempotent"),
@@ -254,3 +284,24 @@ def test_isolated_host_is_restored() -> None:
 def test_fake_module_helper() -> None:
     mod = conformance.fake_module("torch.fakeaccel", device_count=lambda: 2)
     assert mod.__name__ == "torch.fakeaccel" and mod.device_count() == 2
+
+
+def test_default_telemetry_is_memory_only_and_conforms() -> None:
+    """A backend without telemetry() gets memory figures from memory(), the rest None."""
+    t = Good().telemetry(0)
+    assert (t.memory_used, t.memory_total) == (60, 100)
+    assert t.utilization is None and t.power is None and t.processes is None
+    assert "memory() only" in t.source
+    conformance.check_telemetry(Good())
+
+
+def test_telemetry_that_initialises_the_runtime_is_caught() -> None:
+    class InitTelemetry(Good):
+        initialised = False
+
+        def telemetry(self, index: int = 0) -> hal.Telemetry:
+            type(self).initialised = True
+            return hal.Telemetry(source="runtime")
+
+    with pytest.raises(ConformanceError, match="telemetry\\(\\) initialised the device runtime"):
+        conformance.check_telemetry(InitTelemetry(), lambda: InitTelemetry.initialised)

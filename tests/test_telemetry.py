@@ -1,0 +1,374 @@
+"""Telemetry: the value type and its checks, safe sampling, watch(), and every vendor's reader.
+
+Vendor readers run on the fakes in ``hal.backends.<vendor>.testing.fake_telemetry`` (written
+from each library's documented names and units, apart from the readers); the NVML names are
+also checked against the real nvidia-ml-py installed here.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hal
+from hal.backends.ascend.testing import fake_telemetry as fake_dcmi
+from hal.backends.cpu import CpuBackend
+from hal.backends.cpu.telemetry import CpuTelemetry
+from hal.backends.cuda import telemetry as cuda_telemetry
+from hal.backends.cuda.testing import fake_telemetry as fake_nvml
+from hal.backends.rocm.testing import fake_telemetry as fake_amdsmi
+from hal.backends.xpu import telemetry as xpu_telemetry
+from hal.backends.xpu.testing import fake_telemetry as fake_xpu
+from hal.errors import ConfigError
+from hal.telemetry import ProcessUsage, Sampler, Telemetry, check_telemetry, process_usage
+from hal.testing import conformance
+
+MiB = 1 << 20
+GONE = 2**22 + 1  # above the default pid_max: never a live process
+
+
+# -- the value and its checks -------------------------------------------------------------
+
+
+def test_exported_and_frozen() -> None:
+    t = hal.Telemetry(source="test", memory_used=1, memory_total=4)
+    assert hal.Telemetry is Telemetry and t.memory_fraction == 0.25
+    with pytest.raises(AttributeError):
+        t.power = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("fields", "needle"), [
+    ({"utilization": 37.0}, "fraction 0..1"),
+    ({"power": 87412.0}, "watts"),
+    ({"temperature": 34000.0}, "degrees Celsius"),
+    ({"clock": 1_410_000.0}, "MHz"),
+    ({"memory_used": 1.5}, "int >= 0 (bytes)"),
+    ({"memory_used": 5, "memory_total": 4}, "memory_used 5 > memory_total 4"),
+    ({"power": float("nan")}, "finite"),
+    ({"unit_utilization": (0.5, 2.0)}, "fractions 0..1"),
+    ({"processes": (ProcessUsage(1, memory=-1),)}, "memory -1"),
+    ({"processes": ({"pid": 1},)}, "expected ProcessUsage"),
+    ({"source": ""}, "source"),
+])
+def test_check_telemetry_names_unit_mistakes(fields: dict[str, Any], needle: str) -> None:
+    values: dict[str, Any] = {"source": "test", **fields}
+    problem = check_telemetry(Telemetry(**values))
+    assert problem is not None and needle in problem, problem
+
+
+def test_check_telemetry_accepts_unknowns() -> None:
+    assert check_telemetry(Telemetry(source="none: no library")) is None
+    assert check_telemetry("nope") == "returned str, expected hal.Telemetry"
+
+
+def test_process_usage_skips_exited_processes() -> None:
+    got = process_usage([(GONE, 10 * MiB), (os.getpid(), 5 * MiB)])
+    assert [p.pid for p in got] == [os.getpid()]
+    me = got[0]
+    assert me.memory == 5 * MiB and me.user and me.command and "python" in me.command
+
+
+# -- sampling: a broken backend costs only its rows -----------------------------------------
+
+
+class Steady(hal.Backend):
+    name = "steady"
+    device_type = "meta"
+
+    def probe(self) -> hal.Probe:
+        return hal.Probe(True, "two", 2)
+
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        return hal.Telemetry(source="test", memory_used=index, memory_total=10)
+
+
+class Raising(Steady):
+    name = "raising"
+
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        raise OSError("driver gone")
+
+
+class Percent(Steady):
+    name = "percent"
+
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        return hal.Telemetry(source="test", utilization=50.0)
+
+
+class Hanging(Steady):
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def telemetry(self, index: int = 0) -> hal.Telemetry:
+        self.calls += 1
+        self.release.wait(60)
+        return hal.Telemetry(source="late")
+
+
+@pytest.fixture
+def hanging() -> Iterator[Hanging]:
+    h = Hanging()
+    try:
+        yield h
+    finally:
+        h.release.set()
+
+
+def test_sampler_isolates_raising_wrong_and_hanging_backends(hanging: Hanging) -> None:
+    # A generous timeout: a loaded machine must not make the healthy backends look hung.
+    sampler = Sampler([Steady(), Raising(), Percent(), hanging], timeout=3)
+    try:
+        sampler.discover(timeout=60)
+        assert sampler.devices == {"steady": 2, "raising": 2, "percent": 2, "hanging": 2}
+        first = {(r.backend, r.index): r for r in sampler.sample()}
+        assert first[("steady", 1)].telemetry is not None
+        assert first[("steady", 1)].telemetry.memory_used == 1
+        assert first[("raising", 0)].error == "telemetry raised OSError: driver gone"
+        assert "outside 0..1" in (first[("percent", 0)].error or "")
+        assert "did not answer within 3 s" in (first[("hanging", 1)].error or "")
+        second = {(r.backend, r.index): r for r in sampler.sample()}
+        assert "has not answered" in (second[("hanging", 0)].error or "")
+        assert second[("steady", 0)].telemetry is not None  # the others keep updating
+        assert hanging.calls == 1  # a hung backend is not called again until it answers
+    finally:
+        hanging.release.set()
+        sampler.close()
+
+
+def test_sampler_records_unavailable_backends() -> None:
+    class Absent(Steady):
+        name = "absent"
+
+        def probe(self) -> hal.Probe:
+            return hal.Probe(False, "no absent device here", 0)
+
+    sampler = Sampler([Absent(), CpuBackend()], timeout=60)
+    sampler.discover()
+    assert sampler.unavailable == {"absent": "no absent device here"}
+    rows = sampler.sample()
+    assert [(r.backend, r.index) for r in rows] == [("cpu", 0)]
+    sampler.close()
+
+
+# -- in-process watch() ---------------------------------------------------------------------
+
+
+def test_watch_returns_series_and_peak() -> None:
+    data: list[bytearray] = []
+    with hal.telemetry.watch(CpuBackend(), interval=0.05) as w:
+        data.append(bytearray(64 * MiB))
+    del data
+    assert len(w.samples) >= 2 and len(w.times) == len(w.samples)  # at start and at end
+    assert w.backend == "cpu" and w.errors == []
+    used = [s.memory_used for s in w.samples]
+    assert w.peak_memory == max(u for u in used if u is not None)
+    assert [v for _, v in w.series("memory_used")] == used
+    assert w.times == sorted(w.times)
+
+
+def test_watch_defaults_to_the_selected_device() -> None:
+    with hal.telemetry.watch(interval=1) as w:
+        pass
+    assert w.backend == hal.select().backend.name and len(w.samples) == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), 1e9, "fast"])
+def test_watch_rejects_bad_interval(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="interval"), hal.telemetry.watch(interval=bad):
+        pass
+
+
+# -- CPU: real figures here, exact figures from a fake tree ---------------------------------
+
+
+def test_cpu_telemetry_real_figures() -> None:
+    b = CpuBackend()
+    first = b.telemetry(0)
+    assert first.memory_total and first.memory_total > 0
+    assert first.memory_used is not None and 0 < first.memory_used <= first.memory_total
+    second = b.telemetry(0)
+    assert second.utilization is not None and 0.0 <= second.utilization <= 1.0
+    assert second.unit_utilization and len(second.unit_utilization) == len(os.sched_getaffinity(0))
+    assert second.processes and all(isinstance(p, ProcessUsage) for p in second.processes)
+    assert check_telemetry(second) is None
+    conformance.check_telemetry(b)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cpu_telemetry_from_fake_tree(tmp_path: Path) -> None:
+    """/proc/stat deltas per core, RAPL watts from the energy counter, coretemp, cpufreq."""
+    stat = tmp_path / "proc/stat"
+    _write(stat, "cpu  1 1 1 1\ncpu0 100 0 100 800 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0\n")
+    rapl = tmp_path / "sys/class/powercap/intel-rapl:0"
+    _write(rapl / "name", "package-0\n")
+    _write(rapl / "energy_uj", "1000000\n")
+    _write(rapl / "max_energy_range_uj", "262143328850\n")
+    _write(rapl / "constraint_0_power_limit_uw", "125000000\n")
+    _write(tmp_path / "sys/class/powercap/intel-rapl:0:0/name", "core\n")
+    hw = tmp_path / "sys/class/hwmon/hwmon2"
+    _write(hw / "name", "coretemp\n")
+    _write(hw / "temp1_label", "Package id 0\n")
+    _write(hw / "temp1_input", "47000\n")
+    _write(hw / "temp2_label", "Core 0\n")
+    _write(hw / "temp2_input", "52000\n")
+    for cpu, khz in ((0, 2_400_000), (1, 3_000_000)):
+        _write(tmp_path / f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq", f"{khz}\n")
+    _write(tmp_path / "proc/4242/statm", "1000 300 10 1 0 100 0\n")
+    _write(tmp_path / "proc/4242/cmdline", "python\0serve.py\0")
+    _write(tmp_path / "proc/4243/statm", "1000 50 10 1 0 100 0\n")
+    _write(tmp_path / "proc/4243/comm", "kworker\n")
+    _write(tmp_path / "proc/4243/cmdline", "")
+    now = [100.0]
+    reader = CpuTelemetry(str(tmp_path), memory=lambda: (8 << 30, 6 << 30),
+                          clock=lambda: now[0], cpus={0, 1})
+    first = reader.read("Fake CPU")
+    assert first.utilization is None and first.power is None and first.power_limit == 125.0
+    _write(stat, "cpu  1 1 1 1\ncpu0 150 0 150 900 0 0 0 0\ncpu1 0 0 0 1100 0 0 0 0\n")
+    _write(rapl / "energy_uj", "31000000\n")
+    now[0] = 102.0
+    t = reader.read("Fake CPU")
+    assert t.unit_utilization == (0.5, 0.0) and t.utilization == 0.25
+    assert t.power == 15.0  # 30 J over 2 s
+    assert t.temperature == 47.0  # the package sensor, not the hottest core
+    assert t.clock == 2700.0
+    assert (t.memory_used, t.memory_total) == (2 << 30, 8 << 30)
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert t.processes is not None
+    assert [(p.pid, p.memory, p.command) for p in t.processes] == [
+        (4242, 300 * page, "python serve.py"), (4243, 50 * page, "[kworker]")]
+    assert check_telemetry(t) is None
+
+
+# -- vendor readers on their fakes ----------------------------------------------------------
+
+
+def test_cuda_telemetry_from_nvml() -> None:
+    b = fake_nvml.make_backend(environ={})
+    a100 = b.telemetry(0)
+    assert a100.source == "NVML (nvidia-ml-py)" and a100.name == "NVIDIA A100-SXM4-80GB"
+    assert (a100.memory_used, a100.memory_total) == (4213 * MiB, 81920 * MiB)
+    assert (a100.utilization, a100.power, a100.power_limit) == (0.37, 87.412, 400.0)
+    assert (a100.temperature, a100.clock, a100.memory_clock) == (34.0, 1410.0, 1593.0)
+    assert a100.processes == (ProcessUsage(os.getpid(), a100.processes[0].user, 4096 * MiB,
+                                           a100.processes[0].command),)  # the exited pid is gone
+    h100 = b.telemetry(1)
+    assert h100.power is None and h100.power_limit == 700.0 and h100.processes == ()
+    conformance.check_telemetry(b)
+
+
+def test_cuda_visible_devices_pick_the_nvml_device() -> None:
+    nvml = fake_nvml.FakeNvml()
+    uuid = nvml.boards[1].uuid
+    for value in ("1", uuid[:12]):
+        b = fake_nvml.make_backend(nvml, environ={"CUDA_VISIBLE_DEVICES": value})
+        assert b.probe().device_count == 1
+        assert b.telemetry(0).name == "NVIDIA H100 80GB HBM3"
+    assert cuda_telemetry.physical_index("MIG-abc", 0, ["GPU-1"]) is None
+
+
+def test_cuda_without_nvml_says_so_without_torch_cuda() -> None:
+    b = fake_nvml.make_backend()
+    b._nvml = False  # nvidia-ml-py not installed
+    t = b.telemetry(0)
+    assert t.memory_used is None and "pip install nvidia-ml-py" in t.source
+
+
+def test_nvml_names_exist_in_real_pynvml() -> None:
+    """Every pynvml function the reader calls, and every one the fake offers, is real."""
+    pynvml = pytest.importorskip("pynvml")
+    tree = ast.parse(inspect.getsource(cuda_telemetry))
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+            and n.attr.startswith("nvml") and n.attr != "nvml"}
+    offered = {n for n in dir(fake_nvml.FakeNvml) if n.startswith(("nvml", "NVML"))}
+    assert used and used <= offered
+    missing = sorted(n for n in used | offered if not hasattr(pynvml, n))
+    assert missing == []
+    assert pynvml.NVML_CLOCK_SM == fake_nvml.NVML_CLOCK_SM
+    assert pynvml.NVML_CLOCK_MEM == fake_nvml.NVML_CLOCK_MEM
+
+
+def test_rocm_telemetry_from_amdsmi() -> None:
+    b = fake_amdsmi.make_backend(environ={})
+    mi300 = b.telemetry(0)
+    assert mi300.source == "amdsmi" and mi300.name == "AMD Instinct MI300X"
+    assert (mi300.memory_used, mi300.memory_total) == (11834 * MiB, 196592 * MiB)
+    assert (mi300.utilization, mi300.power, mi300.power_limit) == (0.62, 398.0, 750.0)
+    assert mi300.temperature == 48.0  # hotspot: MI300 has no edge sensor
+    assert (mi300.clock, mi300.memory_clock) == (2100.0, 1300.0)
+    assert mi300.processes is not None and [p.pid for p in mi300.processes] == [os.getpid()]
+    mi250 = b.telemetry(1)
+    assert mi250.power == 92.0  # average socket power where the current one is N/A
+    assert mi250.processes == ()
+    conformance.check_telemetry(b)
+
+
+def test_rocm_visible_devices_pick_the_amdsmi_device() -> None:
+    smi = fake_amdsmi.FakeAmdsmi()
+    serial = smi.gpus[1].serial[2:8]
+    for env in ({"HIP_VISIBLE_DEVICES": "1"}, {"ROCR_VISIBLE_DEVICES": "1"},
+                {"ROCR_VISIBLE_DEVICES": "1,0", "HIP_VISIBLE_DEVICES": "0"},
+                {"HIP_VISIBLE_DEVICES": serial}):
+        b = fake_amdsmi.make_backend(smi, environ=env)
+        assert b.telemetry(0).name == "AMD Instinct MI250X", env
+
+
+def test_ascend_telemetry_from_dcmi() -> None:
+    b = fake_dcmi.make_backend()
+    t = b.telemetry(0)
+    assert t.source == "DCMI (libdcmi.so)" and t.name == "Ascend910B3"
+    assert (t.memory_used, t.memory_total) == (3378 * MiB, 65536 * MiB)
+    assert (t.utilization, t.power, t.temperature) == (0.0, 93.7, 36.0)
+    assert (t.clock, t.memory_clock) == (1800.0, 1600.0)
+    assert t.processes is not None and [p.pid for p in t.processes] == [os.getpid()]
+    p310 = b.telemetry(1)
+    assert p310.memory_total is None and p310.memory_clock is None and p310.power == 20.1
+    conformance.check_telemetry(b)
+    visible = fake_dcmi.make_backend(environ={"ASCEND_RT_VISIBLE_DEVICES": "1"})
+    assert visible.probe().device_count == 1 and visible.telemetry(0).name == "Ascend310P3"
+
+
+def test_ascend_without_dcmi_says_so() -> None:
+    from hal.backends.ascend.backend import AscendBackend
+
+    t = AscendBackend(environ={}).telemetry(0)
+    assert "libdcmi.so" in t.source and t.memory_used is None
+
+
+def test_xpu_telemetry_from_sysfs_and_fdinfo(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    root = fake_xpu.make_tree(tmp_path)
+    now = [10.0]
+    b = fake_xpu.make_backend(root)
+    reader = xpu_telemetry.XpuTelemetry(str(root), {}, clock=lambda: now[0])
+    first = reader.read(0)
+    assert first.name and "8086:0bd5" in first.name
+    assert (first.power, first.power_limit, first.temperature, first.clock) == (
+        None, 600.0, 41.0, 1600.0)
+    assert first.memory_used == 2 << 30  # two fds of one DRM client count once
+    assert first.processes is not None and [p.command for p in first.processes] == [
+        "python train.py"]
+    fake_xpu.advance(root, 2)
+    now[0] = 20.0  # energy +700 J over 10 s; a new process scan (older than 5 s)
+    t = reader.read(0)
+    assert t.power == 70.0
+    assert t.utilization == 0.45  # 900 of 2000 engine cycles
+    flex = reader.read(1)
+    assert (flex.temperature, flex.clock, flex.power_limit) == (None, 2050.0, 150.0)
+    conformance.check_telemetry(b)
+    masked = xpu_telemetry.XpuTelemetry(str(root), {"ZE_AFFINITY_MASK": "1"})
+    assert masked.read(0).name and "8086:56c0" in masked.read(0).name
