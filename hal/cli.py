@@ -8,7 +8,10 @@ line, hal's own errors exit 1 (2 for bad values) with one line, never a tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -18,6 +21,11 @@ from hal import __version__
 
 #: Command modules under hal.commands, in the order ``--help`` lists them.
 COMMANDS = ("devices", "plugins", "doctor", "run", "plan", "bench", "watch")
+#: Commands that cannot start without torch: checked first, so a broken torch is one line.
+NEEDS_TORCH = ("bench", "run")
+#: Exit code when the reader of stdout went away (as a process killed by SIGPIPE reports).
+EXIT_BROKEN_PIPE = 141
+_OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +34,11 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # argparse swallows write errors here; let a closed pipe or a full disk reach main().
+        if message:
+            (file or sys.stdout).write(message)
 
 
 def _show_warning(
@@ -49,8 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0][:200] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def require_torch(command: str) -> None:
+    """Import torch for a command that needs it; a torch whose import raises is one HalError line."""
+    from hal.errors import HalError
+
+    try:
+        import torch  # noqa: F401
+    except Exception as exc:
+        raise HalError(f"torch cannot be imported ({_first_line(exc)}); 'hal {command}' needs "
+                       "it; 'hal doctor' says why") from None
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     from hal.errors import ConfigError, HalError
 
     parser = build_parser()
@@ -62,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch's CPU wheel warns at import when numpy is absent; it says nothing about hal's answer.
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     try:
+        if args.command in NEEDS_TORCH:
+            require_torch(args.command)
         result: int = args.run(args)
         return result
     except ConfigError as exc:
@@ -73,8 +104,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("hal: interrupted\n")
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def _output_failed(exc: OSError) -> int:
+    """stdout cannot take the output (reader gone, disk full): point it at devnull, one line, exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the final flush at exit must not fail again
+        os.close(devnull)
+    if exc.errno == errno.EPIPE:  # the reader left on purpose (| head): no message
+        return EXIT_BROKEN_PIPE
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(f"hal: error: cannot write the output: {exc.strerror or exc}\n")
+        sys.stderr.flush()
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (output errors end quietly, never with a traceback)."""
+    if sys.stdout is None:  # started with stdout closed (hal devices >&-)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.write("hal: error: standard output is closed\n")
+        return 1
+    try:
+        try:
+            code = _dispatch(argv)
+        finally:
+            sys.stdout.flush()  # inside the try: a closed pipe fails here, not at exit
+        return code
+    except OSError as exc:
+        if exc.errno in _OUTPUT_ERRNOS:
+            return _output_failed(exc)
+        raise
 
 
 if __name__ == "__main__":
