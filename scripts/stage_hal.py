@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 
 def stage(root: Path, dest: Path) -> Path:
