@@ -1,25 +1,30 @@
-"""Out-of-memory resilient batching on every backend: find_batch_size and AdaptiveBatcher.
+"""Out-of-memory resilient batching on every backend: find_batch_size, find_executable_batch_size
+and AdaptiveBatcher.
 
-Both catch only what ``hal.is_oom`` calls an out-of-memory error; any other exception
-propagates at once, unchanged, with no retry.  Memory is freed *after* the ``except`` block:
-the exception's traceback holds the frames that hold the batch's tensors.
+All three retry only what ``hal.is_oom`` calls an out-of-memory error, and only among
+``Exception``s: a ``KeyboardInterrupt``/``SystemExit`` is never retried, whatever a plugin's
+``is_oom`` says.  Any other exception propagates at once, unchanged.  Memory is freed *after* the
+``except`` block: the exception's traceback holds the frames that hold the batch's tensors.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
 import gc
 import itertools
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from hal.errors import BatchSizeError, ConfigError, HalError
 from hal.oom import is_oom
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def _check_int(name: str, value: Any, least: int = 1) -> int:
@@ -52,7 +57,7 @@ def _attempt(fn: Callable[[Any], Any], arg: Any) -> tuple[bool, Any, str]:
     message = ""
     try:
         return True, fn(arg), ""
-    except BaseException as exc:
+    except Exception as exc:  # a BaseException (Ctrl-C, exit) is never an OOM to retry
         if not is_oom(exc):
             raise
         message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
@@ -79,25 +84,77 @@ def _agree_failed(failed: bool) -> bool:
     return bool(flag.item())
 
 
-# function -> {(bound instance id, device): size}; weak, so a cached closure's tensors can die.
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[int | None, str], int]] = (
-    weakref.WeakKeyDictionary())
+class _IdentityCache:
+    """Values keyed by an object's identity, held weakly: an entry goes when its object dies,
+    so a new object that reuses a dead one's ``id()`` never sees the old value."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], dict[Any, int]]] = {}
+
+    def get(self, obj: Any) -> dict[Any, int] | None:
+        entry = self._entries.get(id(obj))
+        return entry[1] if entry is not None and entry[0]() is obj else None
+
+    def setdefault(self, obj: Any) -> dict[Any, int]:
+        found = self.get(obj)
+        if found is not None:
+            return found
+        key = id(obj)
+        entries = self._entries
+
+        def drop(ref: weakref.ref[Any]) -> None:
+            if key in entries and entries[key][0] is ref:
+                del entries[key]
+
+        value: dict[Any, int] = {}
+        entries[key] = (weakref.ref(obj, drop), value)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
-def _cache_slot(fn: Callable[..., Any], device: str) -> tuple[Any, tuple[int | None, str]] | None:
-    """Where ``fn``'s result lives: the function object (a method's function) and a key."""
+# owner (the bound instance, or the function itself) -> {(function, device): size}
+_cache = _IdentityCache()
+
+
+def _cache_slot(fn: Callable[..., Any], device: str) -> tuple[Any, tuple[Any, str]] | None:
+    """Where ``fn``'s result lives: the object held weakly (a method's instance, else the
+    function) and the key within it; None when that object cannot be referenced weakly."""
     owner = getattr(fn, "__self__", None)
     target = getattr(fn, "__func__", fn) if owner is not None else fn
+    holder = owner if owner is not None else fn
     try:
-        weakref.ref(target)
+        weakref.ref(holder)
     except TypeError:
         return None  # not weakly referenceable: not cached
-    return target, (id(owner) if owner is not None else None, device)
+    return holder, (target if owner is not None else None, device)
 
 
 def clear_cache() -> None:
     """Forget every batch size ``find_batch_size`` found."""
     _cache.clear()
+
+
+def _first_fit(fn: Callable[[int], Any], start: int, low_bound: int
+               ) -> tuple[int, Any, int | None, str]:
+    """Call ``fn`` at ``start``, halving on OOM (agreed across ranks) until a size works:
+    (that size, its result, the smallest size that failed or None, the last OOM's line)."""
+    from hal.selection import select
+
+    size, bad, last_error = start, None, ""
+    while True:
+        ok, result, message = _attempt(fn, size)
+        if not _agree_failed(not ok):
+            return size, result, bad, last_error
+        del result
+        last_error = message or "another rank ran out of memory"
+        bad = size
+        if size <= low_bound:
+            raise BatchSizeError(
+                f"batch size {size} (min={low_bound}) still runs out of memory on "
+                f"{select().device_string}: {last_error}")
+        size = builtins.max(low_bound, size // 2)
 
 
 def find_batch_size(fn: Callable[[int], Any], start: int = 1024, min: int = 1, *,
@@ -107,8 +164,9 @@ def find_batch_size(fn: Callable[[int], Any], start: int = 1024, min: int = 1, *
     Tries ``start``; on OOM frees memory, halves until a size works, then binary-searches
     between the last size that worked and the first that failed until they are within
     ``margin`` (a fraction of the failing size, at least 1).  The result is cached per
-    (function, device).  In an initialised torch.distributed group every rank must call it
-    with the same arguments: the failure flag is all-reduced so all ranks agree.
+    (function object, bound instance, device), held weakly.  In an initialised
+    torch.distributed group every rank must call it with the same arguments: the failure flag
+    is all-reduced so all ranks agree.
     """
     from hal.selection import select
 
@@ -118,49 +176,95 @@ def find_batch_size(fn: Callable[[int], Any], start: int = 1024, min: int = 1, *
         raise ConfigError(f"min={low_bound} is larger than start={start}; expected min <= start")
     margin = _check_fraction("margin", margin, 0.0, 0.5)
     slot = _cache_slot(fn, select().device_string) if cache else None
-    if slot is not None and slot[1] in _cache.get(slot[0], {}):
-        return _cache[slot[0]][slot[1]]
-    good = 0
-    bad: int | None = None
-    size = start
-    last_error = ""
-    while True:
-        ok, _, message = _attempt(fn, size)
-        ok = not _agree_failed(not ok)
-        if ok:
-            good = size
-        else:
-            last_error = message or "another rank ran out of memory"
-            bad = size
-            if size <= low_bound:
-                raise BatchSizeError(
-                    f"batch size {size} (min={low_bound}) still runs out of memory on "
-                    f"{select().device_string}: {last_error}")
-        if bad is None:
-            break
-        if good == 0:
-            size = max(low_bound, size // 2)
-            continue
-        if bad - good <= max(1, int(bad * margin)):
-            break
-        size = (good + bad) // 2
     if slot is not None:
-        _cache.setdefault(slot[0], {})[slot[1]] = good
+        found = _cache.get(slot[0])
+        if found is not None and slot[1] in found:
+            return found[slot[1]]
+    good, _, bad, _ = _first_fit(fn, start, low_bound)
+    while bad is not None and bad - good > builtins.max(1, int(bad * margin)):
+        size = (good + bad) // 2
+        ok, _, _ = _attempt(fn, size)
+        if _agree_failed(not ok):
+            bad = size
+        else:
+            good = size
+    if slot is not None:
+        _cache.setdefault(slot[0])[slot[1]] = good
     return good
 
 
-class AdaptiveBatcher(Generic[T, R]):
-    """Runs ``fn(list_of_items) -> outputs`` over a stream, adapting the batch size to memory.
+class ExecutableBatchSize(Generic[P, R]):
+    """``fn(batch_size, *args, **kwargs)`` called as ``wrapper(*args, **kwargs)``: retried at half
+    the size on OOM, returning the result of the first size that works (made by
+    :func:`find_executable_batch_size`)."""
 
-    A batch that runs out of memory is split in half and retried (the failing size becomes a
-    ceiling the batch never grows to again, until ``reset()``); after each batch the size
-    halves when memory use is above ``high`` and doubles (up to ``max``, staying below the
-    ceiling) when it is below ``low``.  Every output is yielded exactly once, in input order.
+    def __init__(self, fn: Callable[Concatenate[int, P], R], start: int, min: int) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.min = min
+        #: The size the next call starts with: ``start``, then the last size that worked.
+        self.batch_size = start
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        size, result, _, _ = _first_fit(lambda n: self.fn(n, *args, **kwargs), self.batch_size,
+                                        self.min)
+        self.batch_size = size
+        return result  # type: ignore[no-any-return]
+
+
+@overload
+def find_executable_batch_size(fn: Callable[Concatenate[int, P], R], *, start: int = 128,
+                               min: int = 1) -> ExecutableBatchSize[P, R]: ...
+
+
+@overload
+def find_executable_batch_size(fn: None = None, *, start: int = 128, min: int = 1
+                               ) -> Callable[[Callable[Concatenate[int, P], R]],
+                                             ExecutableBatchSize[P, R]]: ...
+
+
+def find_executable_batch_size(fn: Callable[Concatenate[int, P], R] | None = None, *,
+                               start: int = 128, min: int = 1) -> Any:
+    """Decorator (Accelerate's ``find_executable_batch_size``, on every backend): the wrapped
+    ``fn(batch_size, ...)`` is called as ``fn(...)`` and returns its result.
+
+    The first call tries ``start``; on an OOM memory is freed and the call is retried at half
+    the size, down to ``min`` (then ``BatchSizeError``).  Later calls start at the last size
+    that worked (``wrapper.batch_size``).  In an initialised torch.distributed group each
+    attempt's failure is all-reduced, so every rank retries together and returns from the same
+    size; every rank must call it.  ``@find_executable_batch_size`` or
+    ``@find_executable_batch_size(start=64)``.
+    """
+    start = _check_int("start", start)
+    low_bound = _check_int("min", min)
+    if low_bound > start:
+        raise ConfigError(f"min={low_bound} is larger than start={start}; expected min <= start")
+
+    def wrap(f: Callable[Concatenate[int, P], R]) -> ExecutableBatchSize[P, R]:
+        if not callable(f):
+            raise ConfigError(f"find_executable_batch_size wraps a function, not {f!r}")
+        return ExecutableBatchSize(f, start, low_bound)
+
+    return wrap if fn is None else wrap(fn)
+
+
+class AdaptiveBatcher(Generic[T, R]):
+    """Runs ``fn(list_of_items) -> outputs`` over a stream, adapting the batch size to memory
+    and to throughput.
+
+    Memory: a batch that runs out of memory is split in half and retried (the failing size
+    becomes a ceiling the batch never grows to again, until ``reset()``); after each batch the
+    size halves when memory use is above ``high``.  Throughput (``tune=True``): items/s is
+    measured per size; the size doubles (up to ``max``, below the ceiling, only while memory
+    use is below ``low``) only while the larger batch is faster, moves down when a smaller one
+    is, and every ``probe_every`` batches tries a neighbour again, as inputs change.
+    Every output is yielded exactly once, in input order.
     """
 
     def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, start: int = 8, min: int = 1,
                  max: int = 4096, high: float = 0.9, low: float = 0.3,
-                 memory_fraction: Callable[[], float] | None = None) -> None:
+                 memory_fraction: Callable[[], float] | None = None, tune: bool = True,
+                 probe_every: int = 32, clock: Callable[[], float] | None = None) -> None:
         self.fn = fn
         self.min = _check_int("min", min)
         self.max = _check_int("max", max)
@@ -171,11 +275,32 @@ class AdaptiveBatcher(Generic[T, R]):
         self.low = _check_fraction("low", low)
         if self.low >= self.high:
             raise ConfigError(f"low={low} must be below high={high}")
+        if not isinstance(tune, bool):
+            raise ConfigError(f"tune={tune!r} is not valid; expected True or False")
+        self.tune = tune
+        self.probe_every = _check_int("probe_every", probe_every)
         self.size = start
         self.ceiling: int | None = None
         self.memory_fraction = memory_fraction or _device_fraction
+        self.clock = clock or time.perf_counter
         self.batches = 0
         self.ooms = 0
+        #: Items/s measured per batch size (the latest probe, then a running mean).
+        self.rates: dict[int, float] = {}
+        self._probe_from: int | None = None  # the size a probe batch is compared with
+        self._cap: int | None = None  # a size measured slower than a smaller one
+        self._floor: int | None = None  # a size measured slower than a larger one
+        self._since_probe = 0
+        self._reprobe_up = True
+        self._pending: deque[T] = deque()
+        self._sync: Callable[[], None] | None = None
+
+    @property
+    def pending(self) -> list[T]:
+        """Items the latest ``map`` pulled from its iterable but yielded no output for, in
+        input order: after an error propagates, ``map(itertools.chain(pending, rest))``
+        resumes where it stopped."""
+        return list(self._pending)
 
     def _grow(self) -> None:
         # Doubling only, never to a size that ran out: creeping up to the exact limit would
@@ -184,13 +309,91 @@ class AdaptiveBatcher(Generic[T, R]):
         if self.ceiling is None or target < self.ceiling:
             self.size = target
 
+    def _can_grow(self, used: float) -> bool:
+        target = self.size * 2
+        return (used < self.low and target <= self.max
+                and (self.ceiling is None or target < self.ceiling)
+                and (self._cap is None or target < self._cap))
+
+    def _can_shrink(self) -> bool:
+        target = self.size // 2
+        return target >= self.min and (self._floor is None or target > self._floor)
+
+    def _probe(self, size: int) -> None:
+        self._probe_from, self.size = self.size, size
+
+    def _adapt(self, n: int, seconds: float, used: float) -> None:
+        """Choose the next size from this batch's memory use and (when tuning) its speed."""
+        if used > self.high:  # the memory guard comes first
+            self._probe_from = None
+            self.size = builtins.max(self.min, self.size // 2)
+            return
+        if not self.tune:
+            if used < self.low:
+                self._grow()
+            return
+        if n != self.size:  # a short last batch says nothing about this size
+            return
+        rate = n / seconds if seconds > 0 else float("inf")
+        base = self._probe_from
+        old = self.rates.get(n)
+        self.rates[n] = rate if base is not None or old is None else (old + rate) / 2
+        if base is not None:
+            self._probe_from = None
+            if self.rates[n] > self.rates.get(base, 0.0):  # faster: stay, keep going that way
+                if n > base:
+                    self._floor = base
+                    if self._can_grow(used):
+                        self._probe(n * 2)
+                else:
+                    self._cap = base
+                    if self._can_shrink():
+                        self._probe(n // 2)
+                return
+            if n > base:
+                self._cap = n
+            else:
+                self._floor = n
+            self.size = base
+            return
+        self._since_probe += 1
+        if self._can_grow(used):
+            self._probe(n * 2)
+        elif self._can_shrink() and (n // 2) not in self.rates:
+            self._probe(n // 2)  # first look below, e.g. when ``start`` was too large
+        elif self._since_probe >= self.probe_every:  # re-probe a neighbour: inputs change
+            self._since_probe = 0
+            self._reprobe_up = not self._reprobe_up
+            if self._reprobe_up:
+                self._cap = None
+                if self._can_grow(used):
+                    self._probe(n * 2)
+            else:
+                self._floor = None
+                if self._can_shrink():
+                    self._probe(n // 2)
+
+    def _synchronize(self) -> None:
+        """Wait for the device, so a batch's time is its work and not its queueing."""
+        if self._sync is None:
+            from hal.memory import resolve
+
+            backend, index = resolve()
+            self._sync = functools.partial(backend.synchronize, index)
+        self._sync()
+
     def __call__(self, items: Iterable[T]) -> Iterator[R]:
         return self.map(items)
 
     def map(self, items: Iterable[T]) -> Iterator[R]:
-        """Yield ``fn``'s output for every item, in order, batching as memory allows."""
+        """Yield ``fn``'s output for every item, in order, batching as memory allows.
+
+        When an error propagates (not an OOM, or a ``BatchSizeError``), the outputs of every
+        finished batch have been yielded, and ``pending`` holds the items pulled but not done.
+        """
         source = iter(items)
         pending: deque[T] = deque()
+        self._pending = pending
         exhausted = False
         while True:
             while not exhausted and len(pending) < self.size:
@@ -202,9 +405,11 @@ class AdaptiveBatcher(Generic[T, R]):
                 return
             n = builtins.min(self.size, len(pending))
             batch = list(itertools.islice(pending, n))  # indexing a deque walks it
+            began = self.clock()
             ok, outputs, message = _attempt(self.fn, batch)
             if not ok:
                 self.ooms += 1
+                self._probe_from = None
                 if n <= self.min:
                     raise BatchSizeError(
                         f"a batch of {n} item(s) (min={self.min}) still runs out of memory: "
@@ -216,22 +421,29 @@ class AdaptiveBatcher(Generic[T, R]):
             if len(outputs) != n:
                 raise HalError(f"the batch function returned {len(outputs)} outputs for "
                                f"{n} inputs; it must return one output per input")
+            failure: Exception | None = None
+            try:
+                if self.tune:
+                    self._synchronize()
+                seconds = self.clock() - began
+                self._adapt(n, seconds, self.memory_fraction())
+            except Exception as exc:  # the finished batch's outputs still go out first
+                failure = exc
             for _ in range(n):
                 pending.popleft()
             self.batches += 1
-            used = self.memory_fraction()
-            if used > self.high:
-                self.size = builtins.max(self.min, self.size // 2)
-            elif used < self.low:
-                self._grow()
             yield from outputs
+            if failure is not None:
+                raise failure
 
     def reset(self, start: int | None = None) -> None:
-        """Forget the ceiling learnt from out-of-memory errors (and optionally restart)."""
+        """Forget the ceiling learnt from OOMs and the speeds measured (optionally restart)."""
         self.ceiling = None
+        self.rates.clear()
+        self._probe_from = self._cap = self._floor = None
+        self._since_probe = 0
         if start is not None:
             self.size = _check_int("start", start)
-
 
 
 def _device_fraction() -> float:

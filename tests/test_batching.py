@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hal import batching
-from hal.batching import AdaptiveBatcher, BatchSizeError, find_batch_size
-from hal.errors import ConfigError, HalError
+from hal.batching import AdaptiveBatcher, find_batch_size
+from hal.errors import BatchSizeError, ConfigError, HalError
 
 # Each OOM costs a full gc.collect() (tens of ms with torch loaded): keep examples few.
 PROPERTY = settings(max_examples=25, deadline=None,
@@ -136,7 +136,7 @@ def square_batches(fails: Callable[[Sequence[int]], bool], log: list[int] | None
 def test_outputs_in_order_and_growth_when_memory_is_low() -> None:
     log: list[int] = []
     b = AdaptiveBatcher(square_batches(lambda _: False, log), start=2, max=16,
-                        memory_fraction=lambda: 0.1)
+                        memory_fraction=lambda: 0.1, tune=False)
     assert list(b(range(100))) == [x * x for x in range(100)]
     assert log[:4] == [2, 4, 8, 16] and max(log) == 16
 
@@ -144,12 +144,12 @@ def test_outputs_in_order_and_growth_when_memory_is_low() -> None:
 def test_halves_when_memory_is_high_and_holds_in_between() -> None:
     log: list[int] = []
     b = AdaptiveBatcher(square_batches(lambda _: False, log), start=16,
-                        memory_fraction=lambda: 0.95)
+                        memory_fraction=lambda: 0.95, tune=False)
     list(b(range(40)))
     assert log[:4] == [16, 8, 4, 2]
     log.clear()
     b = AdaptiveBatcher(square_batches(lambda _: False, log), start=8,
-                        memory_fraction=lambda: 0.5)
+                        memory_fraction=lambda: 0.5, tune=False)
     list(b(range(40)))
     assert set(log) == {8}
 
@@ -157,7 +157,7 @@ def test_halves_when_memory_is_high_and_holds_in_between() -> None:
 def test_an_oom_batch_is_split_and_the_size_settles_below_the_ceiling() -> None:
     log: list[int] = []
     b = AdaptiveBatcher(square_batches(lambda batch: len(batch) > 20, log), start=64,
-                        memory_fraction=lambda: 0.0)
+                        memory_fraction=lambda: 0.0, tune=False)
     assert list(b(range(500))) == [x * x for x in range(500)]
     assert b.ceiling is not None and b.ceiling > 20
     assert 16 <= b.size <= 20
@@ -189,21 +189,22 @@ def test_a_non_oom_error_in_a_batch_propagates_at_once() -> None:
 
 def test_wrong_output_count_is_an_error() -> None:
     with pytest.raises(HalError, match="one output per input"):
-        list(AdaptiveBatcher(lambda batch: batch[:1], start=4,
-                             memory_fraction=lambda: 0.5)(range(8)))
+        b: AdaptiveBatcher[int, int] = AdaptiveBatcher(lambda batch: batch[:1], start=4,
+                                                       memory_fraction=lambda: 0.5)
+        list(b(range(8)))
 
 
 @pytest.mark.parametrize("kwargs", [{"min": 0}, {"max": -1}, {"start": 0},
                                     {"start": 10, "max": 8}, {"start": 2, "min": 4},
                                     {"high": 1.5}, {"low": -0.1}, {"low": 0.9, "high": 0.5},
-                                    {"min": True}])
+                                    {"min": True}, {"tune": 1}, {"probe_every": 0}])
 def test_bad_bounds_are_config_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         AdaptiveBatcher(lambda batch: batch, **kwargs)  # type: ignore[arg-type]
 
 
 def test_default_memory_probe_reads_the_selected_backend() -> None:
-    b = AdaptiveBatcher(lambda batch: [x + 1 for x in batch], start=4)
+    b: AdaptiveBatcher[int, int] = AdaptiveBatcher(lambda batch: [x + 1 for x in batch], start=4)
     assert list(b(range(10))) == list(range(1, 11))
     assert 1 <= b.size <= 4096
 
@@ -216,10 +217,11 @@ def test_default_memory_probe_reads_the_selected_backend() -> None:
     start=st.integers(1, 64),
     bounds=st.tuples(st.integers(1, 4), st.integers(64, 256)),
     single_ok=st.booleans(),
+    tune=st.booleans(),
 )
 def test_nothing_lost_nothing_duplicated_order_kept(
         items: list[int], pattern: list[bool], fractions: list[float], start: int,
-        bounds: tuple[int, int], single_ok: bool) -> None:
+        bounds: tuple[int, int], single_ok: bool, tune: bool) -> None:
     """Arbitrary OOMs on arbitrary calls: every output once, in order, or a clean error."""
     calls = [0]
     low, high = bounds
@@ -236,8 +238,14 @@ def test_nothing_lost_nothing_duplicated_order_kept(
         step[0] += 1
         return fractions[step[0] % len(fractions)]
 
+    ticks = [0.0]
+
+    def clock() -> float:  # a deterministic clock: every reading is one more second
+        ticks[0] += 1.0
+        return ticks[0]
+
     b = AdaptiveBatcher(square_batches(fails), start=max(low, start), min=low, max=high,
-                        memory_fraction=fraction)
+                        memory_fraction=fraction, tune=tune, clock=clock)
     out: list[int] = []
     try:
         for y in b(items):
@@ -248,3 +256,120 @@ def test_nothing_lost_nothing_duplicated_order_kept(
         return
     assert out == [x * x for x in items]
     assert low <= b.size <= high
+
+
+# ---- throughput tuning (a simulated cost per batch: deterministic) ------------------------
+
+class CostModel:
+    """A clock that advances by ``cost(batch size)`` whenever the batch function runs."""
+
+    def __init__(self, cost: Callable[[int], float]) -> None:
+        self.cost = cost
+        self.now = 0.0
+        self.sizes: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def fn(self, batch: list[int]) -> list[int]:
+        self.sizes.append(len(batch))
+        self.now += self.cost(len(batch))
+        return [x * x for x in batch]
+
+
+def peak_at(best: int) -> Callable[[int], float]:
+    """Seconds per batch: a fixed cost amortised up to ``best`` rows, slower per row beyond."""
+    return lambda n: 1.0 + 0.01 * n if n <= best else 1.0 + 0.01 * best + 0.05 * (n - best)
+
+
+def test_growth_stops_where_a_larger_batch_is_not_faster() -> None:
+    model = CostModel(peak_at(128))
+    b = AdaptiveBatcher(model.fn, start=8, max=4096, memory_fraction=lambda: 0.0,
+                        clock=model.clock)
+    assert list(b(range(5000))) == [x * x for x in range(5000)]
+    assert model.sizes[:6] == [8, 16, 32, 64, 128, 256]
+    assert b.size == 128 and max(model.sizes) == 256
+    assert b.rates[128] > b.rates[256]
+
+
+def test_a_start_above_the_best_size_moves_down() -> None:
+    model = CostModel(peak_at(64))
+    b = AdaptiveBatcher(model.fn, start=512, max=4096, memory_fraction=lambda: 0.0,
+                        clock=model.clock)
+    list(b(range(3000)))
+    assert b.size == 64
+
+
+def test_re_probing_follows_inputs_that_change() -> None:
+    model = CostModel(peak_at(32))
+    b = AdaptiveBatcher(model.fn, start=8, max=4096, memory_fraction=lambda: 0.0,
+                        clock=model.clock, probe_every=4)
+    list(b(range(2000)))
+    assert b.size == 32
+    model.cost = peak_at(256)  # the stream's items became cheaper to batch
+    list(b(range(20000)))
+    assert b.size == 256
+
+
+def test_the_memory_guard_wins_over_speed() -> None:
+    model = CostModel(peak_at(1 << 20))  # larger is always faster
+    b = AdaptiveBatcher(model.fn, start=64, memory_fraction=lambda: 0.95, clock=model.clock)
+    list(b(range(200)))
+    assert model.sizes[:3] == [64, 32, 16]
+    model.sizes.clear()
+    b = AdaptiveBatcher(model.fn, start=8, memory_fraction=lambda: 0.5, clock=model.clock)
+    list(b(range(200)))
+    assert max(model.sizes) == 8  # between low and high: never grows, however fast
+
+
+def test_an_oom_ceiling_holds_while_tuning() -> None:
+    model = CostModel(peak_at(1 << 20))
+
+    def fn(batch: list[int]) -> list[int]:
+        if len(batch) > 100:
+            raise oom()
+        return model.fn(batch)
+
+    b = AdaptiveBatcher(fn, start=8, memory_fraction=lambda: 0.0, clock=model.clock)
+    assert list(b(range(3000))) == [x * x for x in range(3000)]
+    assert b.ceiling == 128 and b.size == 64 and max(model.sizes) <= 100
+
+
+# ---- find_executable_batch_size --------------------------------------------------------
+
+def test_the_decorator_returns_the_result_of_the_first_size_that_fits() -> None:
+    calls: list[tuple[int, str]] = []
+
+    @batching.find_executable_batch_size(start=64)
+    def work(batch_size: int, tag: str) -> str:
+        calls.append((batch_size, tag))
+        if batch_size > 20:
+            raise oom()
+        return f"{tag}:{batch_size}"
+
+    assert work("a") == "a:16"
+    assert calls == [(64, "a"), (32, "a"), (16, "a")]
+    assert work.batch_size == 16 and vars(work)["__name__"] == "work"
+    calls.clear()
+    assert work(tag="b") == "b:16" and calls == [(16, "b")]  # starts where it last worked
+
+
+def test_the_bare_decorator_and_its_errors() -> None:
+    @batching.find_executable_batch_size
+    def always(batch_size: int) -> int:
+        raise oom()
+
+    with pytest.raises(BatchSizeError, match="batch size 1"):
+        always()
+    error = KeyError("not memory")
+
+    @batching.find_executable_batch_size(start=8)
+    def broken(batch_size: int) -> int:
+        raise error
+
+    with pytest.raises(KeyError) as info:
+        broken()
+    assert info.value is error
+    for kwargs in ({"start": 0}, {"min": 4, "start": 2}, {"start": 2.5}):
+        with pytest.raises(ConfigError):
+            batching.find_executable_batch_size(**kwargs)  # type: ignore[call-overload]
