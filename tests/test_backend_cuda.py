@@ -306,3 +306,51 @@ def test_real_h100_reports_bf16_and_fp8() -> None:
         pytest.skip(f"not an H100: {torch.cuda.get_device_name(0)}")
     dtypes = CudaBackend().dtypes(0)
     assert torch.bfloat16 in dtypes and torch.float8_e4m3fn in dtypes
+
+
+# -- issue 14 finding 8: Pascal fp16 ------------------------------------------------------------
+
+@pytest.mark.parametrize(("cc", "native", "fast", "emulated"), [
+    ((6, 1), [], [], [torch.bfloat16, torch.float16]),   # GTX 10xx, P4/P40: fp16 at 1/64 rate
+    ((6, 0), [torch.float16], [], [torch.bfloat16]),      # P100: 2x fp32, no tensor cores
+    ((7, 0), [torch.float16], [torch.float16], [torch.bfloat16]),
+    ((8, 0), [torch.bfloat16, torch.float16], [torch.bfloat16, torch.float16], []),
+])
+def test_fp16_counts_as_fast_only_from_cc_7(cc: tuple[int, int], native: list[torch.dtype],
+                                            fast: list[torch.dtype],
+                                            emulated: list[torch.dtype]) -> None:
+    spec = fc.with_spec("V100-32GB", major=cc[0], minor=cc[1], name=f"hypothetical CC {cc}")
+    b = CudaBackend(fc.make_cuda([spec]), fc.cuda_version(), False)
+    assert list(b.dtypes(0)) == [*native, torch.float32]
+    assert list(b.fast_dtypes(0)) == fast
+    assert list(b.emulated_dtypes(0)) == emulated
+
+
+def test_pascal_gets_fp32_and_a_forced_fp16_on_cc_6_1_warns() -> None:
+    import hal.precision as precision
+    from hal.errors import HalPrecisionWarning
+
+    pascal = CudaBackend(fc.make_cuda([fc.with_spec("V100-32GB", major=6, minor=1)]),
+                         fc.cuda_version(), False)
+    pol = precision.policy(pascal)
+    assert pol.compute_dtype == torch.float32 and not pol.needs_scaler
+    with pytest.warns(HalPrecisionWarning, match="only by emulation"):
+        assert precision.policy(pascal, requested="fp16").compute_dtype == torch.float16
+
+
+# -- environment injection and the device-module base -------------------------------------------
+
+def test_environment_is_injected_or_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = fc.make_nvml(["H100"] * 4)
+    given = CudaBackend(fc.make_cuda(["H100"] * 4), fc.cuda_version(), nvml,
+                        environ={"CUDA_VISIBLE_DEVICES": "2"})
+    assert given.probe().device_count == 1
+    live = CudaBackend(fc.make_cuda(["H100"] * 4), fc.cuda_version(), nvml)
+    assert live.probe().device_count == 4
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,3")
+    assert live.probe().device_count == 2
+    assert given.probe().device_count == 1  # the mapping given wins over os.environ
+
+
+def test_the_real_module_is_torch_get_device_module() -> None:
+    assert CudaBackend().module is torch.get_device_module("cuda") is torch.cuda

@@ -180,3 +180,42 @@ def test_findings_visible_devices(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     assert [f.id for f in found] == ids
     for f in found:
         assert f.fix and all(v in f.message for k, v in env.items() if k in f.message)
+
+
+# -- issue 14 finding 4: containers given some of the host's GPUs -------------------------------
+
+def test_kfd_nodes_whose_render_node_is_missing_are_not_counted(tmp_path: Any) -> None:
+    devices = ["MI300X"] * 4
+    root = make_fake_tree(
+        tmp_path, dev=["kfd", "dri/renderD128", "dri/renderD130"],  # GPUs 0 and 2 mapped in
+        files={"/sys/module/amdgpu/version": "6.8.5\n", **fk.kfd_files(devices)})
+    b = RocmBackend(fc.make_cuda(devices[:2]), fc.hip_version(), False, root)
+    assert len(b.kfd_gpus()) == 2
+    probe = b.probe()
+    assert probe.available and probe.device_count == 2 and "visible of 2" in probe.reason
+    assert [d.index for d in b.devices()] == [0, 1]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root opens any file: os.access cannot say no")
+def test_kfd_nodes_whose_render_node_is_not_writable_are_not_counted(tmp_path: Any) -> None:
+    root = amd_tree(tmp_path, ["MI300X"] * 2)
+    os.chmod(os.path.join(root, "dev/dri/renderD129"), 0o444)
+    assert len(RocmBackend(fc.make_cuda(["MI300X"]), fc.hip_version(), False, root).kfd_gpus()) == 1
+
+
+def test_a_kfd_node_without_a_render_minor_still_counts(tmp_path: Any) -> None:
+    files = {k: v.replace("drm_render_minor", "old_kernel_field")
+             for k, v in fk.kfd_files(["MI250X"] * 2).items()}
+    root = make_fake_tree(tmp_path, dev=["kfd"], files=files)
+    assert len(RocmBackend(fc.make_cuda([]), fc.hip_version(), False, root).kfd_gpus()) == 2
+
+
+def test_rocm_does_not_import_the_cuda_backend() -> None:
+    import ast
+    import pathlib
+
+    import hal.backends.rocm.backend as rocm
+
+    tree = ast.parse(pathlib.Path(rocm.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m and m.startswith("hal.backends.cuda")}

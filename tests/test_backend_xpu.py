@@ -260,3 +260,44 @@ def test_hal_optimize_on_this_machine_is_the_identity() -> None:
     model = torch.nn.Linear(2, 2)
     assert hal.optimize(model) is model
     assert os.environ.get("HAL_DEVICE") is None
+
+
+# -- issue 14 finding 6: ONEAPI_DEVICE_SELECTOR and a context-free count ------------------------
+
+@pytest.mark.parametrize(("selector", "count"), [
+    ("level_zero:0,1", 2), ("level_zero:gpu", 4), ("*:gpu", 4), ("*:*", 4), ("level_zero:3", 1),
+    ("level_zero:7", 0), ("opencl:*", 0), ("opencl:gpu;level_zero:2", 1), ("level_zero:cpu", 0),
+    ("!level_zero:1", 3), ("level_zero:*;!level_zero:gpu", 0), ("level_zero:0.1", 1),
+])
+def test_the_sysman_count_honours_oneapi_device_selector(selector: str, count: int) -> None:
+    fake = fx.fake_xpu(count=4)
+    probe = backend_for(fake, environ={"ONEAPI_DEVICE_SELECTOR": selector}).probe()
+    assert probe.device_count == count and probe.available == (count > 0)
+    assert "Level Zero Sysman via pyzes" in probe.reason
+    assert fake.module.sycl_contexts == 0 and not fake.module.initialized
+
+
+def test_without_pyzes_the_count_comes_from_sycl_and_says_so() -> None:
+    fake = fx.fake_xpu(count=4, sysman=False, sycl_count=2)  # the runtime applied the selector
+    backend = backend_for(fake, environ={"ONEAPI_DEVICE_SELECTOR": "level_zero:0,1"})
+    probe = backend.probe()
+    assert probe.device_count == 2  # not filtered twice
+    assert "pyzes is not installed" in probe.reason and "not context-free" in probe.reason
+    assert fake.module.sycl_contexts == 1
+    assert backend.versions()["count_context_free"].startswith("no (pyzes is not installed")
+    assert backend_for(fx.fake_xpu()).versions()["count_context_free"].startswith("yes")
+
+
+def test_a_selector_hiding_every_gpu_is_a_finding(tmp_path: Path) -> None:
+    root = intel_tree(tmp_path, [ARC_PCI])
+    (finding,) = backend_for(fx.fake_xpu(), root, environ={"ONEAPI_DEVICE_SELECTOR": "opencl:*"}
+                             ).findings()
+    assert finding.id == "xpu.visible_devices_hide_all" and "ONEAPI_DEVICE_SELECTOR" in finding.message
+
+
+def test_per_device_calls_on_a_torch_without_xpu_say_why() -> None:
+    backend = backend_for(fx.fake_xpu(compiled=False, torch_version="2.13.0+cpu"))
+    with pytest.raises(hal.DeviceUnavailableError, match="built without XPU support"):
+        backend.memory(0)
+    with pytest.raises(hal.DeviceUnavailableError, match="built without XPU support"):
+        backend.synchronize(0)

@@ -70,3 +70,15 @@ def test_reset_peak_brings_the_high_water_mark_down() -> None:
 def test_empty_cache_runs_on_the_selected_backend() -> None:
     hal.memory.empty_cache()
     assert info().total > 0
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "rocm", "npu", "ascend", "xpu"])
+def test_a_device_this_torch_cannot_drive_is_a_clean_unavailable_error(device: str) -> None:
+    """Issue 13 finding 6: on a CPU build, cuda raised torch's AssertionError; now every type
+    says why, as the backend's probe does."""
+    from hal.errors import DeviceUnavailableError
+
+    with pytest.raises(DeviceUnavailableError) as raised:
+        info(device)
+    message = str(raised.value)
+    assert "\n" not in message and message.split(":")[0] in ("cuda", "rocm", "ascend", "xpu")

@@ -2,9 +2,12 @@
 
 Each case is the exception class and message an allocator really raises, taken from the
 sources named in ``source`` (pytorch c10/cuda/CUDACachingAllocator.cpp, its hipified ROCm
-build, c10/xpu/XPUCachingAllocator.cpp, torch_npu NPUCachingAllocator.cpp,
-aten/src/ATen/mps/MPSAllocator.mm, c10/core/impl/alloc_cpu.cpp); sizes are filled in with
-plausible figures.  The CPU allocator's text was also provoked on this machine.
+build, ATen/cuda/Exceptions.h for cuBLAS and cuDNN, c10/xpu/XPUCachingAllocator.cpp and the
+Level Zero texts of intel/torch-xpu-ops issues, torch_npu NPUCachingAllocator.cpp and
+NPUException.h, aten/src/ATen/mps/MPSAllocator.mm, c10/core/impl/alloc_cpu.cpp); sizes are
+filled in with plausible figures.  The CPU allocator's text was also provoked on this machine.
+Out-of-memory errors raised outside the caching allocators (library handles and workspaces,
+runtime allocations) count too: the batcher must split on them as well.
 
 The contract for a backend's ``is_oom`` checked against this corpus (see ``check_backend``):
 
@@ -154,6 +157,55 @@ CASES: tuple[OomCase, ...] = (
         "cuBLAS could not allocate its handle or workspace: the device is full",
     ),
     OomCase(
+        "cublas-create-not-initialized",
+        "cuda",
+        "RuntimeError",
+        "CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`",
+        True,
+        "aten/src/ATen/cuda/Exceptions.h TORCH_CUDABLAS_CHECK around cublasCreate "
+        "(ATen/cuda/CublasHandlePool.cpp)",
+        "cublasCreate reports NOT_INITIALIZED when it cannot allocate its resources on a full "
+        "device: the usual face of an OOM at the first matmul",
+    ),
+    OomCase(
+        "cublas-invalid-value",
+        "cuda",
+        "RuntimeError",
+        "CUDA error: CUBLAS_STATUS_INVALID_VALUE when calling `cublasSgemm( handle, opa, opb, "
+        "m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc)`",
+        False,
+        "aten/src/ATen/cuda/Exceptions.h TORCH_CUDABLAS_CHECK (ATen/cuda/CUDABlas.cpp gemm)",
+        "a shape or argument bug reported by the same macro",
+    ),
+    OomCase(
+        "cudnn-alloc-failed",
+        "cuda",
+        "RuntimeError",
+        "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        True,
+        "aten/src/ATen/cuda/Exceptions.h AT_CUDNN_CHECK (c10::CuDNNError, a RuntimeError)",
+        "cuDNN's own allocation; its workspace comes from the caching allocator, whose OOM is "
+        "torch.OutOfMemoryError",
+    ),
+    OomCase(
+        "cudnn9-device-allocation-failed",
+        "cuda",
+        "RuntimeError",
+        "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+        True,
+        "AT_CUDNN_CHECK with cuDNN 9, whose cudnnStatus_t names device-side allocation "
+        "failures CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED (4004)",
+    ),
+    OomCase(
+        "cudnn-not-supported",
+        "cuda",
+        "RuntimeError",
+        "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a "
+        "non-contiguous input.",
+        False,
+        "aten/src/ATen/cuda/Exceptions.h AT_CUDNN_CHECK",
+    ),
+    OomCase(
         "cuda-illegal-memory-access",
         "cuda",
         "AcceleratorError",
@@ -272,6 +324,43 @@ CASES: tuple[OomCase, ...] = (
         "intel-extension-for-pytorch CachingDeviceAllocator.cpp TORCH_CHECK (RuntimeError)",
     ),
     OomCase(
+        "xpu-level-zero-out-of-device-memory",
+        "xpu",
+        "RuntimeError",
+        "level_zero backend failed with error: 39 (UR_RESULT_ERROR_OUT_OF_DEVICE_MEMORY)",
+        True,
+        "intel/torch-xpu-ops#5432 (copy_ on a full device) and pytorch/pytorch#177714: the SYCL "
+        "runtime's Unified Runtime error, outside the caching allocator",
+    ),
+    OomCase(
+        "xpu-native-api-out-of-device-memory",
+        "xpu",
+        "RuntimeError",
+        "Native API failed. Native API returns: 39 (UR_RESULT_ERROR_OUT_OF_DEVICE_MEMORY)",
+        True,
+        "intel/torch-xpu-ops#1598, intel/intel-extension-for-pytorch#854 (older SYCL runtimes' "
+        "wording of the same error)",
+    ),
+    OomCase(
+        "xpu-level-zero-device-lost",
+        "xpu",
+        "RuntimeError",
+        "level_zero backend failed with error: 20 (UR_RESULT_ERROR_DEVICE_LOST)",
+        False,
+        "pytorch/pytorch#190972",
+        "the device is gone (sticky): retrying smaller cannot work",
+    ),
+    OomCase(
+        "xpu-oneccl-out-of-device-memory",
+        "xpu",
+        "DistBackendError",
+        "oneCCL: ze_call.cpp:28 do_call: EXCEPTION: ze error at "
+        "zeCommandQueueExecuteCommandLists, code: ZE_RESULT_ERROR_OUT_OF_DEVICE_MEMORY",
+        False,
+        "intel/intel-extension-for-pytorch#640 (reduce_scatter_tensor over oneCCL)",
+        "Level Zero's own OOM name, but inside a collective: the communicator is broken",
+    ),
+    OomCase(
         "xpu-wrong-device",
         "xpu",
         "RuntimeError",
@@ -301,6 +390,41 @@ CASES: tuple[OomCase, ...] = (
         "reserved in total by PyTorch)",
         True,
         "torch_npu 1.11-2.1 NPUCachingAllocator.cpp AT_ERROR (RuntimeError)",
+    ),
+    OomCase(
+        "npu-acl-memory-allocation",
+        "ascend",
+        "RuntimeError",
+        "NPU function error: call aclnnMoeDistributeDispatchV2 failed, error code is 207001\n"
+        "[ERROR] 2025-09-28-07:22:30 (PID:316198, Device:7, RankID:-1) ERR00100 PTA call acl api "
+        "failed\n[Error]: Failed to apply for memory.\n        Check the remaining storage space "
+        "in the hardware environment.\nEL0004: [PID: 316198] 2025-09-28-07:22:29.827.496 Failed "
+        "to allocate memory.\n        Possible Cause: Available memory is insufficient.",
+        True,
+        "vllm-project/vllm-ascend#3141; format: torch_npu csrc/core/npu/NPUException.h "
+        "NPU_CHECK_ERROR (207001 is ACL_ERROR_RT_MEMORY_ALLOCATION)",
+        "an ACL allocation outside the caching allocator",
+    ),
+    OomCase(
+        "npu-acl-memory-allocation-legacy",
+        "ascend",
+        "RuntimeError",
+        "malloc:torch_npu/csrc/core/npu/NPUCachingAllocator.cpp:1123 NPU error, error code is "
+        "207001\n[Error]: Failed to apply for memory.\n        Check the remaining storage "
+        "space in the hardware environment.",
+        True,
+        "torch_npu NPUException.h NPU_CHECK_ERROR in releases before 'NPU function error' "
+        "(\" NPU error, error code is \", code, \"\\n[Error]: \", error_code_map text)",
+    ),
+    OomCase(
+        "npu-stream-sync-failure",
+        "ascend",
+        "RuntimeError",
+        "copy_d2d:torch_npu/csrc/aten/common/CopyKernel.cpp:274 NPU function error: "
+        "c10_npu::acl::AclrtSynchronizeStreamWithTimeout(copy_stream), error code is 507001",
+        False,
+        "vllm-project/vllm-ascend#116",
+        "a runtime failure with the same macro, not an allocation",
     ),
     OomCase(
         "npu-op-failure",
