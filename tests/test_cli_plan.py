@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,8 +28,10 @@ def test_the_issue_example_prints_breakdown_local_fit_and_cards() -> None:
     text = out.stdout
     for needle in ("weights", "weight scales", "kv cache", "activations", "overhead", "total",
                    "local devices", "cpu:0", "NVIDIA GeForce RTX 4090", "int4 *",
+                   "decode tok/s (est.)", "efficiency factors", "assumptions",
                    "how each term is computed", "4.125 bits a weight"):
         assert needle in text, needle
+    assert text.startswith("deepseek-r1-distill-qwen-14b (int4 weights, context 32,768")
     assert "\x1b[" not in text  # plain text when piped
 
 
@@ -36,15 +39,83 @@ def test_json_matches_the_api_and_says_how_much_context_fits() -> None:
     out = hal_cli(*EXAMPLE, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert data["schema"] == "hal.plan/1"
+    assert data["schema"] == "hal.plan/2"
     api = estimate("deepseek-r1-distill-qwen-14b", dtype="int4", context=32768)
     assert data["estimate"]["total"] == api.total
     assert data["local"] and data["local"][0]["backend"] == "cpu"
-    cards = {c["id"]: c for c in data["catalogue"]}
-    cell = cards["rtx-4090"]["formats"]["int4"]
-    assert cell["fits"] and cell["max_context"] >= 32768
-    assert not cards["rtx-4090"]["formats"]["bf16"]["fits"]
-    assert cards["h200-sxm"]["formats"]["bf16"]["fits"]
+    cells = {(c["card"], c["dtype"]): c for c in data["placements"]}
+    cell = cells["rtx-4090", "int4"]
+    assert cell["count"] == 1 and cell["max_context"] >= 32768
+    assert cells["rtx-4090", "bf16"]["count"] == 2  # bf16 needs two 24 GB cards
+    assert cells["h200-sxm", "bf16"]["count"] == 1
+    assert data["answer"] and data["ranking"]["rows"]
+
+
+def test_deepseek_r1_fp8_names_the_smallest_configuration_per_card() -> None:
+    out = hal_cli("deepseek-r1", "--dtype", "fp8", "--context", "32768", "--no-local")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("  ")[1].strip(): line for line in out.stdout.splitlines()
+            if line.startswith("  NVIDIA H")}
+    assert "8 (TP 8)" in rows["NVIDIA H200 SXM 141GB"]
+    assert "16 (TP 8 x PP 2)" in rows["NVIDIA H100 SXM 80GB"]
+    data = json.loads(hal_cli("deepseek-r1", "--dtype", "fp8", "--context", "32768",
+                              "--no-local", "--json").stdout)
+    h200 = next(c for c in data["placements"] if c["card"] == "h200-sxm" and c["dtype"] == "fp8")
+    assert h200["config"] == "8 x NVIDIA H200 SXM 141GB (TP 8)"
+    assert [f["count"] for f in h200["fails"]] == [1, 2, 4]
+    assert h200["speed"]["decode_tokens_s"] > 0 and h200["speed"]["prefill_s"] > 0
+
+
+@pytest.mark.parametrize("by", ["speed", "power", "memory"])
+def test_rank_prints_one_table_best_first_with_the_answer_on_top(by: str) -> None:
+    out = hal_cli("deepseek-r1-distill-llama-70b", "--dtype", "int4", "--context", "8192",
+                  "--rank", by, "--no-local", "--cards", "h100-sxm,a100-80gb-sxm,rtx-4090,mi300x")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    first = {"speed": "fastest", "power": "most tokens a joule", "memory": "least memory"}[by]
+    assert first in lines[0]
+    assert any(line.startswith(f"ranking by {by}") for line in lines)
+    assert "cards: how many" not in out.stdout
+    ranked = [line for line in lines if line.startswith(("  1 ", "  2 ", "  3 ", "  4 "))]
+    assert len(ranked) == 4
+
+
+def test_contradictory_rank_flags_are_one_line_exit_2() -> None:
+    out = hal_cli("13B", "--rank", "speed", "--no-local", "--cards", "none")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "nothing to rank" in out.stderr
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "matplotlib"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+    out = subprocess.run([sys.executable, "-m", "hal", "plan", "13B", "--no-local", "--plot",
+                          str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "hal: error: --plot needs matplotlib: pip install torch-hal[plot]"
+    out = hal_cli("13B", "--no-local", "--plot", str(tmp_path / "x.gif"))
+    assert out.returncode == 2 and ".png or .svg" in out.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason="needs matplotlib (pip install torch-hal[plot])")
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_plot_writes_a_picture(tmp_path: Path, suffix: str) -> None:
+    target = tmp_path / f"plan{suffix}"
+    out = hal_cli("deepseek-r1", "--dtype", "fp8", "--context", "32768", "--no-local",
+                  "--rank", "speed", "--plot", str(target))
+    assert out.returncode == 0, out.stderr
+    data = target.read_bytes()
+    if suffix == ".png":
+        assert data.startswith(b"\x89PNG") and len(data) > 20_000
+    else:
+        text = data.decode()
+        for needle in ("decode tokens/s a sequence", "context (tokens)", "GiB",
+                       "upper bound", "KV cache", "hal plan deepseek-r1"):
+            assert needle in text, needle
 
 
 def test_no_local_answers_without_torch_or_a_device_probe() -> None:

@@ -201,3 +201,21 @@ def test_planner_and_catalogue_do_not_import_torch() -> None:
             "assert len(c.catalogue(plugins=False)) >= 20;"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(("dtype", "published_gb"), [("fp16", 28.0), ("int4", 9.0)])
+def test_seed_figures_for_13b_on_an_a100_at_batch_4(dtype: str, published_gb: float) -> None:
+    # "an A100 serving 13B in fp16 at batch 4 needs about 28 GB, about 9 GB in 4-bit": at
+    # context 512 (prompt + reply of a chat turn), GB = 10^9 bytes, runtime context included
+    est = estimate("13B", dtype=dtype, batch=4, context=512)
+    assert est.total / 1e9 == pytest.approx(published_gb, rel=0.10)
+    assert est.total <= find("a100-40gb-sxm").memory_bytes
+
+
+def test_every_dtype_name_the_registry_sizes_parses_for_the_planner() -> None:
+    from hal import dtypes
+
+    for name in dtypes.names(dtypes.WEIGHTS):
+        assert estimate("1B", dtype=name).dtype in WEIGHT_FORMATS
+    assert estimate("7B", dtype="float8_e4m3fnuz").dtype == "fp8"
+    assert estimate("7B", dtype="torch.bfloat16").dtype == "bf16"

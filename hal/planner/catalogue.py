@@ -21,7 +21,7 @@ REQUIRED = ("id", "name", "memory_bytes", "backend", "source")
 class Interconnect:
     """The device-to-device link tensor parallelism uses: its name and total bandwidth."""
 
-    link: str  # "NVLink 4", "PCIe 4.0 x16", "HCCS", "Infinity Fabric"
+    link: str  # the name the data file gives ("PCIe 4.0 x16", ...)
     bandwidth: int  # bytes/s, both directions together, as vendors quote it
     source: str = ""
 

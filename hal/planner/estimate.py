@@ -54,9 +54,6 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {
 KV_BYTES: dict[str, float] = {
     "fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "int4": 0.5,
 }
-_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16",
-            "bfloat16": "bf16", "float8": "fp8", "float8_e4m3fn": "fp8", "e4m3": "fp8",
-            "4bit": "int4", "q4": "int4", "8bit": "int8", "q8": "int8"}
 #: Runtime context (driver context, kernels, library workspaces) on an accelerator.
 DEFAULT_RUNTIME_BYTES = 512 * 2**20
 #: Allocator fragmentation and caching slack, as a fraction of KV cache plus activations.
@@ -68,14 +65,22 @@ ADAM_MASTER, ADAM_MOMENTS = 4, 8
 
 
 def dtype_name(value: str, *, kv: bool = False) -> str:
-    """Normalise a dtype name (``bfloat16`` -> ``bf16``); a ConfigError names the accepted."""
-    key = str(value).strip().lower().removeprefix("torch.")
-    key = _ALIASES.get(key, key)
+    """The planner format of a dtype name in any spelling :mod:`hal.dtypes` accepts.
+
+    ``bfloat16`` -> ``bf16``; every 8-bit float (``float8_e4m3fnuz``, ``e5m2``) -> ``fp8``; a
+    ConfigError names the accepted names.
+    """
+    from hal import dtypes
+
+    what = "KV-cache dtype" if kv else "dtype"
+    entry = dtypes.lookup(value)
     accepted = KV_BYTES if kv else WEIGHT_FORMATS
-    if key not in accepted:
-        what = "KV-cache dtype" if kv else "dtype"
-        raise ConfigError(f"unknown {what} {value!r}; expected one of: {', '.join(accepted)}")
-    return key
+    if entry is None or entry.kind not in accepted:
+        role = dtypes.KV if kv else dtypes.WEIGHTS
+        dtypes.parse(value, role=role, what=what)  # raises, naming what is accepted
+        raise ConfigError(f"{what} {value!r} is not a format the planner sizes; expected one of: "
+                          f"{', '.join(accepted)}")
+    return entry.kind
 
 
 @dataclass(frozen=True)

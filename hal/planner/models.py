@@ -8,7 +8,6 @@ KV-cache width per token and layer, with sliding-window layers counted apart.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -17,8 +16,8 @@ from typing import Any
 
 from hal.errors import ConfigError
 
-_COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT])\s*$", re.IGNORECASE)
-_SCALE = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+#: A Hugging Face model id: ``org/name`` (letters, digits, ``-``, ``_``, ``.``).
+_HUB_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
 #: Hidden size per layer assumed when only a parameter count is known (Llama-2 7B/13B ratio).
 ASPECT = 128
 
@@ -64,18 +63,11 @@ class ModelSpec:
 
 
 def parse_count(text: str) -> int:
-    """``"13B"`` -> 13_000_000_000; also K, M, T and decimals (``"1.5B"``)."""
-    m = _COUNT_RE.match(text)
-    if m is None:
-        raise ConfigError(
-            f"model {text!r} is not a parameter count, config.json path or preset; "
-            f"expected e.g. '13B', '350M', '1.5B', a path to config.json, or one of: "
-            f"{', '.join(sorted(PRESETS))}"
-        )
-    value = float(m.group(1)) * _SCALE[m.group(2).upper()]
-    if value < 1:
-        raise ConfigError(f"model {text!r}: a parameter count must be positive")
-    return round(value)
+    """``"13B"`` -> 13_000_000_000; also K, M, T and decimals (``"1.5B"``); bounded."""
+    from hal.planner.configfile import parse_count as checked
+
+    return checked(text, hint=", a path to config.json, a Hugging Face id (org/name), or one of: "
+                   + ", ".join(sorted(PRESETS)))
 
 
 def from_count(params: int, name: str | None = None) -> ModelSpec:
@@ -277,17 +269,17 @@ def _gpt2(cfg: Mapping[str, Any], name: str, where: str) -> ModelSpec:
 
 
 def load_config(path: str) -> ModelSpec:
-    """Read a ``config.json`` file (or a folder holding one) into a :class:`ModelSpec`."""
+    """Read a ``config.json`` file (or a folder holding one) into a :class:`ModelSpec`.
+
+    Read through :mod:`hal.planner.configfile`: regular files only, size and nesting capped,
+    impossible shapes refused with one line naming the field.
+    """
+    from hal.planner.configfile import check_config, read_json_config
+
+    data = read_json_config(path)
     if os.path.isdir(path):
         path = os.path.join(path, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise ConfigError(f"config {path!r} cannot be read: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config {path!r} is not JSON ({exc}); expected a Hugging Face "
-                          "config.json") from None
+    check_config(data, where=path)
     name = os.path.basename(os.path.dirname(os.path.abspath(path))) or path
     return from_config(data, name=name, where=path)
 
@@ -368,18 +360,30 @@ def resolve(model: str | int | ModelSpec | Mapping[str, Any]) -> ModelSpec:
             raise ConfigError(f"model {model!r}: a parameter count must be positive")
         return from_count(model)
     if isinstance(model, Mapping):
+        from hal.planner.configfile import check_config
+
+        check_config(model)
         return from_config(model)
     if not isinstance(model, str):
         raise ConfigError(f"model {model!r} is not a count, path, preset or config mapping")
+    from hal.planner.configfile import check_config, is_count
+
     key = model.strip().lower()
     if key in PRESETS:
         return preset(key)
-    if model.endswith(".json") or os.path.sep in model or os.path.exists(model):
+    if model.endswith(".json") or os.path.exists(model):
         return load_config(model)
-    if _COUNT_RE.match(model):
+    if _HUB_ID.match(model.strip()) and not model.startswith(("./", "../")):
+        from hal.planner.hub import hub_config
+
+        cfg, where = hub_config(model.strip())
+        check_config(cfg, where=where)
+        return from_config(cfg, name=model.strip().split("/")[-1], where=where)
+    if os.path.sep in model:
+        return load_config(model)
+    if is_count(model):
         return from_count(parse_count(model), name=model.strip().upper())
     if key.startswith("deepseek"):
         return preset(model)  # a misspelled preset: name the presets
     parse_count(model)  # raises with the list of accepted forms
     raise AssertionError("unreachable")  # pragma: no cover
-

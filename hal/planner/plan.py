@@ -98,7 +98,7 @@ class Placement:
 
     @property
     def config(self) -> str:
-        """``8 x NVIDIA H200 SXM 141GB (TP 8)``; ``-`` when nothing fits."""
+        """``8 x <card name> (TP 8)``; ``-`` when nothing fits."""
         if self.layout is None:
             return "-"
         return f"{self.layout.count} x {self.card.name}" + (
@@ -455,19 +455,16 @@ def _local(p: _Planner, spec: ModelSpec, req: Request, eff: Efficiency,
 def _local_rates(backend: str, name: str, total: int,
                  entries: Sequence[Accelerator]) -> tuple[Rates | None, str]:
     """Measured rates (hal bench --save) first, then the catalogue card the name matches."""
-    try:
-        from hal import calibration  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        calibration = None
-    if calibration is not None:
-        cal = calibration.load(backend, name)
-        if cal is not None:
-            basis = f"measured by hal bench ({cal.measured_at})"
-            card = match_device(name, total, [e for e in entries if e.backend == backend])
-            return Rates(bandwidth=float(cal.bandwidth) if cal.bandwidth else None,
-                         tflops={str(k): float(v) for k, v in cal.tflops.items()},
-                         power_w=card.board_power_w if card else None, basis=basis), basis
+    from hal import calibration
+
     card = match_device(name, total, [e for e in entries if e.backend == backend])
+    cal = calibration.load(backend, name)
+    if cal is not None:
+        basis = f"measured by hal bench ({cal.measured_at})"
+        return Rates(bandwidth=float(cal.bandwidth) if cal.bandwidth else None,
+                     tflops={str(k): float(v) for k, v in cal.tflops.items()},
+                     power_w=card.board_power_w if card else None, basis=basis,
+                     measured=True), basis
     if card is not None:
         rates = _rates(card)
         return rates, rates.basis
@@ -475,8 +472,11 @@ def _local_rates(backend: str, name: str, total: int,
 
 
 def _probe() -> list[tuple[Any, ...]]:
-    """(backend, index, name, selected, total, free, is_cpu) of every available local device."""
-    from hal.inventory import _guard
+    """(backend, index, name, selected, total, free, is_cpu) of every available local device.
+
+    Backends come from the one selection probe; a backend whose devices() or memory() raises is
+    left out (``hal devices`` and ``hal doctor`` say why), never fatal to the plan.
+    """
     from hal.plugins import load_plugins
     from hal.selection import select
 
@@ -486,9 +486,15 @@ def _probe() -> list[tuple[Any, ...]]:
     for backend in load_plugins().backends():
         if backend.name not in available:
             continue
-        errors: list[str] = []
-        for info in _guard(backend.devices, errors, "devices()") or []:
-            mem = _guard(functools.partial(backend.memory, info.index), errors, "memory()")
+        try:
+            infos = list(backend.devices())
+        except Exception:  # a plugin's failure leaves its devices out
+            continue
+        for info in infos:
+            try:
+                mem = backend.memory(info.index)
+            except Exception:
+                continue
             if mem is None or mem.total <= 0:
                 continue
             out.append((backend.name, info.index, info.name,

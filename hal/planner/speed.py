@@ -73,6 +73,7 @@ class Rates:
     link: str = ""
     power_w: float | None = None
     basis: str = "spec sheet"  # or "measured by hal bench on <date>"
+    measured: bool = False  # achieved figures (hal bench): no efficiency factor applies
 
 
 #: The compute dtype a weight format runs its matmuls in, best first.  Weight-only formats
@@ -128,7 +129,7 @@ def weight_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
     """
     fmt = WEIGHT_FORMATS[dtype]
     head = spec.lm_head_params or spec.vocab_size * spec.hidden_size
-    body = spec.quantizable_params
+    body: float = spec.quantizable_params
     if spec.routed_experts and spec.routed_params:
         k, e = spec.experts_per_token, spec.routed_experts
         touched = 1 - (1 - k / e) ** batch
@@ -161,6 +162,11 @@ def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
     """
     eff = eff or Efficiency()
     notes: list[str] = []
+    if rates.measured:  # the device's own achieved figures already hold the efficiency
+        eff = Efficiency(bandwidth=1.0, compute=1.0, link=eff.link,
+                         allreduce_latency_s=eff.allreduce_latency_s)
+        notes.append(f"rates {rates.basis}: used as measured (bandwidth and compute "
+                     "efficiency 1)")
     comp = compute_tflops(rates, dtype)
     cdtype, tflops = comp if comp else ("", 0.0)
     weights = weight_read_bytes(spec, dtype, batch) / tp
