@@ -57,8 +57,9 @@ def _read_bytes(path: str, what: str, max_bytes: int) -> bytes:
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
             | getattr(os, "O_NOCTTY", 0)
         fd = os.open(path, flags)
-    except OSError as exc:
-        raise ConfigError(f"{what} {path!r} cannot be read: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL
+        raise ConfigError(f"{what} {path!r} cannot be read: "
+                          f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
         _check_stat(path, os.fstat(fd), what, max_bytes)  # replaced between stat and open?
         chunks: list[bytes] = []
