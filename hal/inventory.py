@@ -1,6 +1,8 @@
 """A JSON-able inventory of every backend: availability, devices, memory, dtypes, versions.
 
-Feeds ``hal devices`` and ``hal doctor``; a backend method that raises is reported, not fatal.
+Feeds ``hal devices`` and ``hal doctor``.  Every backend method runs through the plugin boundary
+(``hal.validate``): one that raises is reported; one that hangs, exits or returns a wrong type or
+a non-finite number makes its backend unavailable with that reason and is recorded on its plugin.
 """
 
 from __future__ import annotations
@@ -10,17 +12,35 @@ from functools import partial
 from typing import Any, TypeVar
 
 from hal.contract import Backend, Probe
-from hal.selection import safe_probe
+from hal.selection import _record, safe_probe
+from hal.validate import (
+    call_plugin,
+    check_devices,
+    check_dtypes,
+    check_memory,
+    check_versions,
+    timeout_from_env,
+)
 
 T = TypeVar("T")
 
 
-def _guard(fn: Callable[[], T], errors: list[str], what: str) -> T | None:
-    try:
-        return fn()
-    except Exception as exc:
-        errors.append(f"{what} raised {type(exc).__name__}: {exc}")
+class _Broken(Exception):
+    """The backend broke the contract: it is unavailable from here on, with this reason."""
+
+
+def _call(backend: Backend, fn: Callable[[], Any], what: str, check: Callable[[Any], T],
+          errors: list[str], timeout: float) -> T | None:
+    outcome = call_plugin(fn, f"backend {backend.name!r}: {what}", timeout)
+    if outcome.state == "raised":
+        errors.append(outcome.describe(what))
         return None
+    if outcome.state != "ok":
+        raise _Broken(outcome.describe(what))
+    try:
+        return check(outcome.value)
+    except ValueError as exc:
+        raise _Broken(str(exc)) from None
 
 
 def describe_backend(backend: Backend, probe: Probe | None = None) -> dict[str, Any]:
@@ -28,8 +48,9 @@ def describe_backend(backend: Backend, probe: Probe | None = None) -> dict[str, 
 
     ``probe``: the backend's answer when the caller already has it (not probed again).
     """
+    timeout = timeout_from_env()
     if probe is None:
-        probe = safe_probe(backend)
+        probe = safe_probe(backend, timeout)
     errors: list[str] = []
     out: dict[str, Any] = {
         "name": backend.name,
@@ -43,22 +64,29 @@ def describe_backend(backend: Backend, probe: Probe | None = None) -> dict[str, 
         "devices": [],
     }
     if probe.available:
-        infos = _guard(backend.devices, errors, "devices()") or []
-        for info in infos:
-            mem = _guard(partial(backend.memory, info.index), errors, "memory()")
-            dtypes = _guard(partial(backend.dtypes, info.index), errors, "dtypes()") or []
-            out["devices"].append({
-                "index": info.index,
-                "name": info.name,
-                "total_memory": info.total_memory,
-                "capability": info.capability,
-                "extras": dict(info.extras),
-                "memory": None if mem is None else {
-                    "total": mem.total, "free": mem.free, "allocated": mem.allocated,
-                    "reserved": mem.reserved, "peak": mem.peak, "source": mem.source,
-                },
-                "dtypes": [str(d).removeprefix("torch.") for d in dtypes],
-            })
-        out["versions"] = dict(_guard(backend.versions, errors, "versions()") or {})
+        try:
+            infos = _call(backend, backend.devices, "devices()", check_devices, errors, timeout) or []
+            for info in infos:
+                mem = _call(backend, partial(backend.memory, info.index), "memory()", check_memory,
+                            errors, timeout)
+                dtypes = _call(backend, partial(backend.dtypes, info.index), "dtypes()",
+                               check_dtypes, errors, timeout) or []
+                out["devices"].append({
+                    "index": info.index,
+                    "name": info.name,
+                    "total_memory": info.total_memory,
+                    "capability": info.capability,
+                    "extras": dict(info.extras),
+                    "memory": None if mem is None else {
+                        "total": mem.total, "free": mem.free, "allocated": mem.allocated,
+                        "reserved": mem.reserved, "peak": mem.peak, "source": mem.source,
+                    },
+                    "dtypes": [str(d).removeprefix("torch.") for d in dtypes],
+                })
+            out["versions"] = _call(backend, backend.versions, "versions()", check_versions,
+                                    errors, timeout) or {}
+        except _Broken as exc:
+            _record(backend, str(exc))
+            out.update(available=False, reason=f"unavailable: {exc}", devices=[], versions={})
     out["errors"] = errors
     return out

@@ -136,6 +136,8 @@ class PluginHost:
         self.providers: dict[str, str] = {}
         #: names reserved for hal's built-in plugins and backends (lower-case)
         self.reserved: set[str] = set(_BUILTIN_MODULES)
+        #: called as ``on_call(plugin, hook)`` before each hook call (the doctor's child announces it)
+        self.on_call: Callable[[str, str], None] | None = None
 
     # -- loading ----------------------------------------------------------
 
@@ -305,6 +307,8 @@ class PluginHost:
         timeout = timeout_from_env()
         for impl in reversed(caller.get_hookimpls()):
             args = [kwargs[arg] for arg in impl.argnames]
+            if self.on_call is not None:
+                self.on_call(impl.plugin_name, hook_name)
             outcome = call_plugin(partial(impl.function, *args),
                                   f"plugin {impl.plugin_name!r}: {hook_name}", timeout)
             if outcome.state != "ok":

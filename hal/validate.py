@@ -152,7 +152,7 @@ class PendingCall(Generic[T]):
     def wait(self, until: float) -> Outcome[T]:
         """The outcome, waiting at most until the monotonic time ``until`` (then: hung)."""
         if not self._done.wait(max(0.0, until - time.monotonic())):
-            return Outcome("hung", seconds=round(until - self._start, 3))
+            return Outcome("hung", seconds=round(until - self._start, 1))
         outcome = self._box[0]
         if isinstance(outcome.error, KeyboardInterrupt):
             raise outcome.error

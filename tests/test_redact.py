@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hal.doctor.redact import MASK, is_secret_name, redact_env, redact_text, redact_tree
+from hal.doctor.redact import MASK, is_secret_name, redact_env, redact_text, redact_tree, secret_values
 
 # (text that carries a secret, the secret part that must vanish)
 CORPUS: list[tuple[str, str]] = [
@@ -37,6 +37,19 @@ CORPUS: list[tuple[str, str]] = [
     ("pypi-AgEIcHlwaS5vcmcCJGE0ZjM5YzQ1LTk5OGYtNDYzOC1hZWI0LTE0ZGI3YjA0",
      "pypi-AgEIcHlwaS5vcmcCJGE0ZjM5YzQ1LTk5OGYtNDYzOC1hZWI0LTE0ZGI3YjA0"),
     ("Q2xhdWRlU2VjcmV0S2V5MTIzNDU2Nzg5MGFiY2RlZg==", "Q2xhdWRlU2VjcmV0S2V5MTIzNDU2Nzg5MGFiY2RlZg"),
+    # issue 12: values in harmless-looking places
+    ("train.py --password hunter2 --lr 3e-4", "hunter2"),
+    ("train.py --wandb-key 0123456789abcdef0123456789abcdef01234567 --epochs 3",
+     "0123456789abcdef0123456789abcdef01234567"),
+    ("--db-pass=letmein99", "letmein99"),
+    ("machine api.example.com login bob password s3cretNetrc", "s3cretNetrc"),
+    ("the pw opensesame7 was used", "opensesame7"),
+    ("https://tok9user@git.example.com/org/repo.git", "tok9user"),
+    ("admin:pw4admin@10.0.0.1", "pw4admin"),
+    ("tcp://root:r00tpw@[fe80::1]:29500", "r00tpw"),
+    ("commit deadbeefdeadbeefdeadbeefdeadbeef0123 failed", "deadbeefdeadbeefdeadbeefdeadbeef0123"),
+    ("xoxp-1234567890-abcdefghij", "xoxp-1234567890-abcdefghij"),
+    ("key ASIAIOSFODNN7EXAMPLE here", "ASIAIOSFODNN7EXAMPLE"),
 ]
 
 # Values that look technical but are not secrets: they must come through unchanged.
@@ -46,7 +59,10 @@ KEEP = [
     "/usr/local/lib:/opt/vendor/lib64:/work/venv/lib/python3.11/site-packages/torch/lib",
     "expandable_segments:True,max_split_size_mb:128",
     "2.13.0+cpu",
-    "cf30153c4c131c8164ee7798e5022d810682e2cb",
+    "ghp_short",
+    "MASTER_ADDR=10.0.0.1",
+    "git@github.com:org/repo.git",
+    "probe did not answer within 10 s",
     "level_zero:0",
     "https://download.pytorch.org/whl/cpu",
     "Basic information about the device",
@@ -80,6 +96,22 @@ def test_non_secret_is_kept(text: str) -> None:
     assert redact_text(text) == text
 
 
+def test_a_commit_id_under_git_version_is_kept_elsewhere_masked() -> None:
+    sha = "cf30153c4c131c8164ee7798e5022d810682e2cb"
+    out = redact_tree({"version_attributes": {"git_version": sha}, "note": f"key {sha}"})
+    assert out["version_attributes"]["git_version"] == sha
+    assert sha not in out["note"]
+
+
+def test_values_of_secret_named_variables_are_masked_anywhere() -> None:
+    env = {"MY_DB_PW": "plain-looking-value", "HF_TOKEN": "abc", "TOKENIZERS_PARALLELISM": "false",
+           "HAL_DEVICE": "cpu"}
+    secrets = secret_values(env)
+    assert secrets == ["plain-looking-value"]  # too short or switch-like values are not masked
+    out = redact_tree({"reason": "connect failed for plain-looking-value at host"}, secrets)
+    assert out == {"reason": f"connect failed for {MASK} at host"}
+
+
 def test_url_keeps_host_and_path() -> None:
     out = redact_text("https://alice:hunter2horse@pypi.example.com/simple")
     assert out == f"https://{MASK}@pypi.example.com/simple"
@@ -87,7 +119,7 @@ def test_url_keeps_host_and_path() -> None:
 
 @pytest.mark.parametrize("name", ["HAL_API_TOKEN", "TORCH_HUB_PASSWORD", "HAL_SECRET_KEY",
                                   "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "HAL_API_KEY",
-                                  "MY_PASS", "HAL_CREDENTIALS"])
+                                  "MY_PASS", "HAL_CREDENTIALS", "DB_PW", "MY_CREDS"])
 def test_secret_names(name: str) -> None:
     assert is_secret_name(name)
 

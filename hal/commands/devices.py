@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from hal.contract import Probe
+
 if TYPE_CHECKING:
     from hal.errors import HalError
 
@@ -51,25 +53,50 @@ def _torch_broken(exc: BaseException) -> HalError:
 
 
 def collect() -> dict[str, Any]:
-    """Backends and the selection as one JSON-able dict (the ``--json`` output)."""
-    from hal.inventory import describe_backend
-    from hal.selection import list_backends, select
+    """Backends and the selection as one JSON-able dict (the ``--json`` output).
 
-    selection = select()
-    probes = {c.name: c.probe for c in selection.candidates}  # selection probed them all
+    Backends are probed once, in parallel under the plugin timeout, and described; one that
+    breaks the contract while being described is unavailable for this selection too.
+    """
+    import warnings
+
+    from hal.errors import HalFallbackWarning
+    from hal.inventory import describe_backend
+    from hal.plugins import load_plugins
+    from hal.selection import decide, list_backends, probe_all
+
+    backends = list_backends()
+    probes = probe_all(backends)
+    described = [describe_backend(b, probes[b.name]) for b in backends]
+    final = {d["name"]: Probe(d["available"], d["reason"], d["device_count"]) for d in described}
+    selection = decide(backends, probes=final)
+    if selection.warning:
+        warnings.warn(selection.warning, HalFallbackWarning, stacklevel=2)
     return {
         "schema": "hal.devices/1",
-        "backends": [describe_backend(b, probes.get(b.name)) for b in list_backends()],
+        "backends": described,
         "selection": selection.as_dict(),
+        "failed_plugins": load_plugins().failed(),
     }
+
+
+def failed_plugins_line(failed: list[str]) -> str | None:
+    """The closing hint naming plugins that failed to load (None when all loaded)."""
+    if not failed:
+        return None
+    return (f"plugins that failed to load: {', '.join(failed)} "
+            "(see `hal plugins` for why)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the inventory; exit 0 (selection errors and a broken torch surface as HalError)."""
+    from hal.validate import route_plugin_stdout
+
+    route_plugin_stdout()  # what plugin code prints goes to stderr: --json stays parseable
     _require_torch()
     data = collect()
     if args.json:
-        json.dump(data, sys.stdout, indent=2)
+        json.dump(data, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
         return 0
     from hal.units import format_bytes
@@ -91,5 +118,8 @@ def run(args: argparse.Namespace) -> int:
     lines.append("")
     lines.append(f"selected: {sel['device']} ({sel['backend']})")
     lines.append(f"why: {sel['reason']}")
+    hint = failed_plugins_line(data["failed_plugins"])
+    if hint:
+        lines.append(hint)
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

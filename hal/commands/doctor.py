@@ -31,8 +31,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="also allocate, run a matmul per native dtype and a one-process "
                         "collective on the selected device, timed")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="seconds a probe may take before it is declared hung (default 30)")
+    p.add_argument("--timeout", default=None, metavar="SECONDS",
+                   help="seconds a probe may take before it is declared hung (default 30, "
+                        "at most 3600)")
     p.add_argument("--in-process", action="store_true",
                    help="probe in this process instead of an isolated child (debugging)")
     p.set_defaults(run=run, format=None)
@@ -43,10 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from hal.doctor.report import DEFAULT_TIMEOUT, Options, collect
     from hal.errors import ConfigError
 
-    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
-    if not timeout > 0 or timeout != timeout:
-        raise ConfigError(f"--timeout {args.timeout:g} is not accepted; expected a positive "
-                          "number of seconds, such as 30")
+    from hal.parse import parse_float
+    from hal.validate import MAX_TIMEOUT
+
+    timeout = DEFAULT_TIMEOUT
+    if args.timeout is not None:
+        try:
+            timeout = parse_float("--timeout", args.timeout, lo=0.0, hi=MAX_TIMEOUT,
+                                  lo_inclusive=False)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (seconds, such as 30)") from None
     fmt = args.format or ("rich" if sys.stdout.isatty() else "plain")
     report = collect(Options(smoke=args.smoke, timeout=timeout, isolate=not args.in_process))
     if fmt == "rich":

@@ -18,7 +18,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the plugin list; exit 0 even when some failed (they are listed with the error)."""
     from hal.plugins import list_plugins
+    from hal.validate import route_plugin_stdout
 
+    route_plugin_stdout()  # what plugin code prints goes to stderr: --json stays parseable
     plugins = list_plugins()
     if args.json:
         json.dump(plugins, sys.stdout, indent=2)
@@ -31,5 +33,7 @@ def run(args: argparse.Namespace) -> int:
             line += f" hooks: {', '.join(p['hooks'])}"
         if p["error"]:
             line += f" — {p['error']}"
+        for note in p.get("notes", []):
+            line += f"; note: {note}"
         sys.stdout.write(line + "\n")
     return 0

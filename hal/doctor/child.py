@@ -19,6 +19,7 @@ from functools import partial
 from typing import IO, Any
 
 from hal.contract import Backend, Finding, Probe
+from hal.validate import Outcome, PendingCall, describe_exception
 
 #: Version of the record protocol between parent and child.
 PROTOCOL = 1
@@ -30,11 +31,11 @@ def finding_dict(finding: Finding, source: str) -> dict[str, Any]:
             "fix": finding.fix, "source": source}
 
 
-def _method_failed(backend: Backend, method: str, exc: BaseException) -> dict[str, Any]:
+def _method_failed(backend: Backend, what: str) -> dict[str, Any]:
     return finding_dict(Finding(
         id="backend-method-failed",
         severity="warn",
-        message=f"backend {backend.name!r}: {method} raised {type(exc).__name__}: {exc}",
+        message=f"backend {backend.name!r}: {what}",
         fix=f"report this to the maintainers of the plugin that provides {backend.name!r}; "
             "the rest of the report is unaffected",
     ), source="doctor")
@@ -43,40 +44,35 @@ def _method_failed(backend: Backend, method: str, exc: BaseException) -> dict[st
 def backend_record(backend: Backend) -> dict[str, Any]:
     """Describe one backend (probe, devices, memory, dtypes, versions) and collect its findings.
 
-    Every method is guarded: one that raises becomes a finding, never a crash of the doctor.
+    Every method goes through the plugin boundary: one that raises becomes a finding, one that
+    hangs or returns garbage makes the backend unavailable; never a crash of the doctor.
     """
     from hal.inventory import describe_backend
+    from hal.selection import _record
+    from hal.validate import call_plugin, check_findings
 
     data = describe_backend(backend)
     findings: list[dict[str, Any]] = []
-    for error in data.get("errors", []):
+    for error in data.pop("errors", []):
         findings.append(finding_dict(Finding(
             id="backend-method-failed", severity="warn",
             message=f"backend {backend.name!r}: {error}",
             fix=f"report this to the maintainers of the plugin that provides {backend.name!r}",
         ), source="doctor"))
-    if "versions" not in data:
+    data.setdefault("versions", {})
+    outcome = call_plugin(backend.findings, f"backend {backend.name!r}: findings()")
+    if outcome.state == "ok":
         try:
-            data["versions"] = {str(k): str(v) for k, v in dict(backend.versions()).items()}
-        except Exception as exc:
-            data["versions"] = {}
-            findings.append(_method_failed(backend, "versions()", exc))
-    try:
-        produced = list(backend.findings())
-    except Exception as exc:
-        findings.append(_method_failed(backend, "findings()", exc))
+            produced = check_findings(outcome.value)
+        except ValueError as exc:
+            _record(backend, str(exc))
+            findings.append(_method_failed(backend, str(exc)))
+        else:
+            findings.extend(finding_dict(f, source=backend.name) for f in produced)
     else:
-        for f in produced:
-            if isinstance(f, Finding):
-                findings.append(finding_dict(f, source=backend.name))
-            else:
-                findings.append(finding_dict(Finding(
-                    id="backend-method-failed", severity="warn",
-                    message=f"backend {backend.name!r}: findings() returned a "
-                            f"{type(f).__name__}, expected hal.Finding",
-                    fix=f"report this to the maintainers of the plugin that provides "
-                        f"{backend.name!r}",
-                ), source="doctor"))
+        if outcome.state != "raised":
+            _record(backend, outcome.describe("findings()"))
+        findings.append(_method_failed(backend, outcome.describe("findings()")))
     return {"type": "backend", "name": backend.name, "data": data, "findings": findings}
 
 
@@ -118,74 +114,104 @@ class _Writer:
             self.stream.flush()
 
 
-def _hung(name: str, timeout: float, what: str, backend: str | None = None) -> dict[str, Any]:
-    return {"type": "hung", "step": name, "backend": backend, "what": what,
-            "detail": f"no answer within {timeout:g} s"}
+def _no_answer(name: str, outcome: Outcome[Any], what: str,
+               backend: str | None = None) -> dict[str, Any]:
+    """The record for a step that gave no value: hung, exited, raised or returned nothing."""
+    if outcome.state == "hung":
+        return {"type": "hung", "step": name, "backend": backend, "what": what,
+                "detail": f"no answer within {outcome.seconds:g} s"}
+    if outcome.state == "ok":
+        label, detail = "returned nothing", "it returned no value"
+    elif outcome.state == "exited":
+        label, detail = "exited", f"it called sys.exit({getattr(outcome.error, 'code', None)!r})"
+    else:
+        label, detail = "raised", f"it raised {describe_exception(outcome.error)}"
+    return {"type": "step_failed", "step": name, "backend": backend, "what": what,
+            "outcome": label, "detail": detail}
+
+
+def _announced_host(emit: Callable[[Mapping[str, Any]], None]) -> Any:
+    """Load plugins into the process's host, announcing each import and hook call as a step, so
+    a plugin that kills the process is named by the parent."""
+    from hal import plugins
+
+    host = plugins.PluginHost()
+    host.on_call = lambda plugin, hook: emit(
+        {"type": "step", "step": f"plugin {plugin}: {hook}", "plugin": plugin})
+    host.load_entry_points(on_import=lambda name: emit(
+        {"type": "step", "step": f"import plugin {name}", "plugin": name}))
+    plugins._host = host
+    return host
 
 
 def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] = (),
-              smoke: bool = False, sections: Callable[[], Mapping[str, Any]] | None = None,
-              environ: Mapping[str, str] | None = None, timeout: float = 30.0,
-              serial: bool = False) -> None:
-    """Every torch-touching step in order, each announced before it runs.
+              smoke: bool = False, environ: Mapping[str, str] | None = None,
+              timeout: float = 30.0, serial: bool = False, announce: bool = False) -> None:
+    """Every plugin-touching and torch-touching step in order, each announced before it runs.
 
-    Backends are described in parallel threads, each with ``timeout`` seconds; one that does
-    not answer is reported as hung and left out of the selection.  ``serial`` describes them
-    one at a time instead, so a crash can be pinned on one backend.  ``sections`` returns the
-    torch-free report sections the parent gathered, so that plugins' ``hal_doctor_findings``
-    hooks see the whole report.
+    Plugins are loaded first (``announce``: each import and hook call is a step of its own),
+    then the torch-free sections (system, hardware, environment), then ``import torch``.
+    Backends are described in parallel threads within ``timeout`` seconds; one that does not
+    answer is reported as hung and left out of the selection.  ``serial`` describes them one at
+    a time instead, so a crash can be pinned on one backend.
     """
-    from hal.doctor.isolate import call_in_thread, wait
+    from hal.doctor.report import local_sections
     from hal.doctor.torchinfo import import_torch
     from hal.errors import ConfigError
     from hal.plugins import load_plugins
     from hal.selection import list_backends
 
     skipped = set(skip)
-    emit({"type": "step", "step": "import torch"})
-    torch_info = import_torch()
-    emit({"type": "torch", "data": torch_info})
-
     emit({"type": "step", "step": "load plugins"})
     try:
-        host = load_plugins()
+        host = _announced_host(emit) if announce else load_plugins()
+        emit({"type": "step", "step": "plugin hooks"})
         backends = list_backends()
     except ConfigError as exc:
         emit({"type": "plugins_error", "message": str(exc)})
         emit({"type": "done", "protocol": PROTOCOL})
         return
+    emit({"type": "step", "step": "system and hardware"})
+    sections, found, _ = local_sections(backends, timeout)
+    emit({"type": "sections", "data": sections, "findings": found})
+
+    emit({"type": "step", "step": "import torch"})
+    torch_info = import_torch()
+    emit({"type": "torch", "data": torch_info})
+
     backends = [b for b in backends if b.name not in skipped]
     answered: list[Backend] = []
     probes: dict[str, Probe] = {}
+    label = "doctor: describing"
     if serial:
         for backend in backends:
             emit({"type": "step", "step": f"backend {backend.name}", "backend": backend.name})
-            handle = wait(call_in_thread(partial(backend_record, backend)),
-                          time.monotonic() + timeout)
-            if handle.value is None:
-                emit(_hung(f"backend {backend.name}", timeout, "probe", backend.name))
+            outcome = PendingCall(partial(backend_record, backend), label).wait(
+                time.monotonic() + timeout)
+            if outcome.value is None:
+                emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
                 continue
-            emit(handle.value)
+            emit(outcome.value)
             answered.append(backend)
-            probes[backend.name] = _probe_of(handle.value)
+            probes[backend.name] = _probe_of(outcome.value)
     else:
         emit({"type": "step", "step": "backends", "backends": [b.name for b in backends]})
-        handles = [(b, call_in_thread(partial(backend_record, b))) for b in backends]
+        handles = [(b, PendingCall(partial(backend_record, b), label)) for b in backends]
         until = time.monotonic() + timeout
         for backend, handle in handles:
-            wait(handle, until)
-            if handle.value is None:
-                emit(_hung(f"backend {backend.name}", timeout, "probe", backend.name))
+            outcome = handle.wait(until)
+            if outcome.value is None:
+                emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
                 continue
-            emit(handle.value)
+            emit(outcome.value)
             answered.append(backend)
-            probes[backend.name] = _probe_of(handle.value)
+            probes[backend.name] = _probe_of(outcome.value)
 
     emit({"type": "step", "step": "selection"})
-    chosen = wait(call_in_thread(lambda: selection_record(answered, environ, probes)),
-                  time.monotonic() + timeout)
+    chosen = PendingCall(lambda: selection_record(answered, environ, probes), "doctor: selection"
+                         ).wait(time.monotonic() + timeout)
     if chosen.value is None:
-        emit(_hung("selection", timeout, "selection"))
+        emit(_no_answer("selection", chosen, "selection"))
         selection: dict[str, Any] = {"type": "selection", "data": None, "error": None}
     else:
         selection = chosen.value
@@ -197,19 +223,20 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
         picked = next(b for b in answered if b.name == selection["data"]["backend"])
         emit({"type": "step", "step": "smoke", "device_backend": picked.name})
         device = selection["data"]["device"]
-        ran = wait(call_in_thread(lambda: smoke_test(picked, device)),
-                   time.monotonic() + max(timeout, 60.0))
+        ran = PendingCall(lambda: smoke_test(picked, device), f"backend {picked.name!r}: smoke"
+                          ).wait(time.monotonic() + max(timeout, 60.0))
         if ran.value is None:
-            emit(_hung("smoke", timeout, "smoke test"))
+            emit(_no_answer("smoke", ran, "smoke test"))
         else:
             emit({"type": "smoke", "data": ran.value})
 
     emit({"type": "step", "step": "plugin findings"})
-    report: dict[str, Any] = dict(sections() if sections is not None else {})
+    report: dict[str, Any] = dict(sections)
     report.update({"torch": torch_info, "selection": selection["data"]})
-    hook = wait(call_in_thread(lambda: host.doctor_findings(report)), time.monotonic() + timeout)
+    hook = PendingCall(lambda: host.doctor_findings(report), "doctor: plugin findings").wait(
+        time.monotonic() + timeout)
     if hook.value is None:
-        emit(_hung("plugin findings", timeout, "a plugin's hal_doctor_findings hook"))
+        emit(_no_answer("plugin findings", hook, "a plugin's hal_doctor_findings hook"))
     else:
         found = [finding_dict(f, source=plugin) for plugin, f in hook.value]
         emit({"type": "plugin_findings", "findings": found})
@@ -225,19 +252,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serial", action="store_true", help="one backend at a time")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per step")
     args = parser.parse_args(argv)
+    from hal import validate
+
+    validate.DEFAULT_TIMEOUT = args.timeout  # plugin calls, unless HAL_PROBE_TIMEOUT says
     records = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # plugins' and torch's prints
-
-    def sections() -> Mapping[str, Any]:
-        text = sys.stdin.read()
-        loaded: Mapping[str, Any] = json.loads(text) if text.strip() else {}
-        return loaded
-
-    run_steps(_Writer(records), skip=args.skip, smoke=args.smoke, sections=sections,
-              timeout=args.timeout, serial=args.serial)
+    code = 0
+    try:
+        run_steps(_Writer(records), skip=args.skip, smoke=args.smoke, timeout=args.timeout,
+                  serial=args.serial, announce=True)
+    except Exception as exc:  # hal's own bug: say it on stderr, the parent reports a crash
+        sys.stderr.write(f"hal doctor child: {describe_exception(exc)}\n")
+        code = 3
     records.close()
     sys.stderr.flush()
-    os._exit(0)  # do not wait for a hung probe's thread at interpreter shutdown
+    os._exit(code)  # do not wait for a hung probe's thread at interpreter shutdown
 
 
 if __name__ == "__main__":

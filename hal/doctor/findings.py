@@ -126,7 +126,13 @@ def plugin_findings(plugins: Sequence[Mapping[str, Any]]) -> list[Finding]:
                 f"reinstall or upgrade it (pip install -U {p.get('distribution') or p['name']}), "
                 f"or skip it with HAL_DISABLE_PLUGINS={p['name']}",
             ))
-        elif p.get("status") == "missing":
+        if p.get("notes"):
+            out.append(Finding(
+                "plugin-changed-environment", "warn",
+                f"plugin {p['name']!r}{dist}: {'; '.join(p['notes'])}",
+                "a plugin must not change the environment when imported: report it to its "
+                f"maintainers, or skip it with HAL_DISABLE_PLUGINS={p['name']}"))
+        if p.get("status") == "missing":
             out.append(Finding(
                 "plugin-missing", "warn", f"plugin {p['name']!r}: {p.get('error')}",
                 f"install the plugin or remove {p['name']!r} from HAL_PLUGINS"))
@@ -186,28 +192,64 @@ def precision_findings(environ: Mapping[str, str], selection: Mapping[str, Any] 
     )]
 
 
+#: How each outcome of an isolated step reads in a sentence.
+OUTCOME_WORDS = {"hung": "hung", "crashed": "crashed", "exited": "ended",
+                 "raised": "raised an exception in", "returned nothing": "returned nothing in"}
+
+
+def _verb(outcome: str) -> str:
+    return {"hung": "hung", "crashed": "crashed", "exited": "exited", "raised": "raised",
+            "returned nothing": "returned nothing"}.get(outcome, outcome)
+
+
+def _id_word(outcome: str) -> str:
+    return {"returned nothing": "no-answer", "raised": "failed"}.get(outcome, outcome)
+
+
 def isolation_finding(outcome: str, step: Mapping[str, Any] | None, detail: str,
                       provider: str | None, stderr_tail: str = "") -> Finding:
-    """A step of the isolated child that hung or crashed, with what to do about it."""
+    """A step of the isolated child that hung, crashed, exited, raised or returned nothing.
+
+    ``hung`` is used only when the step ran out of time; a step that ended at once without a
+    value says how it ended.
+    """
     name = str((step or {}).get("step", "start-up"))
     backend = (step or {}).get("backend")
-    verb = "hung" if outcome == "hung" else "crashed"
+    verb = _verb(outcome)
     last = stderr_tail.strip().splitlines()[-1:] if stderr_tail.strip() else []
-    tail = f"; last output: {last[0]}" if last else ""
+    tail = f"; last output: {last[0][:300]}" if last else ""
     if backend:
         plugin = provider or backend
         return Finding(
-            f"probe-{verb}", "error",
+            f"probe-{_id_word(outcome)}", "error",
             f"backend {backend!r} {verb} while being probed ({detail}){tail}; "
-            "hal.get_device() in your programs would do the same",
+            "hal.get_device() in your programs would do the same"
+            if outcome in ("hung", "crashed", "exited") else
+            f"backend {backend!r} {verb} while being described ({detail}){tail}",
             f"skip it with HAL_DISABLE_PLUGINS={plugin} and report it to the plugin's "
             "maintainers; the rest of this report was made without it",
         )
     if name == "import torch":
         return Finding(
-            f"torch-import-{verb}", "error", f"import torch {verb} ({detail}){tail}",
+            f"torch-import-{_id_word(outcome)}", "error", f"import torch {verb} ({detail}){tail}",
             f"if a device extension is autoloaded, try {AUTOLOAD_ENV}=0; "
             "see which module it stops in with: python -X importtime -c 'import torch'",
         )
-    return Finding(f"doctor-step-{verb}", "error", f"step {name!r} {verb} ({detail}){tail}",
+    return Finding(f"doctor-step-{_id_word(outcome)}", "error",
+                   f"step {name!r} {verb} ({detail}){tail}",
                    "rerun with --timeout larger; report it with hal doctor --markdown")
+
+
+def plugin_process_finding(plugin: str, outcome: str, step: str, detail: str,
+                           stderr_tail: str = "") -> Finding:
+    """A plugin whose code killed, ended or hung the doctor's child (an import or a hook)."""
+    last = stderr_tail.strip().splitlines()[-1:] if stderr_tail.strip() else []
+    tail = f"; last output: {last[0][:300]}" if last else ""
+    what = {"hung": "hung", "crashed": "crashed", "exited": "ended"}.get(outcome, outcome)
+    return Finding(
+        f"plugin-{_id_word(outcome)}", "error",
+        f"plugin {plugin!r} {what} the doctor's probe process during {step!r} ({detail}){tail}; "
+        "hal devices and hal.get_device() in your programs would be affected the same way",
+        f"skip it with HAL_DISABLE_PLUGINS={plugin} (or uninstall it) and report it to its "
+        "maintainers; the rest of this report was made without it",
+    )

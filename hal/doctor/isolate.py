@@ -28,7 +28,7 @@ class ChildResult:
     """What the child process left behind: its records, and how it ended."""
 
     records: tuple[Mapping[str, Any], ...]
-    outcome: str  # "done", "hung", "crashed"
+    outcome: str  # "done", "hung", "crashed" (a signal), "exited" (an exit code, no "done")
     step: Mapping[str, Any] | None = None  # the step that hung or crashed
     returncode: int | None = None
     stderr_tail: str = ""
@@ -52,20 +52,53 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
+#: The child's first statement: drop the working directory and every relative or empty entry
+#: from sys.path before anything else is imported, then run the child.  ``python -m`` would put
+#: the working directory first and run a ``torch.py``, ``json.py`` or ``hal/`` found there.
+BOOT = ("import sys, os; sys.path[:] = [p for p in sys.path if p and os.path.isabs(p)]; "
+        "from hal.doctor.child import main; main(sys.argv[1:])")
+
+
+def child_command(argv: Sequence[str]) -> list[str]:
+    """The isolated child's command line: no working directory on sys.path, and no user site
+    directory unless hal itself is installed there."""
+    import site
+
+    flags = ["-s"]
+    try:
+        user_site = site.getusersitepackages()
+    except Exception:
+        user_site = ""
+    here = os.path.abspath(__file__)
+    if user_site and here.startswith(os.path.abspath(user_site) + os.sep):
+        flags = []
+    return [sys.executable, *flags, "-c", BOOT, *argv]
+
+
 def run_child(argv: Sequence[str], *, timeout: float, stdin_text: Callable[[], str] | None = None,
               env: Mapping[str, str] | None = None) -> ChildResult:
-    """Run ``python -m hal.doctor.child ARGV``, reading records until done, a hang or a crash.
+    """Run the isolated child (``hal.doctor.child``) in ``/``, reading records until done, a hang,
+    a crash or an exit.  ``timeout``: seconds the child may stay silent before it is killed.
 
-    ``stdin_text`` is called in a thread (it may wait for the parent's own work) and its result
-    fed to the child's stdin.
+    ``stdin_text`` is called in a thread and its result fed to the child's stdin.
     """
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hal.doctor.child", *argv],
+        child_command(argv), cwd=os.path.abspath(os.sep),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, encoding="utf-8", errors="replace",
         env=None if env is None else dict(env),
     )
+    try:
+        return _watch(proc, timeout, stdin_text, start)
+    finally:
+        if proc.poll() is None:  # never leave a child behind, whatever happened here
+            proc.kill()
+            proc.wait()
+
+
+def _watch(proc: subprocess.Popen[str], timeout: float, stdin_text: Callable[[], str] | None,
+           start: float) -> ChildResult:
     lines: queue.Queue[str | None] = queue.Queue()
     stderr: list[str] = []
 
@@ -78,7 +111,7 @@ def run_child(argv: Sequence[str], *, timeout: float, stdin_text: Callable[[], s
     def read_stderr() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            stderr.append(line)
+            stderr.append(line[:2000])
             if len(stderr) > 400:
                 del stderr[:200]
 
@@ -110,7 +143,7 @@ def run_child(argv: Sequence[str], *, timeout: float, stdin_text: Callable[[], s
             break
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if not isinstance(record, dict):
             continue
@@ -127,6 +160,8 @@ def run_child(argv: Sequence[str], *, timeout: float, stdin_text: Callable[[], s
         returncode = proc.wait()
     if outcome == "crashed":
         detail = describe_exit(returncode)
+        if returncode is not None and returncode >= 0:
+            outcome = "exited"  # an exit code, not a signal: the process ended itself
     return ChildResult(tuple(records), outcome, step, returncode,
                        "".join(stderr)[-4000:], time.perf_counter() - start, detail)
 

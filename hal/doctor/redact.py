@@ -1,14 +1,16 @@
 """Redaction of credentials: nothing that looks like a token, key or password leaves the doctor.
 
-Two layers: variables whose *name* says secret lose their whole value, and every string in the
-report is scrubbed of secret-shaped *values* (userinfo in URLs, known token formats, key=value
-pairs, long mixed-case base64 runs).  Device ids, paths and versions stay readable.
+Three layers: variables whose *name* says secret lose their whole value; the values of every
+secret-named variable in the environment are masked wherever they appear (as CI systems do);
+and every string in the report is scrubbed of secret-shaped *values* (userinfo in URLs and
+``user:pw@host``, password flags and words followed by a value, known token formats, key=value
+pairs, long hex and mixed-case base64 runs).  Device ids, paths and versions stay readable.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 MASK = "<redacted>"
@@ -16,12 +18,28 @@ MASK = "<redacted>"
 #: Words in a variable name that mean its value is a credential.
 _SECRET_NAME = re.compile(
     r"(TOKEN|SECRET|PASSW|PASSPHRASE|PWD|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|SIGNATURE"
-    r"|(^|_)PASS($|_)|(^|_)(API|ACCESS|SECRET|PRIVATE|ENCRYPTION|SIGNING)?_?KEY($|_)|APIKEY)",
+    r"|(^|_)PASS($|_)|(^|_)PW($|_)|(^|_)(API|ACCESS|SECRET|PRIVATE|ENCRYPTION|SIGNING)?_?KEY($|_)"
+    r"|APIKEY|(^|_)CREDS?($|_))",
     re.IGNORECASE,
 )
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^/@\s:]*:[^/@\s]*)@")
-_URL_USER_ONLY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^/@\s:]{16,})@")
+_URL_USER_ONLY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<info>[^/@\s:]+)@")
+# ``admin:pw@10.0.0.1`` without a scheme: the part between the colon and the @ is a password.
+_USER_PW_HOST = re.compile(r"(?P<user>(?<![\w.+\-/])[\w.+\-]+):(?P<pw>[^\s@/:'\"]+)@(?=[\w.\-\[])")
+# ``--password hunter2``, ``--wandb-key X``, ``-p=X``-like flags naming a secret, then a value.
+_SECRET_FLAG = re.compile(
+    r"(?P<flag>(?<![\w\-])--?[\w\-]*?(?:password|passwd|passphrase|pw|pass|secret|token|key|apikey"
+    r"|credentials?|auth)s?)(?P<sep>\s+|=)(?P<quote>['\"]?)(?P<value>(?!-)[^\s'\"]+)",
+    re.IGNORECASE,
+)
+# ``password hunter2`` / ``pw: x`` (netrc, config dumps, prose): the word, then one value.
+_SECRET_WORD = re.compile(
+    r"(?P<word>\b(?:password|passwd|passphrase|pw)\b)(?P<sep>\s*[:=]?\s+|\s*[:=]\s*)"
+    r"(?P<quote>['\"]?)(?P<value>[^\s'\"]+)",
+    re.IGNORECASE,
+)
+_HEX = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{32,}(?![0-9A-Za-z])")
 _KEY_VALUE = re.compile(
     r"(?P<key>\b[\w.\-]*?(?:token|secret|passw(?:or)?d|pwd|passphrase|api[_\-]?key"
     r"|access[_\-]?key|private[_\-]?key|secret[_\-]?key|auth|authorization|sig|signature"
@@ -76,39 +94,79 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
-def redact_text(text: str) -> str:
-    """Replace every secret-shaped part of ``text`` with ``<redacted>``; the rest stays."""
+def _masked(m: re.Match[str], head: str) -> str:
+    value = m.group("value")
+    if value.startswith(MASK):
+        return m.group(0)
+    return f"{m.group(head)}{m.group('sep')}{m.group('quote')}{MASK}"
+
+
+def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """Replace every secret-shaped part of ``text`` with ``<redacted>``; the rest stays.
+
+    ``secrets``: values to mask wherever they appear (see ``secret_values``), longest first.
+    """
     if not text:
         return text
-    out = _PEM.sub(MASK, text)
+    out = text
+    for value in secrets:
+        if value in out:
+            out = out.replace(value, MASK)
+    out = _PEM.sub(MASK, out)
     out = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", out)
     out = _URL_USER_ONLY.sub(lambda m: f"{m.group('scheme')}{MASK}@", out)
+    out = _USER_PW_HOST.sub(lambda m: f"{m.group('user')}:{MASK}@", out)
     out = _BEARER.sub(lambda m: f"{m.group('kind')} {MASK}", out)
-    out = _KEY_VALUE.sub(
-        lambda m: m.group(0) if m.group("value") == MASK or m.group("value").startswith(MASK)
-        else f"{m.group('key')}{m.group('sep')}{m.group('quote')}{MASK}",
-        out,
-    )
+    out = _SECRET_FLAG.sub(lambda m: _masked(m, "flag"), out)
+    out = _KEY_VALUE.sub(lambda m: _masked(m, "key"), out)
+    out = _SECRET_WORD.sub(lambda m: _masked(m, "word"), out)
     out = _TOKEN_FORMATS.sub(MASK, out)
+    out = _HEX.sub(MASK, out)
     out = _OPAQUE.sub(lambda m: MASK if _looks_random(m.group(0)) else m.group(0), out)
     return out
 
 
-def redact_env(env: Mapping[str, str]) -> dict[str, str]:
+#: Secret values shorter than this are not masked by value (they would mask ordinary words).
+MIN_SECRET_VALUE = 5
+_NOT_SECRET_VALUES = frozenset({"true", "false", "none", "null", "yes", "no", "on", "off"})
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """The values of every secret-named variable in ``environ``, longest first, to be masked
+    wherever they appear; too short or switch-like values are left out."""
+    values = {v.strip() for k, v in environ.items() if is_secret_name(k)}
+    return sorted((v for v in values if len(v) >= MIN_SECRET_VALUE
+                   and v.lower() not in _NOT_SECRET_VALUES and not v.isdigit()),
+                  key=len, reverse=True)
+
+
+def redact_env(env: Mapping[str, str], secrets: Sequence[str] = ()) -> dict[str, str]:
     """Redact an environment mapping: secret-named variables wholly, the others by value."""
     return {
-        name: (MASK if value and is_secret_name(name) else redact_text(value))
+        name: (MASK if value and is_secret_name(name) else redact_text(value, secrets))
         for name, value in env.items()
     }
 
 
-def redact_tree(value: Any) -> Any:
+#: Keys whose value is a source-control commit id: a hex hash there is not a secret.
+_COMMIT_KEYS = frozenset({"git_version"})
+_COMMIT_RE = re.compile(r"\A[0-9a-f]{40}\Z")
+
+
+def redact_tree(value: Any, secrets: Sequence[str] = ()) -> Any:
     """Redact every string inside a JSON-able structure (dict keys included)."""
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(value, secrets)
     if isinstance(value, Mapping):
-        return {redact_tree(k) if isinstance(k, str) else k: redact_tree(v)
-                for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            key = redact_text(k, secrets) if isinstance(k, str) else k
+            if k in _COMMIT_KEYS and isinstance(v, str) and _COMMIT_RE.match(v) \
+                    and not any(s in v for s in secrets):
+                out[key] = v
+            else:
+                out[key] = redact_tree(v, secrets)
+        return out
     if isinstance(value, (list, tuple)):
-        return [redact_tree(v) for v in value]
+        return [redact_tree(v, secrets) for v in value]
     return value

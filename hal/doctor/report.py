@@ -8,11 +8,9 @@ exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,12 +18,13 @@ from functools import partial
 from typing import Any
 
 import hal
-from hal.contract import Backend, Finding
+from hal.contract import Backend, Finding, Hardware
 from hal.doctor import findings as generic
 from hal.doctor.child import finding_dict, run_steps
-from hal.doctor.isolate import ChildResult, call_in_thread, child_env, run_child, wait
-from hal.doctor.redact import redact_env, redact_tree
+from hal.doctor.isolate import ChildResult, child_env, run_child
+from hal.doctor.redact import is_secret_name, redact_env, redact_tree, secret_values
 from hal.doctor.torchinfo import AUTOLOAD_ENV
+from hal.plugins import DENY_ENV
 
 SCHEMA = "hal.doctor/1"
 #: Seconds a probe step may go without progress before it is declared hung.
@@ -74,13 +73,22 @@ def env_prefixes(backends: Sequence[Backend]) -> list[str]:
 def environment_section(backends: Sequence[Backend],
                         environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allowlisted, redacted environment: visible-devices variables, hal/torch/runtime
-    prefixes, loader path and launcher variables."""
+    prefixes, loader path and launcher variables.
+
+    Names and prefixes that come from plugins never admit a secret-shaped variable name (a
+    plugin called ``db`` does not make ``DB_PW`` printable); hal's own ones show it masked.
+    """
     env = os.environ if environ is None else environ
-    names = set(GENERIC_NAMES)
+    plugin_names: set[str] = set()
     for b in backends:
-        names.update(b.visible_devices_env)
-    prefixes = tuple(env_prefixes(backends))
-    picked = {k: v for k, v in env.items() if k in names or k.startswith(prefixes)}
+        plugin_names.update(b.visible_devices_env)
+    plugin_prefixes = tuple(p for p in env_prefixes(backends) if p not in GENERIC_PREFIXES)
+    picked = {}
+    for k, v in env.items():
+        ours = k in GENERIC_NAMES or k.startswith(GENERIC_PREFIXES)
+        theirs = (k in plugin_names or k.startswith(plugin_prefixes)) and not is_secret_name(k)
+        if ours or theirs:
+            picked[k] = v
     return redact_env(dict(sorted(picked.items())))
 
 
@@ -130,54 +138,59 @@ def system_section(cpu: Backend | None) -> dict[str, Any]:
 
 
 def _hardware(backend: Backend) -> list[dict[str, Any]]:
-    return [{"backend": backend.name, "vendor": h.vendor, "kind": h.kind, "detail": h.detail,
-             "path": h.path} for h in backend.hardware()]
+    from hal.validate import _text
+
+    out = []
+    for h in backend.hardware():
+        if not isinstance(h, Hardware):
+            raise ValueError(f"hardware() returned a {type(h).__name__}, expected hal.Hardware")
+        out.append({"backend": backend.name, "vendor": _text(h.vendor, "Hardware.vendor"),
+                    "kind": _text(h.kind, "Hardware.kind"), "detail": _text(h.detail, "Hardware.detail"),
+                    "path": _text(h.path, "Hardware.path")})
+    return out
 
 
-def local_sections(timeout: float) -> tuple[dict[str, Any], list[dict[str, Any]], list[Backend]]:
-    """The torch-free sections, each backend call in its own thread with a deadline.
+def fallback_sections() -> dict[str, Any]:
+    """What the parent knows without loading any plugin: used when the child never reports."""
+    return {"system": system_section(None), "hardware": [], "environment": environment_section([]),
+            "plugins": []}
 
-    Returns the sections, the findings made while collecting them, and the backends seen.
+
+def local_sections(backends: Sequence[Backend], timeout: float
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Backend]]:
+    """The torch-free sections (system, hardware, environment), each plugin call at the plugin
+    boundary with a deadline.  Runs where the plugins are loaded: the doctor's child.
+
+    Returns the sections, the findings made while collecting them, and the backends.
     """
-    from hal.errors import ConfigError
-    from hal.plugins import load_plugins
-    from hal.selection import list_backends
+    from hal.validate import PendingCall
 
     found: list[dict[str, Any]] = []
-    try:
-        host = load_plugins()
-        backends = list_backends()
-        plugins = host.plugin_list()
-    except ConfigError as exc:
-        found.append(finding_dict(Finding("plugins-config", "error", str(exc),
-                                          "fix or unset the variable named above"), "doctor"))
-        backends, plugins = [], []
     until = time.monotonic() + timeout
     cpu = next((b for b in backends if b.name == "cpu"), None)
-    system = call_in_thread(lambda: system_section(cpu))
-    hardware = [(b, call_in_thread(partial(_hardware, b))) for b in backends]
+    system = PendingCall(lambda: system_section(cpu), "backend 'cpu': devices()/memory()")
+    hardware = [(b, PendingCall(partial(_hardware, b), f"backend {b.name!r}: hardware()"))
+                for b in backends]
     environment = environment_section(backends)
-    sections: dict[str, Any] = {"system": None, "hardware": [], "environment": environment,
-                                "plugins": plugins}
-    wait(system, until)
-    if system.value is not None:
-        sections["system"] = system.value
+    sections: dict[str, Any] = {"system": None, "hardware": [], "environment": environment}
+    done = system.wait(until)
+    if done.state == "ok" and done.value is not None:
+        sections["system"] = done.value
     else:
-        why = "timed out" if system.timed_out else f"raised {system.error!r}"
         sections["system"] = system_section(None)
         found.append(finding_dict(Finding("system-info-failed", "warn",
-                                          f"reading CPU and memory facts {why}"), "doctor"))
+                                          done.describe("reading CPU and memory facts")), "doctor"))
     for backend, handle in hardware:
-        wait(handle, until)
-        if handle.value is not None:
-            sections["hardware"].extend(handle.value)
+        got = handle.wait(until)
+        if got.state == "ok" and isinstance(got.value, list):
+            sections["hardware"].extend(got.value)
             continue
-        why = f"hung for {timeout:g} s" if handle.timed_out else f"raised {handle.error!r}"
         found.append(finding_dict(Finding(
-            "hardware-scan-failed", "warn", f"backend {backend.name!r}: hardware() {why}",
+            "hardware-scan-failed", "warn",
+            f"backend {backend.name!r}: {got.describe('hardware()')}",
             f"report this to the maintainers of the plugin that provides {backend.name!r}",
         ), "doctor"))
-    return sections, found, backends
+    return sections, found, list(backends)
 
 
 # -- the torch-touching half -----------------------------------------------------
@@ -192,12 +205,6 @@ class _Collector:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.sections_ready = threading.Event()
-        self.sections_json = "{}"
-
-    def stdin_text(self) -> str:
-        self.sections_ready.wait()
-        return self.sections_json
 
     def child(self, skip: Sequence[str], extra_env: Mapping[str, str] | None = None,
               smoke: bool | None = None, serial: bool = False) -> ChildResult:
@@ -206,24 +213,28 @@ class _Collector:
             argv.append("--smoke")
         if serial:
             argv.append("--serial")
+        env = dict(extra_env or {})
         # The child times its own steps out; this is the backstop for a child that is stuck
         # as a whole (a hang holding the interpreter lock, or in ``import torch``).
-        return run_child(argv, timeout=self.options.timeout + CHILD_MARGIN,
-                         stdin_text=self.stdin_text, env=child_env(extra_env))
+        return run_child(argv, timeout=self.options.timeout + CHILD_MARGIN, env=child_env(env))
 
-    def in_process(self, sections: Mapping[str, Any]) -> ChildResult:
+    def in_process(self) -> ChildResult:
         records: list[Mapping[str, Any]] = []
         start = time.perf_counter()
-        run_steps(records.append, smoke=self.options.smoke, sections=lambda: sections,
-                  timeout=self.options.timeout)
+        run_steps(records.append, smoke=self.options.smoke, timeout=self.options.timeout)
         return ChildResult(tuple(records), "done", seconds=time.perf_counter() - start)
 
 
 def _fold(result: ChildResult, report: dict[str, Any], found: list[dict[str, Any]]) -> None:
     """Copy a child's records into the report: backends by name, the others by type."""
+    for r in result.of_type("plugins"):  # first: findings below name the providing plugin
+        report["plugins"] = r["data"]
     for r in result.records:
         kind = r.get("type")
-        if kind == "torch":
+        if kind == "sections":
+            report.update(r["data"])
+            found.extend(r["findings"])
+        elif kind == "torch":
             report["torch"] = r["data"]
         elif kind == "backend":
             report["backends"] = [b for b in report["backends"] if b["name"] != r["name"]]
@@ -238,9 +249,10 @@ def _fold(result: ChildResult, report: dict[str, Any], found: list[dict[str, Any
             found.extend(r["findings"])
         elif kind == "plugins":
             report["plugins"] = r["data"]
-        elif kind == "hung":
+        elif kind in ("hung", "step_failed"):
+            outcome = "hung" if kind == "hung" else str(r.get("outcome"))
             found.append(finding_dict(generic.isolation_finding(
-                "hung", r, str(r.get("detail")),
+                outcome, r, str(r.get("detail")),
                 _provider(report["plugins"], r["backend"]) if r.get("backend") else None,
             ), "doctor"))
         elif kind == "plugins_error":
@@ -255,6 +267,7 @@ def _unfinished(result: ChildResult) -> list[str]:
     started = list(step.get("backends", [])) or ([step["backend"]] if step.get("backend") else [])
     answered = {r.get("name") for r in result.of_type("backend")}
     answered |= {r.get("backend") for r in result.of_type("hung")}
+    answered |= {r.get("backend") for r in result.of_type("step_failed")}
     return [b for b in started if b not in answered]
 
 
@@ -281,20 +294,29 @@ def _smoke_findings(smoke: Mapping[str, Any] | None) -> list[Finding]:
     return out
 
 
+def _mark_plugins(report: dict[str, Any], broken: Mapping[str, str]) -> None:
+    """Plugins that killed or hung a child are failed in the report, whatever a rerun saw."""
+    plugins = [p for p in report["plugins"] if p["name"] not in broken]
+    for name, why in broken.items():
+        old = next((p for p in report["plugins"] if p["name"] == name), None)
+        plugins.append({"name": name, "distribution": (old or {}).get("distribution"),
+                        "version": (old or {}).get("version"), "status": "failed", "error": why,
+                        "hooks": [], "backends": [], "notes": (old or {}).get("notes", [])})
+    report["plugins"] = sorted(plugins, key=lambda p: str(p["name"]))
+
+
 def collect(options: Options | None = None) -> dict[str, Any]:
-    """Run every check and return the redacted report (schema ``hal.doctor/1``)."""
+    """Run every check and return the redacted report (schema ``hal.doctor/1``).
+
+    With ``isolate`` (the default) this process loads no plugin and imports no torch: all of
+    that runs in the isolated child, rerun without a plugin or backend that kills or hangs it.
+    """
     opts = options or Options()
     start = time.perf_counter()
     collector = _Collector(opts)
-    first = call_in_thread(lambda: collector.child(())) if opts.isolate else None
-
-    sections, found, _ = local_sections(opts.timeout)
-    collector.sections_json = json.dumps(sections, default=str)
-    collector.sections_ready.set()
-
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        **sections,
+        **fallback_sections(),
         "torch": None,
         "backends": [],
         "selection": None,
@@ -302,24 +324,37 @@ def collect(options: Options | None = None) -> dict[str, Any]:
         "smoke": None,
         "runs": [],
     }
-    if first is None:
-        results = [collector.in_process(sections)]
-    else:
-        handle = wait(first)
-        if handle.value is None:
-            raise RuntimeError(f"the doctor's child process could not run: {handle.error!r}")
-        results = [handle.value]
+    found: list[dict[str, Any]] = []
+    results = [collector.child(()) if opts.isolate else collector.in_process()]
     skip: list[str] = []
+    denied: list[str] = []
+    broken_plugins: dict[str, str] = {}
     retry_torch: Mapping[str, Any] | None = None
+
+    def deny_env() -> dict[str, str]:
+        if not denied:
+            return {}
+        old = os.environ.get(DENY_ENV, "").strip()
+        return {DENY_ENV: ",".join([old, *denied] if old else denied)}
+
     while True:
         result = results[-1]
         _fold(result, report, found)
-        report["runs"].append(_run_entry(result, skip))
+        report["runs"].append(dict(_run_entry(result, skip), **({"env": deny_env()} if denied else {})))
         if result.outcome == "done":
             break
         culprits = _unfinished(result)
-        step_name = (result.step or {}).get("step")
-        if len(culprits) == 1:
+        step = result.step or {}
+        step_name = step.get("step")
+        plugin = step.get("plugin")
+        if plugin:
+            why = f"{generic.OUTCOME_WORDS.get(result.outcome, result.outcome)} the doctor's " \
+                  f"probe process during {step_name!r} ({result.detail})"
+            broken_plugins[str(plugin)] = why
+            found.append(finding_dict(generic.plugin_process_finding(
+                str(plugin), result.outcome, str(step_name), result.detail, result.stderr_tail),
+                "doctor"))
+        elif len(culprits) == 1:
             found.append(finding_dict(generic.isolation_finding(
                 result.outcome, {"step": f"backend {culprits[0]}", "backend": culprits[0]},
                 result.detail, _provider(report["plugins"], culprits[0]),
@@ -330,32 +365,37 @@ def collect(options: Options | None = None) -> dict[str, Any]:
                 "doctor"))
         if len(results) >= MAX_RUNS:
             break
-        if len(culprits) == 1:
+        if plugin:
+            denied.append(str(plugin))
+            results.append(collector.child(skip, deny_env()))
+        elif len(culprits) == 1:
             skip.append(culprits[0])
-            results.append(collector.child(skip))
+            results.append(collector.child(skip, deny_env()))
         elif culprits:  # several were running at once: one at a time says which
-            results.append(collector.child(skip, serial=True))
+            results.append(collector.child(skip, deny_env(), serial=True))
         elif step_name == "smoke":
-            results.append(collector.child(skip, smoke=False))
+            results.append(collector.child(skip, deny_env(), smoke=False))
         else:
             break
     torch = report["torch"]
     if (opts.isolate and torch and torch.get("error") and torch["autoload"]["enabled"]
             and torch["autoload"]["extensions"]):
         # Confirm the diagnosis and still describe the backends: the same run, autoload off.
-        again = collector.child(skip, {AUTOLOAD_ENV: "0"}, smoke=False)
+        again = collector.child(skip, {AUTOLOAD_ENV: "0", **deny_env()}, smoke=False)
         retry_torch = next((r["data"] for r in again.of_type("torch")), None)
         kept_torch = report["torch"]
         found = [f for f in found if f["id"].startswith(_ISOLATION_IDS)]
         _fold(again, report, found)
         report["torch"] = dict(kept_torch, autoload_disabled=retry_torch)
         report["runs"].append(dict(_run_entry(again, skip), env={AUTOLOAD_ENV: "0"}))
+    if broken_plugins:
+        _mark_plugins(report, broken_plugins)
 
     core: list[Finding] = []
     if report["torch"] is not None:
         core += generic.torch_findings(report["torch"], retry_torch, sys.executable)
     core += generic.shm_findings((report.get("system") or {}).get("shm"))
-    core += generic.plugin_findings(report["plugins"])
+    core += generic.plugin_findings([p for p in report["plugins"] if p["name"] not in broken_plugins])
     core += generic.selection_findings(report["selection"], report["selection_error"])
     core += generic.precision_findings(os.environ, report["selection"], report["backends"])
     core += _smoke_findings(report["smoke"])
@@ -372,5 +412,5 @@ def collect(options: Options | None = None) -> dict[str, Any]:
     report["summary"] = {s: sum(f["severity"] == s for f in unique) for s in SEVERITY_ORDER}
     report["exit_code"] = 1 if report["summary"]["error"] else 0
     report["seconds"] = round(time.perf_counter() - start, 3)
-    redacted: dict[str, Any] = redact_tree(report)
+    redacted: dict[str, Any] = redact_tree(report, secrets=secret_values(os.environ))
     return redacted
