@@ -329,7 +329,9 @@ def _print(view: View, out: TextIO) -> None:
     """One plain snapshot: rich without colour or cursor codes when ``out`` is not a terminal."""
     from rich.console import Console
 
-    console = Console(file=out, width=max(100, _columns()), soft_wrap=False)
+    # A pipe or a file has no width: wide enough that no column is cut (a log is read later).
+    width = _columns() if out.isatty() else 200
+    console = Console(file=out, width=width, soft_wrap=False)
     console.print(view.table())
 
 

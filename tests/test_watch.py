@@ -1,0 +1,318 @@
+"""``hal watch`` as a user runs it: real subprocesses, a pipe, a pseudo-terminal, fake vendors.
+
+The fake vendors come from a small launcher (the test hook) that registers, in-process, a
+plugin whose backends are hal's real CudaBackend, RocmBackend, AscendBackend and XpuBackend on
+the telemetry fakes, then runs the real CLI; the built-in vendor plugins are disabled so their
+names are free (an installed outside plugin may not take a built-in name).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ISOLATED_VARS, make_dist, run_hal
+
+FAKES = """
+    import os
+    import pathlib
+
+    import hal
+    from hal.backends.ascend.testing.fake_telemetry import make_backend as ascend
+    from hal.backends.cuda.testing.fake_telemetry import make_backend as cuda
+    from hal.backends.rocm.testing.fake_telemetry import make_backend as rocm
+    from hal.backends.xpu.testing import fake_telemetry as xpu
+
+
+    @hal.hookimpl
+    def hal_backends():
+        root = pathlib.Path(os.environ["HAL_TEST_FAKE_XPU_ROOT"])
+        if not (root / "sys").exists():
+            xpu.make_tree(root)
+        return [cuda(environ={}), rocm(environ={}), ascend(), xpu.make_backend(root)]
+"""
+
+BROKEN = """
+    import time
+
+    import hal
+
+
+    class Raising(hal.Backend):
+        name = "raising"
+        device_type = "meta"
+
+        def probe(self):
+            return hal.Probe(True, "one", 1)
+
+        def telemetry(self, index=0):
+            raise OSError("management library crashed")
+
+
+    class Hanging(Raising):
+        name = "hanging"
+
+        def telemetry(self, index=0):
+            time.sleep(600)
+
+
+    @hal.hookimpl
+    def hal_backends():
+        return [Raising(), Hanging()]
+"""
+
+
+LAUNCH = """
+    import sys
+
+    import hal_fakes
+    from hal.cli import main
+    from hal.plugins import registered
+
+    with registered(hal_fakes, "fakes"):
+        raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _plugin_env(tmp_path: Path, name: str, body: str) -> dict[str, str]:
+    site = tmp_path / "site"
+    make_dist(site, f"hal-{name}", "0.1", {name: f"hal_{name}"},
+              {f"hal_{name}": textwrap.dedent(body)})
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+class Fakes:
+    """Runs ``hal`` through the launcher that installs the vendor fakes."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.site = tmp_path / "fakes-site"
+        self.site.mkdir()
+        (self.site / "hal_fakes.py").write_text(textwrap.dedent(FAKES))
+        (self.site / "launch.py").write_text(textwrap.dedent(LAUNCH))
+        self.env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
+        self.env.update({"PYTHONPATH": str(self.site),
+                         "HAL_DISABLE_PLUGINS": "cuda,rocm,ascend,xpu",
+                         "HAL_TEST_FAKE_XPU_ROOT": str(tmp_path / "xpu-root")})
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(self.site / "launch.py"), *args],
+                              capture_output=True, text=True, env=self.env, timeout=300)
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Fakes:
+    return Fakes(tmp_path)
+
+
+def test_once_to_a_pipe_is_plain_text_with_real_cpu_figures() -> None:
+    proc = run_hal("watch", "--once")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = proc.stdout
+    assert "\x1b" not in out  # no colour, no cursor movement: it is a pipe
+    assert "cpu:0" in out and "GiB/" in out and "%" in out
+
+
+def test_pipe_without_flags_is_one_snapshot() -> None:
+    proc = run_hal("watch", "--interval", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("device  name") == 1 and "\x1b" not in proc.stdout
+
+
+def test_json_stream_shows_every_fake_vendor(fakes: Fakes) -> None:
+    proc = fakes.run("watch", "--json", "--count", "3", "--interval", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    ticks = [json.loads(line) for line in lines]
+    assert [t["tick"] for t in ticks] == [1, 2, 3]
+    assert {t["schema"] for t in ticks} == {"hal.watch/1"}
+    assert ticks[0]["time"] <= ticks[1]["time"] <= ticks[2]["time"]
+    devices = {d["device"]: d for d in ticks[-1]["devices"]}
+    assert set(devices) >= {"cpu:0", "cuda:0", "cuda:1", "rocm:0", "rocm:1", "ascend:0",
+                            "ascend:1", "xpu:0", "xpu:1"}
+    assert all(d["error"] is None for d in devices.values()), devices
+    cpu = devices["cpu:0"]
+    assert cpu["memory_total"] > 0 and 0.0 <= cpu["utilization"] <= 1.0  # primed: real rate
+    assert len(cpu["unit_utilization"]) == len(os.sched_getaffinity(0))
+    assert devices["cuda:0"]["name"] == "NVIDIA A100-SXM4-80GB"
+    assert devices["cuda:0"]["power"] == 87.412 and devices["cuda:0"]["source"].startswith("NVML")
+    assert devices["rocm:0"]["name"] == "AMD Instinct MI300X"
+    assert devices["ascend:0"]["name"] == "Ascend910B3" and devices["ascend:0"]["power"] == 93.7
+    assert "8086:0bd5" in devices["xpu:0"]["name"]
+    procs = devices["cuda:0"]["processes"]
+    assert [p["pid"] for p in procs] == [procs[0]["pid"]] and procs[0]["memory"] == 4096 << 20
+
+
+def test_once_shows_each_fake_device_under_its_backend(fakes: Fakes) -> None:
+    proc = fakes.run("watch", "--once")
+    assert proc.returncode == 0, proc.stderr
+    rows: dict[str, str] = {}
+    for line in proc.stdout.splitlines():  # the device table comes before the process table
+        parts = line.split()
+        if parts and ":" in parts[0] and parts[0] not in rows:
+            rows[parts[0]] = line
+    assert "A100" in rows["cuda:0"] and "87 W/400" in rows["cuda:0"]
+    assert "MI300X" in rows["rocm:0"] and "398 W/750" in rows["rocm:0"]
+    assert "910B3" in rows["ascend:0"] and "36 C" in rows["ascend:0"]
+    assert "8086:0bd5" in rows["xpu:0"] and "1600 MHz" in rows["xpu:0"]
+    assert "cpu:0" in rows
+
+
+@pytest.mark.parametrize("args", [
+    ("--interval", "0"), ("--interval", "-1"), ("--interval", "nan"), ("--interval", "1e9"),
+    ("--interval", "fast"), ("--count", "0"), ("--count", "²"), ("--timeout", "0"),
+    ("--plot", "out.png"),
+], ids=lambda a: " ".join(a))
+def test_bad_input_is_one_line_exit_2(args: tuple[str, str]) -> None:
+    proc = run_hal("watch", *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hal: error: "), lines
+    assert proc.stdout == ""
+
+
+def test_raising_and_hanging_backends_get_rows_others_keep_updating(tmp_path: Path) -> None:
+    env = _plugin_env(tmp_path, "broken", BROKEN)
+    start = time.monotonic()
+    proc = run_hal("watch", "--json", "--count", "3", "--interval", "0.1", "--timeout", "2",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start < 120  # a hung telemetry never hangs the monitor
+    ticks = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(ticks) == 3
+    rows = [{d["device"]: d for d in t["devices"]} for t in ticks]
+    assert rows[0]["raising:0"]["error"] == "telemetry raised OSError: management library crashed"
+    # The priming sample already waited its 2 s; from then on the hung backend is not
+    # called again, its row says so, and every tick still arrives.
+    assert all("has not answered" in r["hanging:0"]["error"] for r in rows), rows
+    assert all(r["cpu:0"]["error"] is None and r["cpu:0"]["memory_total"] for r in rows)
+
+
+def test_csv_log_then_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    log, png = tmp_path / "log.csv", tmp_path / "log.png"
+    proc = run_hal("watch", "--csv", str(log), "--count", "2", "--interval", "0.1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = log.read_text().splitlines()
+    assert header.startswith("time,device,name,memory_used,memory_total,utilization")
+    assert len(rows) == 2 and all(",cpu:0," in r for r in rows)
+    proc = run_hal("watch", "--plot", str(png), "--csv", str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
+    site = tmp_path / "nompl"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent("""
+        import sys
+        class _NoMatplotlib:
+            def find_spec(self, name, path=None, target=None):
+                if name == "matplotlib" or name.startswith("matplotlib."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+        sys.meta_path.insert(0, _NoMatplotlib())
+    """))
+    log = tmp_path / "log.csv"
+    log.write_text("time,device,utilization\n1.0,cpu:0,0.5\n")
+    proc = run_hal("watch", "--plot", str(tmp_path / "x.png"), "--csv", str(log),
+                   env={"PYTHONPATH": str(site)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("hal: error: --plot needs matplotlib: "
+                                   "pip install 'torch-hal[plot]'")
+
+
+# -- the live view in a pseudo-terminal -----------------------------------------------------
+
+
+def _drain(fd: int, until: float) -> bytes:
+    out = b""
+    while time.monotonic() < until:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if not ready:
+            return out
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+    return out
+
+
+def _live(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, int, list[object]]:
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+    before = termios.tcgetattr(slave)
+    env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
+    env.update({"TERM": "xterm-256color", "COLUMNS": "150", "LINES": "40"})
+    proc = subprocess.Popen([sys.executable, "-m", "hal", "watch", "--interval", "0.3"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    return proc, master, slave, before
+
+
+def _wait_for_refreshes(proc: subprocess.Popen[bytes], master: int, n: int) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + 120
+    while seen.count(b"hal watch: every") < n and time.monotonic() < deadline:
+        assert proc.poll() is None, seen.decode(errors="replace")
+        seen += _drain(master, time.monotonic() + 0.5)
+    assert seen.count(b"hal watch: every") >= n, seen.decode(errors="replace")
+    return seen
+
+
+def _finish(proc: subprocess.Popen[bytes], master: int) -> tuple[int, bytes]:
+    out = b""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        out += _drain(master, time.monotonic() + 0.2)
+    rc = proc.wait(timeout=5)
+    return rc, out + _drain(master, time.monotonic() + 0.5)
+
+
+def test_live_view_in_a_pty_refreshes_and_quits_on_q(tmp_path: Path) -> None:
+    proc, master, slave, before = _live(tmp_path)
+    try:
+        seen = _wait_for_refreshes(proc, master, 2)  # at least one refresh after the first
+        text = seen.decode(errors="replace")
+        assert "cpu:0" in text and "last minute" in text and "\x1b[" in text
+        os.write(master, b"q")
+        rc, rest = _finish(proc, master)
+        assert rc == 0, rest.decode(errors="replace")
+        assert b"Traceback" not in seen + rest
+        assert b"\x1b[?25h" in seen + rest  # the cursor is shown again
+        assert termios.tcgetattr(slave) == before  # cbreak mode undone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        os.close(slave)
+
+
+def test_live_view_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    proc, master, slave, before = _live(tmp_path)
+    try:
+        _wait_for_refreshes(proc, master, 1)
+        proc.send_signal(signal.SIGINT)
+        rc, rest = _finish(proc, master)
+        assert rc == 0 and b"Traceback" not in rest, rest.decode(errors="replace")
+        assert termios.tcgetattr(slave) == before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        os.close(slave)
