@@ -359,6 +359,15 @@ class CudaBackend(DeviceModuleBackend):
                 f"{len(gpus) or 'an'} NVIDIA GPU(s) present but torch {self.torch_version} is a "
                 "CPU-only build, so torch.cuda.is_available() is False",
                 f'pip install --force-reinstall "torch=={version}" --index-url {PYTORCH_INDEX}/{tag}'))
+        if cuda and not driver and not has_gpu:
+            out.append(Finding(
+                "cuda.no-gpu-for-cuda-torch", "warn",
+                f"torch {self.torch_version} is a CUDA {cuda} build but this machine shows no "
+                "NVIDIA GPU or driver (a container started without its GPUs, or a CPU-only host)",
+                "start the container with its GPUs (docker run --gpus all with the NVIDIA Container "
+                "Toolkit; on Kubernetes request nvidia.com/gpu), or on a CPU-only host install the "
+                f'CPU wheel: pip install --force-reinstall "torch=={version}" '
+                f"--index-url {PYTORCH_INDEX}/cpu"))
         if cuda and driver:
             major = release(str(cuda))[:1]
             need = MIN_DRIVER.get(major[0]) if major else None
