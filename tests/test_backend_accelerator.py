@@ -153,9 +153,11 @@ def test_an_unclaimed_device_type_is_available_with_a_reason() -> None:
 
 @pytest.mark.parametrize(("kind", "owner"), [("cuda", "cuda/rocm"), ("npu", "ascend"), ("xpu", "xpu")])
 def test_device_types_of_the_named_backends_are_declined(kind: str, owner: str) -> None:
-    probe = backend(kind).probe()
+    b = backend(kind, owners={"cuda": "rocm"})
+    probe = b.probe()
     assert not probe.available
     assert f"hal's {owner} backend drives" in probe.reason
+    assert b.device_type == UNKNOWN_TYPE  # HAL_DEVICE=cuda does not reach the declined backend
 
 
 def test_a_device_type_another_loaded_backend_drives_is_declined() -> None:

@@ -105,9 +105,10 @@ def test_doctor_names_the_fix() -> None:
     done = _hal("doctor", "--json", HAL_DEVICE="cuda")
     report = json.loads(done.stdout)
     findings = {f["id"]: f for f in report["findings"]}
-    assert report["torch"]["cuda"] == torch.version.cuda or torch.version.cuda in done.stdout
+    assert report["torch"]["version_attributes"]["cuda"] == torch.version.cuda
     fell_back = findings["selection-fell-back"]
     assert "cuda" in fell_back["message"] and fell_back["fix"]
-    cuda_findings = [f for f in report["findings"] if f["id"].startswith("cuda.")]
-    assert cuda_findings, sorted(findings)
-    assert any("--gpus" in f["fix"] or "driver" in f["fix"] for f in cuda_findings), cuda_findings
+    no_gpu = findings["cuda.no-gpu-for-cuda-torch"]
+    assert no_gpu["severity"] == "warn" and torch.version.cuda in no_gpu["message"]
+    assert "--gpus all" in no_gpu["fix"] and "whl/cpu" in no_gpu["fix"]
+    assert done.returncode == 0  # a warning, not an error: a CUDA wheel runs on the CPU too

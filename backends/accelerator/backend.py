@@ -68,13 +68,15 @@ class AcceleratorBackend(Backend):
 
     @property  # type: ignore[override]
     def device_type(self) -> str:  # type: ignore[override]
-        """The torch device type of the current accelerator; ``accelerator`` until torch is loaded."""
+        """The torch device type of the current accelerator; ``accelerator`` until torch is loaded
+        and while a named backend drives that type (so HAL_DEVICE=<its type> does not match here)."""
         if self._torch is None and "torch" not in sys.modules:
             return UNKNOWN_TYPE
         try:
-            return self._current_type() or UNKNOWN_TYPE
+            kind = self._current_type()
         except Exception:
             return UNKNOWN_TYPE
+        return UNKNOWN_TYPE if kind is None or kind in self._owned() else kind
 
     def _fn(self, name: str) -> Callable[..., Any] | None:
         """``torch.accelerator.<name>``, else the device module's equivalent, else None."""
@@ -98,7 +100,8 @@ class AcceleratorBackend(Backend):
     def _owned(self) -> dict[str, str]:
         owned = dict(NAMED_DEVICE_TYPES)
         with contextlib.suppress(Exception):  # a broken plugin must not hide this backend
-            owned.update(self._owners())
+            for kind, name in self._owners().items():
+                owned.setdefault(kind, name)
         return owned
 
     # -- the contract --------------------------------------------------------------------
