@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from hal.backends.cpu.sysinfo import (
     CgroupFiles,
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
     import torch
 
     from hal.telemetry import Telemetry
+
+M = TypeVar("M")
+#: intel-extension-for-pytorch, used by optimize() only when installed for this torch's major.minor.
+IPEX_DIST, IPEX_MODULE = "intel-extension-for-pytorch", "intel_extension_for_pytorch"
 
 #: Substrings of the CPU allocator's out-of-memory errors (c10 DefaultCPUAllocator).
 CPU_OOM_MARKERS = (
@@ -163,6 +169,21 @@ class CpuBackend(Backend):
         if isinstance(exc, MemoryError):
             return True
         return isinstance(exc, RuntimeError) and any(m in str(exc) for m in CPU_OOM_MARKERS)
+
+    def optimize(self, model: M) -> M:
+        """``ipex.optimize(model)`` for an eval-mode model when IPEX matches torch; else ``model``.
+
+        Versions are compared before the import: IPEX exits the interpreter on a mismatch.
+        """
+        try:
+            ipex_v, torch_v = (importlib.metadata.version(d) for d in (IPEX_DIST, "torch"))
+        except importlib.metadata.PackageNotFoundError:
+            return model
+        if ipex_v.split(".")[:2] != torch_v.split("+")[0].split(".")[:2] or getattr(
+                model, "training", False):
+            return model
+        optimized: M = importlib.import_module(IPEX_MODULE).optimize(model)
+        return optimized
 
     def hardware(self) -> Sequence[Hardware]:
         facts = self.facts
