@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hal's GPU device check, for an offline machine whose python3 already holds torch (CUDA build).
 #
-#   scripts/device-check.sh            # all sections; OUT=dir for the files (default .device-check-out)
+#   scripts/device-check.sh            # all sections; OUT=dir for the files (default /tmp/hal-device-check)
 #   HAL_CHECK_SECTIONS="devices oom" scripts/device-check.sh
 #
 # Installs hal into that python3 itself (pip --no-deps --no-build-isolation -e .; no venv: a venv
@@ -15,7 +15,7 @@ set -u -o pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
-OUT="${OUT:-$ROOT/.device-check-out}"
+OUT="${OUT:-${TMPDIR:-/tmp}/hal-device-check}"
 WHEELHOUSE="${HAL_CHECK_WHEELHOUSE:-$ROOT/.wheelhouse}"
 DEADLINE=$(( $(date +%s) + ${HAL_CHECK_BUDGET_S:-420} ))
 SECTIONS="${HAL_CHECK_SECTIONS-devices probe-precision memory oom bench nccl plan engine}"
