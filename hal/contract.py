@@ -8,6 +8,7 @@ Heavy imports (torch, vendor SDKs) belong inside method bodies, never at module 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
@@ -228,17 +229,25 @@ class DeviceModuleBackend(Backend):
     memory_fallback_source: ClassVar[str] = (
         "mem_get_info is missing in this runtime: total from get_device_properties()"
         ".total_memory, free = total - memory_reserved (this process only)")
+    #: Torch-free evidence of the vendor for the default ``hardware()``: (label, PCI vendor id),
+    #: (/dev glob, what the node is) pairs, and the driver's version file.
+    pci_vendor: ClassVar[tuple[str, int] | None] = None
+    dev_evidence: ClassVar[tuple[tuple[str, str], ...]] = ()
+    driver_version_file: ClassVar[str] = ""
 
     def __init__(self, module: Any = None, *, root: str = "/",
                  environ: Mapping[str, str] | None = None,
-                 versions_of: DistVersion | None = None, version: Any = None) -> None:
+                 versions_of: DistVersion | None = None, version: Any = None,
+                 **libraries: Any) -> None:
         """``module`` stands in for the device module, ``root`` for /, ``environ`` for
-        os.environ, ``versions_of`` for installed-package lookup, ``version`` for torch.version."""
+        os.environ, ``versions_of`` for installed-package lookup, ``version`` for torch.version;
+        ``libraries`` for optional vendor libraries by name (False: not installed)."""
         self._module = module
         self.root = root
         self._environ = environ
         self.versions_of: DistVersion = versions_of or dist_version
         self._version = version
+        self._libraries: dict[str, Any] = dict(libraries)
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -257,6 +266,18 @@ class DeviceModuleBackend(Backend):
         if self._module is None:
             self._module = self.load_module()
         return self._module
+
+    def optional_module(self, key: str, name: str) -> Any:
+        """The optional library ``key`` (the stand-in given at construction; False: not
+        installed), else module ``name`` imported once; None when it is not installed."""
+        value = self._libraries.get(key)
+        if value is None:
+            try:
+                value = importlib.import_module(name)
+            except Exception:  # absent, or installed without its native library
+                value = False
+            self._libraries[key] = value
+        return value or None
 
     @property
     def version(self) -> Any:
@@ -344,6 +365,27 @@ class DeviceModuleBackend(Backend):
                      f"/sys/bus/pci/devices/{d.address}")
             for d in pci_devices(self.root, vendor_id, (DISPLAY_CLASS, ACCELERATOR_CLASS))
         ]
+
+    def hardware(self) -> Sequence[Hardware]:
+        """Evidence from the declared data: ``pci_vendor``'s PCI functions, ``dev_evidence``
+        nodes and the ``driver_version_file`` (described by ``describe_driver``)."""
+        if self.pci_vendor is None:
+            return []
+        from hal.hardware import dev_nodes, read_text
+
+        vendor, vendor_id = self.pci_vendor
+        found = self.pci_evidence(vendor, vendor_id)
+        found += [Hardware(vendor, "dev", what, node) for pattern, what in self.dev_evidence
+                  for node in dev_nodes(self.root, pattern)]
+        text = read_text(self.root, self.driver_version_file) if self.driver_version_file else None
+        if text:
+            found.append(Hardware(vendor, "driver", self.describe_driver(text),
+                                  self.driver_version_file))
+        return found
+
+    def describe_driver(self, text: str) -> str:
+        """How ``hardware()`` shows the driver version file's text; default: its first line."""
+        return text.splitlines()[0]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import torch
 
 import hal
 from hal.backends.cpu.backend import CpuBackend
-from hal.contract import Backend, Probe
+from hal.contract import Backend, DeviceModuleBackend, Probe
 from hal.plugins import registered
 from hal.selection import list_backends
 from hal.testing import oom_corpus
@@ -85,17 +85,15 @@ def test_non_exceptions_are_not_oom() -> None:
     assert not hal.is_oom("CUDA out of memory")  # type: ignore[arg-type]
 
 
-class _MpsLike(Backend):
-    """What an mps plugin would do: claim its allocator's RuntimeError."""
+class _MpsLike(DeviceModuleBackend):
+    """What an mps plugin would do: declare its allocator's words; the core's base judges."""
 
     name = "mpslike"
     device_type = "mps"
+    oom_markers = ("MPS backend out of memory",)
 
     def probe(self) -> Probe:
         return Probe(False, "test only", 0)
-
-    def is_oom(self, exc: BaseException) -> bool:
-        return isinstance(exc, RuntimeError) and "MPS backend out of memory" in str(exc)
 
 
 class _Broken(Backend):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from hal.backends.cpu.sysinfo import (
     read_cgroup_memory,
 )
 from hal.contract import Backend, DeviceInfo, Hardware, MemoryInfo, Probe
+from hal.versions import dist_version, release
 
 if TYPE_CHECKING:
     import torch
@@ -175,11 +175,8 @@ class CpuBackend(Backend):
 
         Versions are compared before the import: IPEX exits the interpreter on a mismatch.
         """
-        try:
-            ipex_v, torch_v = (importlib.metadata.version(d) for d in (IPEX_DIST, "torch"))
-        except importlib.metadata.PackageNotFoundError:
-            return model
-        if ipex_v.split(".")[:2] != torch_v.split("+")[0].split(".")[:2] or getattr(
+        ipex_v, torch_v = dist_version(IPEX_DIST), dist_version("torch")
+        if not ipex_v or release(ipex_v)[:2] != release(torch_v)[:2] or getattr(
                 model, "training", False):
             return model
         optimized: M = importlib.import_module(IPEX_MODULE).optimize(model)

@@ -13,7 +13,6 @@ from hal.contract import (
     DeviceInfo,
     DeviceModuleBackend,
     Finding,
-    Hardware,
     Probe,
     VisibleSpec,
     parse_visible,
@@ -116,29 +115,23 @@ class CudaBackend(DeviceModuleBackend):
     priority = 100
     dist_backend = "nccl"
     visible_devices_env = (VISIBLE_ENV,)
+    pci_vendor = ("NVIDIA", NVIDIA_PCI_VENDOR)
+    dev_evidence = (("/dev/nvidia[0-9]*", "device node"),)
+    driver_version_file = DRIVER_VERSION_FILE
 
     def __init__(self, module: Any = None, version: Any = None, nvml: Any = None,
                  root: str = "/", cudnn: Any = None, *,
                  environ: Mapping[str, str] | None = None) -> None:
-        """``module``/``version``/``nvml``/``cudnn`` stand in for torch.cuda, torch.version,
-        pynvml (False: not installed) and torch.backends.cudnn; ``root`` for /."""
-        super().__init__(module, root=root, environ=environ, version=version)
-        self._nvml = nvml
-        self._cudnn = cudnn
+        """Stand-ins for torch.cuda, torch.version, pynvml (False: absent), / and cuDNN."""
+        super().__init__(module, root=root, environ=environ, version=version, nvml=nvml,
+                         cudnn=cudnn)
 
     # -- discovery without side effects ----------------------------------------------------
 
     @property
     def nvml(self) -> Any:
         """pynvml (nvidia-ml-py) when installed, else None."""
-        if self._nvml is None:
-            try:
-                import pynvml
-
-                self._nvml = pynvml
-            except Exception:
-                self._nvml = False
-        return self._nvml or None
+        return self.optional_module("nvml", "pynvml")
 
     def build_problem(self) -> str | None:
         """Why this torch cannot drive NVIDIA GPUs at all, or None for a CUDA build."""
@@ -210,11 +203,8 @@ class CudaBackend(DeviceModuleBackend):
 
     def cudnn_version(self) -> str | None:
         """cuDNN's version as text, from torch.backends.cudnn.version() (None: not linked)."""
-        if self._cudnn is None:
-            import torch.backends.cudnn
-
-            self._cudnn = torch.backends.cudnn
-        version = quiet(self._cudnn.version, None)
+        cudnn = self.optional_module("cudnn", "torch.backends.cudnn")
+        version = quiet(cudnn.version, None) if cudnn is not None else None
         return _cudnn_text(version) if isinstance(version, int) else None
 
     def probe(self) -> Probe:
@@ -334,15 +324,6 @@ class CudaBackend(DeviceModuleBackend):
         from hal.backends.cuda.telemetry import read
 
         return read(self, index)
-
-    def hardware(self) -> Sequence[Hardware]:
-        found = self.pci_evidence("NVIDIA", NVIDIA_PCI_VENDOR)
-        found += [Hardware("NVIDIA", "dev", "device node", p)
-                  for p in dev_nodes(self.root, "/dev/nvidia[0-9]*")]
-        text = read_text(self.root, DRIVER_VERSION_FILE)
-        if text:
-            found.append(Hardware("NVIDIA", "driver", text.splitlines()[0], DRIVER_VERSION_FILE))
-        return found
 
     def findings(self) -> Sequence[Finding]:
         out: list[Finding] = []

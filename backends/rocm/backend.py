@@ -11,7 +11,6 @@ from hal.contract import (
     DeviceInfo,
     DeviceModuleBackend,
     Finding,
-    Hardware,
     Probe,
     parse_visible,
     quiet,
@@ -75,27 +74,22 @@ class RocmBackend(DeviceModuleBackend):
     priority = 100
     dist_backend = "nccl"  # RCCL, reached through torch's nccl backend name
     visible_devices_env = (HIP_ENV, ROCR_ENV, CUDA_ENV)
+    pci_vendor = ("AMD", AMD_PCI_VENDOR)
+    dev_evidence = (("/dev/kfd", "ROCm compute node"), ("/dev/dri/renderD*", "DRM render node"))
+    driver_version_file = DRIVER_VERSION_FILE
 
     def __init__(self, module: Any = None, version: Any = None, amdsmi: Any = None,
                  root: str = "/", cudnn: Any = None, *,
                  environ: Mapping[str, str] | None = None) -> None:
-        """``module``/``version``/``amdsmi``/``cudnn`` stand in for torch.cuda, torch.version,
-        amdsmi (False: not installed) and torch.backends.cudnn (MIOpen); ``root`` for /."""
-        super().__init__(module, root=root, environ=environ, version=version)
-        self._amdsmi = amdsmi
-        self._cudnn = cudnn
+        """Stand-ins for torch.cuda, torch.version, amdsmi (False: absent), / and MIOpen's
+        torch.backends.cudnn."""
+        super().__init__(module, root=root, environ=environ, version=version, amdsmi=amdsmi,
+                         cudnn=cudnn)
 
     @property
     def amdsmi(self) -> Any:
         """The amdsmi module when installed, else None."""
-        if self._amdsmi is None:
-            try:
-                import amdsmi
-
-                self._amdsmi = amdsmi
-            except Exception:
-                self._amdsmi = False
-        return self._amdsmi or None
+        return self.optional_module("amdsmi", "amdsmi")
 
     def build_problem(self) -> str | None:
         """Why this torch cannot drive AMD GPUs, or None for a ROCm build."""
@@ -243,11 +237,8 @@ class RocmBackend(DeviceModuleBackend):
             out["amdgpu_driver"] = driver
         if getattr(self.version, "hip", None):
             out["hip_runtime"] = str(self.version.hip)
-            if self._cudnn is None:
-                import torch.backends.cudnn
-
-                self._cudnn = torch.backends.cudnn
-            libraries = {"miopen": quiet(self._cudnn.version, None),
+            miopen = self.optional_module("cudnn", "torch.backends.cudnn")
+            libraries = {"miopen": quiet(miopen.version, None) if miopen is not None else None,
                          "rccl": quiet(lambda: ".".join(map(str, self.module.nccl.version())), None)}
             out.update({k: str(v) for k, v in libraries.items() if v})
         return out
@@ -258,16 +249,8 @@ class RocmBackend(DeviceModuleBackend):
 
         return read(self, index)
 
-    def hardware(self) -> Sequence[Hardware]:
-        found = self.pci_evidence("AMD", AMD_PCI_VENDOR)
-        found += [Hardware("AMD", "dev", "ROCm compute node", p)
-                  for p in dev_nodes(self.root, "/dev/kfd")]
-        found += [Hardware("AMD", "dev", "DRM render node", p)
-                  for p in dev_nodes(self.root, "/dev/dri/renderD*")]
-        text = read_text(self.root, DRIVER_VERSION_FILE)
-        if text:
-            found.append(Hardware("AMD", "driver", f"amdgpu {text}", DRIVER_VERSION_FILE))
-        return found
+    def describe_driver(self, text: str) -> str:
+        return f"amdgpu {text}"
 
     def findings(self) -> Sequence[Finding]:
         out: list[Finding] = []

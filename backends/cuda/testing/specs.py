@@ -61,9 +61,9 @@ SPECS: dict[str, GpuSpec] = {
                "gcnArchName='gfx942:sramecc+:xnack-', total_memory=196592MB, "
                "multi_processor_count=304, L2_cache_size=4MB"),
     "MI250X": GpuSpec(
-        "MI250X", "amd", "AMD Instinct MI250X", 65520 * MiB, 9, 0, 110,
-        gcnArchName="gfx90a:sramecc+:xnack-", L2_cache_size=8 * MiB, warp_size=64,
-        pci_device_ids=(0x1002, 0x740C),
+        key="MI250X", vendor="amd", name="AMD Instinct MI250X", total_memory=65520 * MiB,
+        major=9, minor=0, multi_processor_count=110, gcnArchName="gfx90a:sramecc+:xnack-",
+        L2_cache_size=8 * MiB, warp_size=64, pci_device_ids=(0x1002, 0x740C),
         source="torch repr on ROCm: name='AMD Instinct MI250X', major=9, minor=0, "
                "gcnArchName='gfx90a:sramecc+:xnack-', total_memory=65520MB, "
                "multi_processor_count=110 (one GCD; an MI250X board shows as two devices)"),
