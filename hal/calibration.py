@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -126,28 +126,50 @@ def save(backend: str, device_name: str, tflops: Mapping[str, float],
         "hal_version": __version__})
     file = path()
     try:
-        others = [e for e in _read(file)
-                  if (e.backend, e.device_name) != (backend, device_name)]
-    except (ConfigError, OSError):
-        others = []  # a corrupt file is replaced, not merged
-    text = json.dumps({"schema": SCHEMA, "entries": [e.as_dict() for e in (*others, entry)]},
-                      indent=2) + "\n"
-    try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".calibration-", suffix=".tmp", dir=file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from the user's other tools
-            os.replace(tmp, file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with _locked(file.parent):
+            _write(file, entry)
     except OSError as exc:
         raise HalError(f"cannot write the calibration file {str(file)!r}: "
                        f"{exc.strerror or exc} (set {CACHE_ENV} to a writable folder)") from None
     return entry
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder's lock file: two saves at once lose no entry."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the rename alone keeps the file whole
+        yield
+        return
+    fd = os.open(folder / ".calibration.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(file: Path, entry: Calibration) -> None:
+    """Merge ``entry`` into ``file`` (replacing its device's) through a temporary file and a rename."""
+    try:
+        others = [e for e in _read(file)
+                  if (e.backend, e.device_name) != (entry.backend, entry.device_name)]
+    except (ConfigError, OSError):
+        others = []  # a corrupt file is replaced, not merged
+    text = json.dumps({"schema": SCHEMA, "entries": [e.as_dict() for e in (*others, entry)]},
+                      indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".calibration-", suffix=".tmp", dir=file.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from the user's other tools
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
