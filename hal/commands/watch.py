@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         if writer is not None and new:
             writer.writerow(CSV_FIELDS)
         sampler.sample()  # primes rate figures (utilisation, energy) so the first row is real
-        time.sleep(min(interval, 0.25) if once or count == 1 else 0.0)
+        time.sleep(min(interval, 0.25))  # so the first printed rate spans a real interval
         view = View(interval)
         view.unavailable = dict(sampler.unavailable)
         if live:
