@@ -116,3 +116,21 @@ def test_pip_installed_third_party_plugin_is_listed_and_selectable() -> None:
     pinned = json.loads(run_hal("devices", "--json", env={
         "TOYACCEL_DEVICES": "2", "HAL_DISABLE_PLUGINS": "toyaccel"}).stdout)
     assert pinned["selection"]["device"] == "cpu"
+
+
+def test_one_dtype_vocabulary_for_plan_and_bench() -> None:
+    """bf16 is a --dtype for both commands; MI300's float8_e4m3fnuz plans as fp8."""
+    env = {"HAL_DEVICE": "cpu", "HAL_BENCH_SECONDS": "0.02"}
+    for spelling in ("bf16", "BFloat16", "torch.bfloat16"):
+        plan = run_hal("plan", "7B", "--no-local", "--dtype", spelling, "--json", env=env)
+        assert plan.returncode == 0, plan.stderr
+        assert json.loads(plan.stdout)["estimate"]["dtype"] == "bf16"
+    bench = run_hal("bench", "--dtype", "bf16", "--json", env=env)
+    assert bench.returncode == 0, bench.stderr
+    assert [m["dtype"] for m in json.loads(bench.stdout)["matmul"]] == ["bf16"]
+    fp8 = run_hal("plan", "7B", "--no-local", "--dtype", "float8_e4m3fnuz", "--json", env=env)
+    assert fp8.returncode == 0, fp8.stderr
+    assert json.loads(fp8.stdout)["estimate"]["dtype"] == "fp8"
+    bad = run_hal("plan", "7B", "--no-local", "--dtype", "fp64", env=env)
+    assert bad.returncode == 2 and "is not a weight format" in bad.stderr
+    _no_traceback(bad)
