@@ -283,14 +283,16 @@ class CudaBackend(DeviceModuleBackend):
     def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
         import torch
 
-        major, minor = self.module.get_device_capability(index)
+        with self.device_call() as cuda:
+            major, minor = cuda.get_device_capability(index)
         return [getattr(torch, n) for n in native_dtype_names(int(major), int(minor))]
 
     def fast_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
         """Native 16/8-bit dtypes from CC 7.0 (tensor cores); none below it (see SLOW_FP16)."""
         import torch
 
-        major, minor = self.module.get_device_capability(index)
+        with self.device_call() as cuda:
+            major, minor = cuda.get_device_capability(index)
         if (int(major), int(minor)) < FAST_LOW_PRECISION:
             return []
         return [d for d in self.dtypes(index) if d != torch.float32]

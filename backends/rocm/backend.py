@@ -221,7 +221,8 @@ class RocmBackend(DeviceModuleBackend):
     def dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
         import torch
 
-        arch = str(self.module.get_device_properties(index).gcnArchName)
+        with self.device_call() as cuda:
+            arch = str(cuda.get_device_properties(index).gcnArchName)
         return [getattr(torch, n) for n in native_dtype_names(arch) if hasattr(torch, n)]
 
     def emulated_dtypes(self, index: int = 0) -> Sequence[torch.dtype]:
