@@ -158,3 +158,33 @@ def test_visible_lists_read_like_the_runtimes() -> None:
     ids = parse_visible("GPU-ab,GPU-cd", ("GPU-",))
     assert ids.prefix == "GPU-" and resolve_visible(ids, 2, ["ab12", "cd34"], strip="GPU-") == [0, 1]
     assert resolve_visible(ids, 2) is None
+
+
+@pytest.mark.parametrize("name", ["CudaBackend", "RocmBackend", "AscendBackend", "XpuBackend"])
+def test_every_backend_takes_its_environment_the_same_way(name: str, monkeypatch: Any) -> None:
+    import importlib
+    import inspect
+    import os
+
+    vendor = name.removesuffix("Backend").lower()
+    cls = getattr(importlib.import_module(f"hal.backends.{vendor}"), name)
+    parameter = inspect.signature(cls).parameters["environ"]
+    assert parameter.kind is inspect.Parameter.KEYWORD_ONLY and parameter.default is None
+    given = {"HAL_TEST_ONLY": "1"}
+    assert cls(environ=given).environ is given
+    live = cls()
+    monkeypatch.setenv("HAL_TEST_ONLY", "2")
+    assert live.environ is os.environ and live.environ["HAL_TEST_ONLY"] == "2"
+
+
+FAKES = ["cuda/testing/specs.py", "cuda/testing/fake_torch_cuda.py", "cuda/testing/fake_nvml.py",
+         "rocm/testing/fake_kfd.py", "ascend/testing/fake_npu.py", "xpu/testing/fake_xpu.py"]
+
+
+@pytest.mark.parametrize("fake", FAKES)
+def test_fakes_share_no_code_with_what_they_test(fake: str) -> None:
+    tree = ast.parse((ROOT / "backends" / fake).read_text())
+    modules = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    shared = {m for m in modules if m in ("hal.contract", "hal.versions")
+              or (m.startswith("hal.backends.") and ".testing" not in m)}
+    assert not shared, f"{fake} imports {shared}: a mistake made in both copies would pass"
