@@ -1,6 +1,6 @@
 """Live device telemetry: the ``Telemetry`` value, safe sampling of every backend, ``watch()``.
 
-A backend's optional ``telemetry(index)`` member answers what nvidia-smi-like tools show
+A backend's optional ``telemetry(index)`` member answers what vendors' ``*-smi`` tools show
 (memory, utilisation, power, temperature, clocks, processes), torch-free and without creating
 a device context.  :class:`Sampler` calls it for every device of every backend, each backend in
 its own worker thread under a timeout, so one that raises or hangs costs only its own rows.
@@ -58,7 +58,7 @@ class Telemetry:
 
     Units: bytes, utilisation as a fraction 0..1, watts, degrees Celsius, MHz.  ``processes``
     is None when unknown and ``()`` when the vendor says no process uses the device.
-    ``source`` names where the figures came from (``NVML``, ``/proc/stat``, ...).
+    ``source`` names where the figures came from (a management library, ``/proc/stat``, ...).
     """
 
     source: str

@@ -117,6 +117,8 @@ class View:
             mem = _bar(t.memory_fraction)
             if t.memory_total is not None:
                 mem += f" {_fmt_bytes(t.memory_used)}/{_fmt_bytes(t.memory_total)}"
+            elif t.memory_used is not None:  # total unknown (some sysfs sources): show the used
+                mem += f" {_fmt_bytes(t.memory_used)} used"
             power = _num(t.power, "W")
             if t.power_limit is not None:
                 power += f"/{t.power_limit:.0f}"

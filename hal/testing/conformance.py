@@ -366,8 +366,8 @@ def run_checks(backend: Backend, *, oom_error: BaseException | None = None,
 def fake_module(name: str, **attrs: Any) -> types.ModuleType:
     """A module object with the given attributes, for a fake vendor module in tests.
 
-    For the vendors hal ships, use the fuller fakes in ``hal.testing.fake_cuda``,
-    ``hal.testing.fake_npu`` and ``hal.testing.fake_xpu``.
+    For the vendors hal ships, use the fuller fakes in ``hal.backends.<vendor>.testing``
+    (runtime modules, management libraries and their telemetry).
     """
     module = types.ModuleType(name)
     for key, value in attrs.items():
