@@ -19,7 +19,7 @@ class FakeNVMLError(Exception):
 
     def __str__(self) -> str:
         return {9: "Driver Not Loaded", 12: "NVML Shared Library Not Found",
-                6: "Not Found"}.get(self.value, f"NVML error {self.value}")
+                6: "Not Found", 3: "Not Supported"}.get(self.value, f"NVML error {self.value}")
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,17 @@ class FakeMemory:
 
 
 class _FakeNvml:
-    """A fake ``pynvml``: the functions hal uses, with pynvml's names and signatures."""
+    """A fake ``pynvml``: the functions hal uses, with pynvml's names and signatures.
+
+    It models discovery (counts, UUIDs, MIG, memory totals); the live figures of ``hal watch``
+    (utilisation, power, temperature, clocks, processes) answer NVML's "Not Supported", as on a
+    board that does not report them; ``fake_telemetry`` models boards that do.
+    """
 
     NVML_ERROR_DRIVER_NOT_LOADED = 9
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
     NVML_ERROR_NOT_FOUND = 6
+    NVML_ERROR_NOT_SUPPORTED = 3
 
     def __init__(self, specs: list[GpuSpec], driver: str | None, mig: dict[int, int]) -> None:
         self.NVMLError = FakeNVMLError
@@ -91,6 +97,13 @@ class _FakeNvml:
     def nvmlDeviceGetMemoryInfo(self, handle: _Handle, version: Any = None) -> FakeMemory:
         total = self._specs[handle.index].total_memory
         return FakeMemory(total=total, free=total, used=0)
+
+    def _not_supported(self, *args: Any) -> Any:
+        raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
+
+    nvmlDeviceGetUtilizationRates = nvmlDeviceGetPowerUsage = _not_supported
+    nvmlDeviceGetEnforcedPowerLimit = nvmlDeviceGetTemperature = _not_supported
+    nvmlDeviceGetClockInfo = nvmlDeviceGetComputeRunningProcesses = _not_supported
 
 
 def make_nvml(devices: Sequence[str | GpuSpec] = ("A100-80GB",), *,
