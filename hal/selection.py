@@ -6,6 +6,7 @@ and cached; ``reset()`` forgets it for code that changes HAL_DEVICE at run time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -138,10 +139,8 @@ def _import_torch_first() -> None:
     import is not safe to run from several threads at once (partly initialised module)."""
     if "torch" in sys.modules:
         return
-    try:
+    with contextlib.suppress(Exception):  # not installed or broken: each probe says so
         import torch  # noqa: F401
-    except Exception:  # not installed or broken: each probe says so itself
-        pass
 
 
 def _record(backend: Backend, problem: str) -> None:

@@ -43,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     """Collect, render, and exit 1 when any finding is an error."""
     from hal.doctor.report import DEFAULT_TIMEOUT, Options, collect
     from hal.errors import ConfigError
-
     from hal.parse import parse_float
     from hal.validate import MAX_TIMEOUT
 

@@ -89,9 +89,13 @@ def _looks_random(run: str) -> bool:
     return any(len(part) >= 16 and _random(part) for part in re.split(r"[-_]", run))
 
 
+#: Names the pattern would catch that are not credentials (the shell's working directories).
+_NOT_SECRET_NAMES = frozenset({"PWD", "OLDPWD"})
+
+
 def is_secret_name(name: str) -> bool:
     """Does the variable name say its value is a credential (``HAL_API_TOKEN``, ``..._PASSWORD``)?"""
-    return bool(_SECRET_NAME.search(name))
+    return name.upper() not in _NOT_SECRET_NAMES and bool(_SECRET_NAME.search(name))
 
 
 def _masked(m: re.Match[str], head: str) -> str:

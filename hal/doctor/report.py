@@ -30,7 +30,7 @@ SCHEMA = "hal.doctor/1"
 #: Seconds a probe step may go without progress before it is declared hung.
 DEFAULT_TIMEOUT = 30.0
 #: Children started at most: the first, plus retries without a hung or crashed backend.
-MAX_RUNS = 3
+MAX_RUNS = 5
 #: Extra seconds the parent grants a silent child beyond the per-step timeout.
 CHILD_MARGIN = 10.0
 GENERIC_PREFIXES = ("HAL_", "TORCH_", "PYTORCH_")
@@ -329,6 +329,7 @@ def collect(options: Options | None = None) -> dict[str, Any]:
     skip: list[str] = []
     denied: list[str] = []
     broken_plugins: dict[str, str] = {}
+    crashed_backends: dict[str, str] = {}
     retry_torch: Mapping[str, Any] | None = None
 
     def deny_env() -> dict[str, str]:
@@ -355,6 +356,9 @@ def collect(options: Options | None = None) -> dict[str, Any]:
                 str(plugin), result.outcome, str(step_name), result.detail, result.stderr_tail),
                 "doctor"))
         elif len(culprits) == 1:
+            crashed_backends[culprits[0]] = (f"backend {culprits[0]!r} "
+                                             f"{generic.OUTCOME_WORDS.get(result.outcome, result.outcome)} "
+                                             f"the doctor's probe process ({result.detail})")
             found.append(finding_dict(generic.isolation_finding(
                 result.outcome, {"step": f"backend {culprits[0]}", "backend": culprits[0]},
                 result.detail, _provider(report["plugins"], culprits[0]),
@@ -388,6 +392,10 @@ def collect(options: Options | None = None) -> dict[str, Any]:
         _fold(again, report, found)
         report["torch"] = dict(kept_torch, autoload_disabled=retry_torch)
         report["runs"].append(dict(_run_entry(again, skip), env={AUTOLOAD_ENV: "0"}))
+    for backend, why in crashed_backends.items():
+        owner = _provider(report["plugins"], backend)
+        if owner and owner not in broken_plugins:
+            broken_plugins[owner] = why
     if broken_plugins:
         _mark_plugins(report, broken_plugins)
 

@@ -1,0 +1,133 @@
+"""Hostile plugin distributions, written on demand: each a tiny module and a dist-info folder.
+
+``install(root, *names)`` writes the named plugins under ``root``; putting ``root`` on sys.path or
+PYTHONPATH makes them installed plugins for importlib.metadata, exactly like a pip install.
+Each family is one way a plugin author (hostile or careless) can try to take hal over, hang it
+or make it leak a secret (issue 12).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+#: A secret the hostile plugins try to leak through reasons, findings, errors and crash output.
+LEAK = "hunter2-" + "Zq8" * 4
+
+_BACKEND = '''
+import hal
+
+class B(hal.Backend):
+    name = {name!r}
+    device_type = {device_type!r}
+    priority = {priority}
+
+    def probe(self):
+{probe}
+
+{extra}
+
+@hal.hookimpl
+def hal_backends():
+    return [B()]
+'''
+
+
+def backend(name: str, probe: str = "return hal.Probe(True, 'here', 1)", *,
+            device_type: str = "meta", priority: str = "60", extra: str = "",
+            head: str = "") -> str:
+    """Source of a plugin module with one backend; ``probe`` is the body of probe()."""
+    body = textwrap.indent(textwrap.dedent(probe).strip(), " " * 8)
+    return textwrap.dedent(head) + _BACKEND.format(
+        name=name, device_type=device_type, priority=priority, probe=body,
+        extra=textwrap.indent(textwrap.dedent(extra).strip(), "    "))
+
+
+#: family -> (entry-point name, module source).  None of them may stop hal or hide cpu.
+FAMILIES: dict[str, tuple[str, str]] = {
+    # finding 2: process-level and hangs (in-process commands survive those that do not kill)
+    "import_sleeps": ("sleepy", "import time\ntime.sleep(3600)\n"),
+    "import_sysexit": ("quitter", "raise SystemExit(7)\n"),
+    "hook_hangs": ("hookhang", "import time, hal\n@hal.hookimpl\ndef hal_backends():\n"
+                               "    time.sleep(3600)\n"),
+    "hook_sysexit": ("hookexit", "import hal\n@hal.hookimpl\ndef hal_backends():\n"
+                                 "    raise SystemExit(5)\n"),
+    "probe_sysexit": ("probeexit", backend("probeexit", "raise SystemExit(4)")),
+    # finding 3: a built-in name
+    "takes_cpu": ("cpu", backend("cpu", device_type="meta", priority="1000")),
+    "backend_named_cpu": ("notcpu", backend("cpu", device_type="meta", priority="1000")),
+    # finding 4: values not to be trusted
+    "priority_str": ("prio", backend("prio", priority="'100'")),
+    "priority_none": ("prionone", backend("prionone", priority="None")),
+    "priority_nan": ("prionan", backend("prionan", priority="float('nan')")),
+    "priority_bool": ("priobool", backend("priobool", priority="True")),
+    "device_type_injection": ("inject", backend("inject", device_type="cuda;rm")),
+    "probe_str_available": ("lies", backend("lies", "return hal.Probe('no', 'x', 1)")),
+    "probe_negative_count": ("negcount", backend("negcount", "return hal.Probe(True, 'x', -3)")),
+    "probe_str_count": ("strcount", backend("strcount", "return hal.Probe(True, 'x', '2')")),
+    "memory_dict": ("memdict", backend("memdict", priority="2000", extra="""
+        def memory(self, index=0):
+            return {'total': 1}
+    """)),
+    "devices_ints": ("devints", backend("devints", priority="2000", extra="""
+        def devices(self):
+            return [1, 2]
+    """)),
+    "versions_int": ("verint", backend("verint", priority="2000", extra="""
+        def versions(self):
+            return 3
+    """)),
+    "memory_nan": ("memnan", backend("memnan", priority="2000", extra="""
+        def memory(self, index=0):
+            return hal.MemoryInfo(float('nan'), 0, 0, 0, 0, 'nan')
+    """)),
+    "name_newline": ("newline", backend("evil\n")),
+    # finding 5: probes that hang or call back into hal
+    "probe_hangs": ("probehang", backend("probehang", "import time\ntime.sleep(3600)",
+                                         priority="3000")),
+    "probe_reenters": ("reenter", backend("reenter", "return hal.Probe(True, str(hal.get_device()), 1)",
+                                          priority="3000")),
+    "probe_resets": ("resetter", backend("resetter", "hal.reset()\nreturn hal.Probe(True, 'x', 1)",
+                                         priority="3000")),
+    "probe_memory_info": ("meminfo", backend("meminfo", "hal.memory.info()\n"
+                                                        "return hal.Probe(True, 'x', 1)", priority="3000")),
+    # finding 6: prints and environment changes
+    "prints": ("printer", backend("printer", "print('PROBE NOISE')\nreturn hal.Probe(False, 'no', 0)",
+                                  head="print('IMPORT NOISE {not json')\n")),
+    "env_changer": ("envy", backend("envy", "return hal.Probe(False, 'no', 0)",
+                                    head="import os\nos.environ['HAL_DEVICE'] = 'meta'\n"
+                                         "os.environ.pop('PATH', None)\n")),
+    # finding 7: secrets in reasons, exceptions and findings
+    "leaky": ("leaky", backend("leaky", f"raise RuntimeError('cannot log in: password={LEAK}')",
+                               extra=f"""
+        def findings(self):
+            return [hal.Finding('leaky.secret', 'info', 'token ghp_{LEAK}AAAAAAAAAAAA', 'pw {LEAK}')]
+    """)),
+}
+
+#: Families that end or kill the process: only the doctor can survive them (isolated child).
+FATAL: dict[str, tuple[str, str]] = {
+    "import_os_exit": ("exiter", f"import sys\nsys.stderr.write('password={LEAK}\\n')\n"
+                                 "import os\nos._exit(7)\n"),
+    "probe_segfault": ("segv", backend("segv", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)",
+                                       priority="3000")),
+    "hook_os_exit": ("hookosexit", "import os, hal\n@hal.hookimpl\ndef hal_backends():\n"
+                                   "    os._exit(9)\n"),
+    "probe_sigkill": ("killer", backend("killer", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+                                        priority="3000")),
+}
+
+
+def install(root: Path, *families: str) -> Path:
+    """Write the named hostile plugins (from FAMILIES or FATAL) as distributions under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for family in families:
+        ep, source = FAMILIES.get(family) or FATAL[family]
+        module = f"hostile_{family}"
+        info = root / f"hal_hostile_{family}-0.1.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: hal-hostile-{family.replace('_', '-')}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[hal]\n{ep} = {module}\n")
+        (root / f"{module}.py").write_text(source)
+    return root
