@@ -88,6 +88,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 2
     warnings.showwarning = _show_warning
+    from hal.validate import route_plugin_stdout
+
+    route_plugin_stdout()  # what plugin code prints goes to stderr: --json output stays parseable
     # torch's CPU wheel warns at import when numpy is absent; it says nothing about hal's answer.
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     try:
