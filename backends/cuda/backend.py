@@ -20,7 +20,7 @@ from hal.contract import (
     resolve_visible,
 )
 from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, dev_nodes, pci_devices, read_text
-from hal.versions import release
+from hal.versions import release, release_text
 
 if TYPE_CHECKING:
     import torch
@@ -333,7 +333,7 @@ class CudaBackend(DeviceModuleBackend):
         driver_text = self.driver_version()
         driver = release(driver_text) or None
         has_gpu = bool(gpus) or bool(dev_nodes(self.root, "/dev/nvidia[0-9]*"))
-        version = self.torch_version.split("+")[0]
+        version = release_text(self.torch_version) or self.torch_version.split("+")[0]
         cuda = getattr(self.version, "cuda", None)
         if has_gpu and not cuda and not getattr(self.version, "hip", None):
             tag = wheel_tag_for_driver(driver)

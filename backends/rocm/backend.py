@@ -17,6 +17,7 @@ from hal.contract import (
     resolve_visible,
 )
 from hal.hardware import ACCELERATOR_CLASS, DISPLAY_CLASS, dev_nodes, pci_devices, read_text
+from hal.versions import release_text
 
 if TYPE_CHECKING:
     import torch
@@ -257,7 +258,7 @@ class RocmBackend(DeviceModuleBackend):
         out: list[Finding] = []
         gpus = pci_devices(self.root, AMD_PCI_VENDOR, (DISPLAY_CLASS, ACCELERATOR_CLASS))
         has_gpu = bool(gpus) or bool(dev_nodes(self.root, "/dev/kfd"))
-        version = self.torch_version.split("+")[0]
+        version = release_text(self.torch_version) or self.torch_version.split("+")[0]
         if has_gpu and not getattr(self.version, "hip", None):
             cuda = getattr(self.version, "cuda", None)
             flavour = f"a CUDA {cuda} build" if cuda else "a CPU-only build"
