@@ -290,3 +290,45 @@ def test_old_names_warn_once_and_still_work() -> None:
         env={**os.environ, "HAL_DEVICE": "cpu"},
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# -- per-rank device binding by the launcher (issue 14 finding 3) ---------------------------
+
+
+class Bound(Fake):
+    visible_devices_env = ("GPUX_VISIBLE_DEVICES",)
+
+
+@pytest.mark.parametrize(("count", "rank"), [(1, 3), (2, 5)])
+def test_a_rank_bound_by_the_launcher_uses_index_0_and_says_why(count: int, rank: int) -> None:
+    """Slurm --gpus-per-task / per-task visible-device lists: LOCAL_RANK 0..n-1, each rank sees
+    only its own device(s)."""
+    world = [Bound("gpu", "meta", 100, True, count), CpuBackend()]
+    sel = decide(world, {"LOCAL_RANK": str(rank), "GPUX_VISIBLE_DEVICES": "3"})
+    assert (sel.backend.name, sel.index) == ("gpu", 0)
+    assert f"LOCAL_RANK={rank} but GPUX_VISIBLE_DEVICES gives this rank {count} device(s)" in sel.reason
+
+
+def test_true_oversubscription_is_still_refused() -> None:
+    world = [Bound("gpu", "meta", 100, True, 1), CpuBackend()]
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK=3 but gpu has only 1 visible device.*GPUX_VISIBLE"):
+        decide(world, {"LOCAL_RANK": "3"})
+    assert decide(world, {"LOCAL_RANK": "0"}).index == 0  # within range: unchanged
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"HAL_DEVICE": "gpu:²"}, "device index '²'"),
+    ({"HAL_DEVICE": "gpu:" + "9" * 5000}, "is not a non-negative integer"),
+    ({"LOCAL_RANK": "²"}, "LOCAL_RANK='²'"),
+    ({"LOCAL_RANK": "9" * 5000}, "LOCAL_RANK="),
+    ({"HAL_STRICT": "garbage"}, "HAL_STRICT='garbage' is not a switch"),
+])
+def test_unicode_digits_and_huge_numbers_are_config_errors(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        decide(_world(gpu=True), env)
+    assert named in str(info.value) and len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on", "0", "false", "No", "off", ""])
+def test_hal_strict_accepts_its_documented_switch_words(value: str) -> None:
+    decide(_world(gpu=True), {"HAL_STRICT": value})
