@@ -100,8 +100,50 @@ def autocast_entry() -> None:
           "is cached, the difference is a few dict lookups)")
 
 
+def dtype_names() -> None:
+    """hal.dtypes.parse against the dict lookup it replaced (precision's old _ALIASES)."""
+    from hal import dtypes
+
+    old = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "half": "fp16", "fp32": "fp32"}
+    names = ["bf16", "BFloat16", "torch.float16", "float8_e4m3fnuz", "half"] * 200
+
+    def registry() -> None:
+        for name in names:
+            dtypes.parse(name)
+
+    def table() -> None:
+        for name in names:
+            old.get(name.strip().lower())
+
+    t = interleaved({"registry": registry, "table": table}, rounds=5, inner=3)
+    per = t["registry"] / len(names) * 1e6
+    print(f"dtype name parse: hal.dtypes.parse {per:.2f} us/name, {t['registry'] / t['table']:.1f}x "
+          "a bare dict lookup (parsed once per policy/flag, never per tensor)")
+
+
+def bench_sweep(threads: int) -> None:
+    """`hal bench`'s matmul sweep on this CPU: each size's rate as a share of the best."""
+    from hal.commands import bench
+
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        data = bench.measure(["fp32", "bf16"])
+        wall = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(1)
+    print(f"hal bench sweep ({threads} threads, {bench.BUDGET_S} s a size; whole measure() "
+          f"{wall:.1f} s):")
+    for row in data["matmul"]:
+        best = row["tflops"] or 0.0
+        shares = ", ".join(f"{s['n']}: {s['tflops'] / best:.2f}" for s in row["sizes"])
+        print(f"  {row['dtype']}: best {best:.3f} TFLOPS at {row['n']}; rate / best by size: "
+              f"{shares}")
+
+
 def main() -> None:
     torch.set_grad_enabled(False)
+    default_threads = torch.get_num_threads()
     # One thread: on a shared, busy machine OpenMP contention swamps the dtype's effect.
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -109,6 +151,8 @@ def main() -> None:
     matmul()
     transformer()
     autocast_entry()
+    dtype_names()
+    bench_sweep(default_threads)
     pol = hal.precision.policy()
     print(f"hal.precision.policy(): {pol.name} (scaler: {pol.needs_scaler}) - {pol.reason}")
 
