@@ -79,7 +79,7 @@ REGISTRY: tuple[DType, ...] = (
        aliases=("bfloat16", "brain16")),
     _d("fp8", "float8_e4m3fn", 1, (*_ALL_PLANNED, MATMUL),
        aliases=("float8", "float8_e4m3fn", "fp8_e4m3fn", "fp8_e4m3", "e4m3", "e4m3fn"),
-       note="OCP E4M3 (NVIDIA Hopper/Blackwell, MI350)"),
+       note="OCP E4M3, the common fp8 weight format"),
     _d("fp8-e5m2", "float8_e5m2", 1, (*_ALL_PLANNED, MATMUL), family="fp8",
        aliases=("float8_e5m2", "e5m2"), note="OCP E5M2: wider range, common for KV caches"),
     _d("fp8-e4m3fnuz", "float8_e4m3fnuz", 1, (*_ALL_PLANNED, MATMUL), family="fp8",
