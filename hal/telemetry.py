@@ -31,6 +31,7 @@ __all__ = [
     "check_telemetry",
     "from_memory",
     "process_usage",
+    "unknown",
     "watch",
 ]
 
@@ -99,6 +100,11 @@ class Telemetry:
             else [p.as_dict() for p in self.processes],
             "source": self.source,
         }
+
+
+def unknown(why: str) -> Telemetry:
+    """A reading with no figures that says why (``source`` starts with ``none:``)."""
+    return Telemetry(source=f"none: {' '.join(why.split())}")
 
 
 def from_memory(mem: MemoryInfo) -> Telemetry:

@@ -279,11 +279,18 @@ def test_cuda_visible_devices_pick_the_nvml_device() -> None:
         assert b.probe().device_count == 1
         assert b.telemetry(0).name == "NVIDIA H100 80GB HBM3"
     assert cuda_telemetry.physical_index("MIG-abc", 0, ["GPU-1"]) is None
+    lost = fake_nvml.make_backend(nvml, environ={"CUDA_VISIBLE_DEVICES": "0"}).telemetry(1)
+    assert lost.source.startswith("none: NVML: LookupError") and lost.memory_used is None
+
+
+def test_xpu_without_sysfs_says_so(tmp_path: Path) -> None:
+    t = fake_xpu.make_backend(tmp_path).telemetry(0)  # an empty tree: no Intel GPU in sysfs
+    assert t.source.startswith("none: sysfs: LookupError") and t.power is None
 
 
 def test_cuda_without_nvml_says_so_without_torch_cuda() -> None:
-    b = fake_nvml.make_backend()
-    b._nvml = False  # nvidia-ml-py not installed
+    b = fake_nvml.make_backend(nvml=False, environ={})  # nvidia-ml-py not installed
+    assert b.probe().device_count == 2
     t = b.telemetry(0)
     assert t.memory_used is None and "pip install nvidia-ml-py" in t.source
 

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from hal.telemetry import Telemetry, process_usage
+from hal.telemetry import Telemetry, process_usage, unknown
 
 MB = 1 << 20
 VISIBLE_ENV = "ASCEND_RT_VISIBLE_DEVICES"
@@ -177,4 +177,7 @@ def read(backend: Any, index: int) -> Telemetry:
         entry = _readers.setdefault(backend, (threading.Lock(), reader))
     lock, reader = entry
     with lock:
-        return reader.read(index)
+        try:
+            return reader.read(index)
+        except Exception as exc:  # a device DCMI cannot read: no figures, and why
+            return unknown(f"DCMI: {type(exc).__name__}: {exc}")

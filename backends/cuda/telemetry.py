@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from hal.telemetry import Telemetry, process_usage
+from hal.telemetry import Telemetry, process_usage, unknown
 
 T = TypeVar("T")
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
@@ -124,4 +124,7 @@ def read(backend: Any, index: int) -> Telemetry:
             nvml, getattr(backend, "environ", None))))
     lock, reader = entry
     with lock:
-        return reader.read(index)
+        try:
+            return reader.read(index)
+        except Exception as exc:  # a device NVML cannot read: no figures, and why
+            return unknown(f"NVML: {type(exc).__name__}: {exc}")

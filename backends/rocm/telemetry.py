@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hal.telemetry import Telemetry, process_usage
+from hal.telemetry import Telemetry, process_usage, unknown
 
 MB = 1 << 20
 ROCR_ENV = "ROCR_VISIBLE_DEVICES"
@@ -179,4 +179,7 @@ def read(backend: Any, index: int) -> Telemetry:
             smi, getattr(backend, "environ", None))))
     lock, reader = entry
     with lock:
-        return reader.read(index)
+        try:
+            return reader.read(index)
+        except Exception as exc:  # a device amdsmi cannot read: no figures, and why
+            return unknown(f"amdsmi: {type(exc).__name__}: {exc}")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hal.hardware import PciDevice, pci_devices, read_text
-from hal.telemetry import Telemetry, process_usage
+from hal.telemetry import Telemetry, process_usage, unknown
 
 INTEL_PCI_VENDOR = 0x8086
 GPU_CLASSES = (0x03, 0x12)
@@ -214,4 +214,7 @@ def read(backend: Any, index: int) -> Telemetry:
             backend.root, getattr(backend, "environ", None))))
     lock, reader = entry
     with lock:
-        return reader.read(index)
+        try:
+            return reader.read(index)
+        except Exception as exc:  # a device sysfs cannot read: no figures, and why
+            return unknown(f"sysfs: {type(exc).__name__}: {exc}")

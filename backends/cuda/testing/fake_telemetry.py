@@ -162,12 +162,17 @@ class FakeNvml(types.ModuleType):
         return [_Proc(pid, used) for pid, used in self._b(handle).processes]
 
 
-def make_backend(nvml: FakeNvml | None = None, environ: dict[str, str] | None = None) -> Any:
-    """A real CudaBackend on the fake NVML and a CUDA-build torch.version; no torch.cuda call."""
+def make_backend(nvml: FakeNvml | bool | None = None,
+                 environ: dict[str, str] | None = None) -> Any:
+    """A real CudaBackend on the fake NVML and a CUDA-build torch.version; no torch.cuda call.
+
+    ``nvml=False`` stands for nvidia-ml-py not installed (the count then comes from torch's
+    own NVML-based ``_device_count_nvml``, faked to 2).
+    """
     from hal.backends.cuda.backend import CudaBackend
 
-    nvml = FakeNvml() if nvml is None else nvml
-    n = len(nvml.boards)
+    nvml = FakeNvml() if nvml is None or nvml is True else nvml
+    n = len(nvml.boards) if isinstance(nvml, FakeNvml) else 2
     module = types.SimpleNamespace(is_initialized=lambda: False, device_count=lambda: n,
                                    _device_count_nvml=lambda: n)
     version = types.SimpleNamespace(cuda="12.4", hip=None, xpu=None,
