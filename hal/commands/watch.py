@@ -114,6 +114,9 @@ class View:
             if t is None:
                 table.add_row(key, "", Text(r.error or "no reading", style="red"))
                 continue
+            if t.source.startswith("none:"):  # the backend says why it has no figures
+                table.add_row(key, (t.name or "")[:28], Text(t.source[5:].strip(), style="yellow"))
+                continue
             mem = _bar(t.memory_fraction)
             if t.memory_total is not None:
                 mem += f" {_fmt_bytes(t.memory_used)}/{_fmt_bytes(t.memory_total)}"
