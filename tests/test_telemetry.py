@@ -180,7 +180,7 @@ def test_watch_returns_series_and_peak() -> None:
 def test_watch_defaults_to_the_selected_device() -> None:
     with hal.telemetry.watch(interval=1) as w:
         pass
-    assert w.backend == hal.select().backend.name and len(w.samples) == 2
+    assert w.backend == hal.select().backend.name and len(w.samples) >= 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), 1e9, "fast"])
