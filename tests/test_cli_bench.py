@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import torch
 
-from hal import calibration
+import hal
+from hal import calibration, dtypes, selection
+from hal.backends.cpu.backend import CpuBackend
 from hal.commands import bench
+from hal.plugins import registered
 
 
 def hal_bench(*args: str, seconds: str = "0.05",
@@ -208,3 +211,44 @@ def test_save_records_only_what_was_measured(
     assert code == 1
     cal = calibration.load("cpu", data["name"])
     assert cal is not None and set(cal.tflops) == {"fp32"}
+
+
+class Fp8Host(CpuBackend):
+    """The host CPU reporting fp8 as an H100 or MI300 does (e4m3fn, or e4m3fnuz)."""
+
+    name = "fp8host"
+    priority = 5
+
+    def __init__(self, fp8: torch.dtype) -> None:
+        super().__init__()
+        self.fp8 = fp8
+
+    def dtypes(self, index: int = 0) -> list[torch.dtype]:
+        return [torch.bfloat16, self.fp8, torch.float32]
+
+
+@pytest.mark.parametrize("fp8", [torch.float8_e4m3fn, torch.float8_e4m3fnuz])
+def test_a_device_listing_fp8_is_benched_without_torch_mm_on_fp8(
+        short_budget: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], fp8: torch.dtype) -> None:
+    """Issue 14: torch.mm has no fp8 kernel on GPUs; bench must use _scaled_mm or skip."""
+    _failing_mm(monkeypatch, fp8, above=0)  # torch.mm refuses fp8, as addmm on a GPU does
+
+    class Plugin:
+        @hal.hookimpl
+        def hal_backends(self) -> list[CpuBackend]:
+            return [Fp8Host(fp8)]
+
+    with registered(Plugin(), "test-fp8host"):
+        monkeypatch.setenv("HAL_DEVICE", "fp8host")
+        selection.reset()
+        code, data, _ = _run(capsys)
+        assert code == 0
+        assert [(m["dtype"], m["status"]) for m in data["matmul"]] == [
+            ("bf16", "ok"), (dtypes.short(fp8), "ok"), ("fp32", "ok")]
+        monkeypatch.delattr(torch, "_scaled_mm")  # a torch without the fp8 GEMM
+        code, data, _ = _run(capsys)
+        assert code == 0
+        assert [m["status"] for m in data["matmul"]] == ["ok", "skipped", "ok"]
+    selection.reset()
+
