@@ -14,6 +14,8 @@ import torch.distributed as dist
 
 import hal
 from hal import distributed as hd
+from hal.distributed import collectives, faults, plans
+from hal.distributed.world import STATE
 from hal.plugins import load_plugins
 
 ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
@@ -143,9 +145,9 @@ def test_incomplete_env_names_what_is_missing() -> None:
 
 
 @pytest.mark.parametrize(("var", "value", "match"), [
-    ("RANK", "one", r"RANK='one' is not a non-negative integer"),
+    ("RANK", "one", r"RANK='one' is not a whole number; expected 0\.\.1048576"),
     ("RANK", "2", r"RANK=2 with WORLD_SIZE=2: expected 0 <= RANK < WORLD_SIZE"),
-    ("MASTER_PORT", "70000", r"MASTER_PORT=70000 is not a TCP port"),
+    ("MASTER_PORT", "70000", r"MASTER_PORT=70000 is out of range; expected 1\.\.65535"),
 ])
 def test_bad_env_values_are_one_line_config_errors(var: str, value: str, match: str) -> None:
     with pytest.raises(hal.ConfigError, match=match) as info:
@@ -283,7 +285,7 @@ def test_reduce_plan_matches_the_documented_table(
 def test_dtypes_gloo_cannot_move_travel_as_same_size_bit_views(
         dtype: torch.dtype, view: torch.dtype | None) -> None:
     t = torch.zeros(3, dtype=dtype)
-    moved = hd._move_view(t)
+    moved = plans.move_view(t)
     assert moved.dtype == (view or dtype) and moved.data_ptr() == t.data_ptr()
 
 
@@ -295,15 +297,15 @@ def test_peer_failures_become_one_line_distributed_errors() -> None:
     reset = RuntimeError("[/x/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:1: "
                          "Connection reset by peer. This is typically caused by a remote worker "
                          "hanging or bugs in the application. GLHF!")
-    err = hd._peer_error("all_reduce", reset)
+    err = faults.peer_error("all_reduce", reset, hd.world())
     assert isinstance(err, hd.DistributedError) and isinstance(err, hal.HalError)
     assert str(err) == ("all_reduce failed on rank 0 of 1 (timeout 7 s): a peer rank closed its "
                         "connection (it crashed or exited): Read error [127.0.0.1]:1: "
                         "Connection reset by peer")
     stuck = RuntimeError("[../unbound_buffer.cc:78] Timed out waiting 7000ms for recv operation")
-    assert "did not take part in time" in str(hd._peer_error("barrier", stuck))
+    assert "did not take part in time" in str(faults.peer_error("barrier", stuck, hd.world()))
     other = RuntimeError("shape mismatch")
-    assert hd._peer_error("all_reduce", other) is other  # user errors pass through untouched
+    assert faults.peer_error("all_reduce", other, hd.world()) is other  # user errors pass through untouched
 
 
 # -- hal run ---------------------------------------------------------------------------------
@@ -384,12 +386,12 @@ def test_reduce_scatter_skips_its_checks_for_the_same_buffers_and_rechecks_after
         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeScatter()
     checks: list[int] = []
-    real_ok = hd._scatter_shapes_ok
-    monkeypatch.setattr(hd, "_world", hd.World(0, 2, 0, torch.device("cpu"), "gloo"))
-    monkeypatch.setattr(hd, "_scatter", fake)
-    monkeypatch.setattr(hd, "_scatter_shapes_ok",
+    real_ok = collectives._scatter_shapes_ok
+    monkeypatch.setattr(STATE, "world", hd.World(0, 2, 0, torch.device("cpu"), "gloo"))
+    monkeypatch.setattr(STATE, "scatter", fake)
+    monkeypatch.setattr(collectives, "_scatter_shapes_ok",
                         lambda *a: checks.append(1) or real_ok(*a))
-    monkeypatch.setattr(hd, "_last_scatter", [])
+    monkeypatch.setattr(STATE, "last_scatter", [])
     full, out = torch.arange(4.0), torch.empty(2)
     assert hd.reduce_scatter(full, out=out).tolist() == [0.0, 2.0] and len(checks) == 1
     hd.reduce_scatter(full, out=out)

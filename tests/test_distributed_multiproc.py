@@ -190,7 +190,7 @@ def test_a_killed_rank_makes_the_others_fail_quickly() -> None:
     results = job.lines("HALRESULT")
     assert sorted(r["rank"] for r in results) == [0, 1, 2], job.stderr[-3000:]
     for r in results:
-        assert r["error"] == "DistributedError" and r["module"] == "hal.distributed", r
+        assert r["error"] == "DistributedError" and r["module"] == "hal.errors", r
         assert f"all_reduce failed on rank {r['rank']} of 4" in r["message"]
         assert "\n" not in r["message"]
         assert r["elapsed"] < FAIL_TIMEOUT + SLACK

@@ -16,6 +16,7 @@ import torch
 
 import hal
 from hal import distributed as hd
+from hal.distributed import plans
 
 DTYPES = [
     torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32, torch.uint32,
@@ -166,13 +167,13 @@ def _bad_out(n: int) -> bool | str:
 
 def _emulated_avg(rank: int, n: int) -> bool | str:
     """The SUM-then-divide path used where gloo lacks AVG (torch < 2.8), forced on."""
-    saved = list(hd._gloo_avg)
-    hd._gloo_avg[:] = [False]
+    saved = list(plans.GLOO_AVG)
+    plans.GLOO_AVG[:] = [False]
     try:
         got = hd.all_reduce(torch.full((4,), float(rank)), "avg")
         scattered = hd.reduce_scatter(torch.full((2 * n,), float(rank)), "avg")
     finally:
-        hd._gloo_avg[:] = saved
+        plans.GLOO_AVG[:] = saved
     mean = sum(range(n)) / n
     ok = same(got, torch.full((4,), mean))
     return ok if ok is not True else same(scattered, torch.full((2,), mean))

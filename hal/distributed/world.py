@@ -1,0 +1,192 @@
+"""This process's place in the job: the World, and the one State object that owns the group.
+
+``init()`` joins the job torchrun started (or becomes a world of one), ``shutdown()`` tears it
+down in an order that cannot abort (see ``shutdown``), and every other module reads the
+current World and the torch entry points from ``STATE``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from hal.distributed.env import DEFAULT_TIMEOUT_S, Env, backend_string, read_env, timeout_seconds
+from hal.distributed.faults import describe_peer_failure, first_line
+from hal.errors import DistributedError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: rank, size, local rank, device and backend string."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    master: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the rank that logs, saves and prints."""
+        return self.rank == 0
+
+
+@dataclass
+class State:
+    """Everything hal.distributed remembers between calls, in one place (one per process)."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    world: World | None = None
+    owns_group: bool = False
+    atexit_registered: bool = False
+    dist: Any = None  # torch.distributed once init() ran: spares an import per call
+    gather: Any = None  # all_gather_single where torch has it, else all_gather_into_tensor
+    scatter: Any = None  # reduce_scatter_single where torch has it, else reduce_scatter_tensor
+    #: [weakref(out), weakref(tensor), op, ReduceOp] of the last reduce_scatter that passed
+    #: hal's checks in this world (weak: the shortcut must not keep large buffers alive).
+    last_scatter: list[Any] = field(default_factory=list)
+
+
+STATE = State()
+
+
+def is_initialized() -> bool:
+    """Has ``init()`` run in this process (and ``shutdown()`` not since)?"""
+    return STATE.world is not None
+
+
+def world() -> World:
+    """The current World, initialising with the defaults on first use."""
+    return STATE.world or init()
+
+
+def init(timeout: float | timedelta | None = None) -> World:
+    """Join the job torchrun started (or become a world of one) and return this rank's World.
+
+    Idempotent: later calls return the same World.  ``timeout`` (seconds, default 600) bounds
+    the rendezvous and every collective; a missing or dead rank fails within it.
+    """
+    s = STATE
+    existing = s.world
+    if existing is not None:
+        return existing
+    with s.lock:
+        if s.world is not None:
+            return s.world
+        seconds = timeout_seconds(timeout)
+        env = read_env(os.environ)
+        import torch.distributed as dist
+
+        from hal.selection import select
+
+        selection = select()
+        backend = selection.backend
+        device = selection.device
+        backend_str = backend_string(backend)
+        if not dist.is_available():
+            raise DistributedError("this torch build has no torch.distributed support")
+        if selection.index is not None:
+            backend.set_device(selection.index)
+        if dist.is_initialized():  # the user (or a library) made the group: adopt it
+            new = World(dist.get_rank(), dist.get_world_size(),
+                        env.local_rank if env else 0, device, str(dist.get_backend()), seconds,
+                        env.master if env else None)
+        elif env is None:
+            new = World(0, 1, 0, device, backend_str, seconds)
+        else:
+            _init_group(dist, backend_str, env, seconds)
+            s.owns_group = True
+            new = World(env.rank, env.world_size, env.local_rank, device, backend_str, seconds,
+                        env.master)
+        if not s.atexit_registered:
+            # registered after torch.distributed's import, so it runs before torch's own exit
+            # handlers (atexit is last-in, first-out) while the interpreter is whole
+            atexit.register(shutdown)
+            s.atexit_registered = True
+        s.dist = dist
+        s.gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        s.scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        s.world = new
+        return new
+
+
+_JOINED_RE = re.compile(r"(\d+)/(\d+) clients joined")
+
+
+def _init_group(dist: Any, backend_str: str, env: Env, seconds: float) -> None:
+    """init_process_group over env://, its failures turned into one-line DistributedErrors."""
+    where = env.master
+    me = f"rank {env.rank} of {env.world_size}"
+    started = time.monotonic()
+    try:
+        dist.init_process_group(backend=backend_str, init_method="env://", rank=env.rank,
+                                world_size=env.world_size, timeout=timedelta(seconds=seconds))
+        return
+    except dist.DistStoreError as exc:
+        text = first_line(exc)
+        m = _JOINED_RE.search(text)
+        if m:
+            joined, total = int(m.group(1)), int(m.group(2))
+            message = (f"{me}: only {joined} of {total} ranks reached the rendezvous at {where} "
+                       f"within {seconds:g} s; {total - joined} rank(s) missing (never started, "
+                       f"crashed, or launched with another MASTER_ADDR/MASTER_PORT)")
+        else:
+            message = f"{me}: rendezvous at {where} failed within {seconds:g} s: {text}"
+        error = DistributedError(message)
+    except dist.DistNetworkError as exc:
+        text = first_line(exc)
+        if "EADDRINUSE" in text or "address already in use" in text:
+            message = (f"MASTER_PORT={env.master_port} on {env.master_addr} is already in use "
+                       f"(another job or a stale process holds it); choose a free port")
+        else:
+            message = (f"{me} could not reach the master at {where} within {seconds:g} s "
+                       f"(is rank 0 running, are MASTER_ADDR/MASTER_PORT right?): {text}")
+        error = DistributedError(message)
+    except (RuntimeError, ValueError, OSError) as exc:
+        error = DistributedError(f"{me}: the process group ({backend_str}) could not be formed "
+                                 f"at {where} within {seconds:g} s: {describe_peer_failure(exc)}")
+    del started
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    raise error
+
+
+def shutdown() -> None:
+    """Destroy the process group hal created and forget the World; safe to call twice."""
+    s = STATE
+    with s.lock:
+        s.last_scatter.clear()  # checked for this world; a new one checks again
+        owned, s.owns_group, s.world = s.owns_group, False, None
+        if not owned:
+            return
+        try:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        except Exception:  # at exit, a dead peer must not turn cleanup into a traceback
+            pass
+
+
+def ensure_group(w: World) -> None:
+    """Give a world of one a real 1-rank group (in-memory store, no port) for DDP and meshes."""
+    import torch.distributed as dist
+
+    with STATE.lock:
+        if dist.is_initialized():
+            return
+        store = dist.HashStore()  # type: ignore[attr-defined]
+        dist.init_process_group(backend=w.backend, store=store, rank=0,
+                                world_size=1, timeout=timedelta(seconds=w.timeout_s))
+        STATE.owns_group = True
