@@ -82,6 +82,34 @@ def test_each_family_is_recorded_and_cpu_stays_selectable(
     assert hal.get_device().type == "cpu"
 
 
+def test_hal_devices_ends_naming_the_plugins_that_failed(
+        plugin_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hal.cli import main
+
+    install(plugin_dir, "import_sysexit", "priority_nan")
+    assert main(["devices"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "plugins that failed to load: prionan, quitter (see `hal plugins` for why)"
+
+
+def test_a_plugin_cannot_widen_the_environment_allowlist_with_a_secret_name() -> None:
+    from hal.doctor.report import environment_section
+
+    class Db(hal.Backend):
+        name, device_type = "db", "meta"
+        visible_devices_env = ("DB_PASSWORD",)
+
+        def probe(self) -> hal.Probe:
+            return hal.Probe(False, "no", 0)
+
+    env = {"DB_PW": "s3cr3t-pw", "DB_PASSWORD": "x", "DB_HOST": "db.local", "HAL_API_TOKEN": "t0ken-value",
+           "MASTER_ADDR": "admin:pw4admin@10.0.0.1"}
+    shown = environment_section([Db()], env)
+    assert "DB_PW" not in shown and "DB_PASSWORD" not in shown and shown["DB_HOST"] == "db.local"
+    assert shown["HAL_API_TOKEN"] == "<redacted>"  # hal's own prefix: listed, masked
+    assert shown["MASTER_ADDR"] == "admin:<redacted>@10.0.0.1"
+
+
 def test_mixed_case_names_select_and_lists_compare_case_insensitively(
         plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = textwrap.dedent("""
@@ -137,7 +165,9 @@ def _hal(site: Path, *args: str, timeout: float = 120, **extra: str) -> subproce
 @pytest.mark.slow
 def test_all_families_at_once_through_the_cli(tmp_path: Path) -> None:
     site = install(tmp_path / "site", *FAMILIES)
-    env = {"HAL_PROBE_TIMEOUT": "1"}
+    env = {"HAL_PROBE_TIMEOUT": "1", "LEAKY_TOKEN": "plain-value-xyz1",
+           "MASTER_ADDR": "admin:pw4admin@10.0.0.1",
+           "HAL_NOTE": "--password hunter2 --wandb-key " + "ab" * 20}
     dev = _hal(site, "devices", "--json", **env)
     assert dev.returncode == 0, dev.stderr[-2000:]
     assert "Traceback" not in dev.stderr
@@ -158,7 +188,9 @@ def test_all_families_at_once_through_the_cli(tmp_path: Path) -> None:
     report = json.loads(doc.stdout)
     failed = {p["name"] for p in report["plugins"] if p["status"] == "failed"}
     assert {"sleepy", "quitter", "hookhang", "prio", "inject", "memdict"} <= failed
-    assert LEAK not in doc.stdout
+    for secret in (LEAK, "plain-value-xyz1", "pw4admin", "hunter2", "ab" * 20):
+        assert secret not in doc.stdout and secret not in doc.stderr, secret
+    assert "plain-value-xyz1" in dev.stdout  # hal devices is not a report for pasting: unmasked
     ids = {f["id"] for f in report["findings"]}
     assert "plugin-changed-environment" in ids and "doctor-step-hung" not in ids
 

@@ -98,7 +98,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
                                     head="import os\nos.environ['HAL_DEVICE'] = 'meta'\n"
                                          "os.environ.pop('PATH', None)\n")),
     # finding 7: secrets in reasons, exceptions and findings
-    "leaky": ("leaky", backend("leaky", f"raise RuntimeError('cannot log in: password={LEAK}')",
+    "leaky": ("leaky", backend("leaky", "import os\nraise RuntimeError('cannot log in: password="
+                                        f"{LEAK} as ' + os.environ.get('LEAKY_TOKEN', ''))",
                                extra=f"""
         def findings(self):
             return [hal.Finding('leaky.secret', 'info', 'token ghp_{LEAK}AAAAAAAAAAAA', 'pw {LEAK}')]
