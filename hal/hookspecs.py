@@ -2,6 +2,11 @@
 
 Every hook is prefixed ``hal_``.  Plugin authors implement them with ``@hal.hookimpl``
 and register a module through the ``hal`` entry-point group.
+
+Plugin code is untrusted (docs/security.md): each import, hook call and backend method runs in a
+daemon thread under ``HAL_PROBE_TIMEOUT`` (10 s), every returned value is checked, a plugin may
+not use a built-in name, must not call back into hal from a hook or probe, and what it prints
+goes to stderr.
 """
 
 from __future__ import annotations
