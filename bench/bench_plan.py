@@ -2,6 +2,7 @@
 
     python bench/bench_plan.py            # the accuracy table (docs/planner.md) and timings
     python bench/bench_plan.py --child gpt2 forward   # one measurement, printed as JSON
+    python bench/bench_plan.py --timing-only          # hal plan --no-local against 0.2 s
 
 Each measurement runs in a fresh subprocess: real ``transformers`` models built from config
 objects with random weights (no downloads), a forward pass or a generate loop, measured as
@@ -154,19 +155,55 @@ def measure(name: str, mode: str, glibc_default: bool = False) -> dict[str, Any]
     return row
 
 
+#: ``hal plan`` runs timed by :func:`plan_timing`: the issue's examples.
+TIMED = (["deepseek-r1-distill-qwen-14b", "--dtype", "int4", "--context", "32768"],
+         ["deepseek-r1", "--dtype", "fp8", "--context", "32768"],
+         ["deepseek-r1", "--dtype", "fp8", "--context", "32768", "--rank", "speed"])
+#: The goal for ``hal plan --no-local``: an answer in under 0.2 s of wall time.
+GOAL_S = 0.2
+
+
+def _best(argv: list[str], runs: int = 5, env: dict[str, str] | None = None) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True, env=env)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def plan_timing() -> tuple[float, float]:
-    """Wall seconds of ``hal plan ... --no-local`` and of the same with the local fit."""
-    argv = [sys.executable, "-m", "hal", "plan", "deepseek-r1-distill-qwen-14b",
-            "--dtype", "int4", "--context", "32768"]
-    times = []
-    for extra in (["--no-local"], []):
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            subprocess.run(argv + extra, capture_output=True, check=True)
-            best = min(best, time.perf_counter() - t0)
-        times.append(best)
-    return times[0], times[1]
+    """Wall seconds (best of 5) of ``hal plan ... --no-local`` and of the same with the local
+    fit; prints each example, the interpreter's own start (``python -c pass``) and the plan
+    computed in-process, with the ratio to the 0.2 s goal."""
+    import tempfile
+
+    # as installed: bytecode cached (a checkout run with PYTHONDONTWRITEBYTECODE=1 compiles
+    # every module on every start, ~0.1 s more); the cache goes to a temporary folder
+    cache = tempfile.mkdtemp(prefix="hal-bench-pyc-")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = cache
+    floor = _best([sys.executable, "-c", "pass"], env=env)
+    print(f"\npython -c pass: {floor:.3f} s (the floor every command pays)")
+    worst = 0.0
+    for args in TIMED:
+        argv = [sys.executable, "-m", "hal", "plan", *args, "--no-local"]
+        subprocess.run(argv, capture_output=True, check=True, env=env)  # writes the bytecode
+        t = _best(argv, env=env)
+        cold = _best(argv, runs=3, env={k: v for k, v in env.items()
+                                        if k != "PYTHONPYCACHEPREFIX"}
+                     | {"PYTHONDONTWRITEBYTECODE": "1"})
+        worst = max(worst, t)
+        print(f"hal plan {' '.join(args)} --no-local: {t:.3f} s = {t / GOAL_S:.2f} of the "
+              f"{GOAL_S} s goal (no bytecode cache: {cold:.3f} s)")
+    from hal.planner.plan import plan
+
+    t0 = time.perf_counter()
+    plan("deepseek-r1", "fp8", context=32768, local=False)
+    print(f"plan('deepseek-r1', 'fp8', context=32768, local=False) in-process, first call: "
+          f"{time.perf_counter() - t0:.3f} s")
+    local = _best([sys.executable, "-m", "hal", "plan", *TIMED[0]], runs=3)
+    return worst, local
 
 
 def main() -> int:
@@ -177,11 +214,17 @@ def main() -> int:
                         help="with --child: build the model with this many layers (tests)")
     parser.add_argument("--only", nargs="*", default=None, help="measure only these models")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only time hal plan (the 0.2 s goal of --no-local)")
     parser.add_argument("--glibc-default", action="store_true",
                         help="measure with glibc's default (dynamic) mmap threshold")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child, layers=args.layers)))
+        return 0
+    if args.timing_only:
+        no_local, local = plan_timing()
+        print(f"slowest --no-local: {no_local:.3f} s; with the local fit: {local:.3f} s")
         return 0
     mib = 2**20
     print("| model | params | run | batch x context | predicted | measured | error |")
@@ -194,7 +237,7 @@ def main() -> int:
                   f"| {r['error']:+.1%} |", flush=True)
     if not args.no_timing:
         no_local, local = plan_timing()
-        print(f"\nhal plan --no-local: {no_local:.3f} s; with the local fit: {local:.3f} s")
+        print(f"slowest --no-local: {no_local:.3f} s; with the local fit: {local:.3f} s")
     return 0
 
 

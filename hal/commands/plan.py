@@ -50,7 +50,8 @@ def add_parser(sub: Any) -> None:
     for name, what in (("bw-efficiency", "decode's share of peak memory bandwidth"),
                        ("compute-efficiency", "prefill's share of peak dense TFLOPS"),
                        ("link-efficiency", "all-reduce's share of the link bandwidth"),
-                       ("allreduce-latency", "seconds a small all-reduce costs")):
+                       ("allreduce-latency", "seconds a small all-reduce costs"),
+                       ("layer-overhead", "fixed seconds a layer costs a decode step")):
         p.add_argument(f"--{name}", default=None, metavar="X",
                        help=f"{what} (default in docs/planner.md; HAL_PLAN_* variables too)")
     p.add_argument("--plot", default=None, metavar="FILE",
@@ -71,7 +72,8 @@ def build(args: argparse.Namespace) -> Any:
         cards = [] if args.cards.strip().lower() in ("", "none") else \
             [c for c in (x.strip() for x in args.cards.split(",")) if c]
     overrides = {"bandwidth": args.bw_efficiency, "compute": args.compute_efficiency,
-                 "link": args.link_efficiency, "allreduce_latency_s": args.allreduce_latency}
+                 "link": args.link_efficiency, "allreduce_latency_s": args.allreduce_latency,
+                 "layer_overhead_s": args.layer_overhead}
     return plan(args.model, args.dtype, kv_dtype=args.kv_dtype, batch=args.batch,
                 context=args.context, train=args.train, checkpointing=args.checkpointing,
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
@@ -216,7 +218,8 @@ def footer(plan: Any) -> list[str]:
             lines.extend(f"  - {n}" for n in placement.speed.notes)
     e = plan.efficiency
     lines.append(f"efficiency factors: bandwidth {e.bandwidth:g}, compute {e.compute:g}, link "
-                 f"{e.link:g}, all-reduce latency {e.allreduce_latency_s * 1e6:g} us "
+                 f"{e.link:g}, all-reduce latency {e.allreduce_latency_s * 1e6:g} us, layer "
+                 f"overhead {e.layer_overhead_s * 1e6:g} us "
                  "(docs/planner.md; --bw-efficiency etc. or HAL_PLAN_* override)")
     lines.append("assumptions:")
     lines.extend(f"  - {a}" for a in plan.assumptions)

@@ -6,6 +6,7 @@ CLI and docs/planner.md show how a figure was reached.  Nothing here imports tor
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -64,6 +65,7 @@ PREFILL_CHUNK = 2048
 ADAM_MASTER, ADAM_MOMENTS = 4, 8
 
 
+@functools.lru_cache(maxsize=256)
 def dtype_name(value: str, *, kv: bool = False) -> str:
     """The planner format of a dtype name in any spelling :mod:`hal.dtypes` accepts.
 

@@ -25,13 +25,16 @@ class Efficiency:
 
     ``bandwidth``: decode's achieved / peak memory bandwidth (MBU); ``compute``: prefill's
     achieved / peak dense TFLOPS (MFU); ``link``: achieved / quoted interconnect bandwidth;
-    ``allreduce_latency_s``: fixed cost of one small all-reduce.
+    ``allreduce_latency_s``: fixed cost of one small all-reduce; ``layer_overhead_s``: fixed
+    cost of one layer in a decode step beyond its memory traffic (kernel launches, Python,
+    routing), 0 by default: measure it for a stack (bench/bench_decode_predict.py does on a CPU).
     """
 
     bandwidth: float = 0.6
     compute: float = 0.5
     link: float = 0.7
     allreduce_latency_s: float = 10e-6
+    layer_overhead_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """JSON form."""
@@ -40,7 +43,8 @@ class Efficiency:
 
 #: Environment variables that override each factor (``hal plan`` flags override these).
 ENV = {"bandwidth": "HAL_PLAN_BW_EFFICIENCY", "compute": "HAL_PLAN_COMPUTE_EFFICIENCY",
-       "link": "HAL_PLAN_LINK_EFFICIENCY", "allreduce_latency_s": "HAL_PLAN_ALLREDUCE_LATENCY"}
+       "link": "HAL_PLAN_LINK_EFFICIENCY", "allreduce_latency_s": "HAL_PLAN_ALLREDUCE_LATENCY",
+       "layer_overhead_s": "HAL_PLAN_LAYER_OVERHEAD"}
 
 
 def efficiency(overrides: Mapping[str, float | None] | None = None,
@@ -58,7 +62,7 @@ def efficiency(overrides: Mapping[str, float | None] | None = None,
 
 
 def _checked(name: str, value: object, key: str) -> float:
-    if key == "allreduce_latency_s":
+    if key in ("allreduce_latency_s", "layer_overhead_s"):
         return parse_float(name, value, lo=0.0, hi=1.0)
     return parse_float(name, value, lo=0.0, hi=1.0, lo_inclusive=False)
 
@@ -73,7 +77,7 @@ class Rates:
     link: str = ""
     power_w: float | None = None
     basis: str = "spec sheet"  # or "measured by hal bench on <date>"
-    measured: bool = False  # achieved figures (hal bench): no efficiency factor applies
+    measured: bool = False  # figures hal bench measured on this device, not a spec sheet
 
 
 #: The compute dtype a weight format runs its matmuls in, best first.  Weight-only formats
@@ -162,11 +166,9 @@ def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
     """
     eff = eff or Efficiency()
     notes: list[str] = []
-    if rates.measured:  # the device's own achieved figures already hold the efficiency
-        eff = Efficiency(bandwidth=1.0, compute=1.0, link=eff.link,
-                         allreduce_latency_s=eff.allreduce_latency_s)
-        notes.append(f"rates {rates.basis}: used as measured (bandwidth and compute "
-                     "efficiency 1)")
+    if rates.measured:  # a streaming copy and a big GEMM: decode's GEMVs reach a share of them
+        notes.append(f"rates {rates.basis}, scaled by the same efficiency factors (a decode "
+                     "step's GEMVs reach a share of a streaming copy's bandwidth)")
     comp = compute_tflops(rates, dtype)
     cdtype, tflops = comp if comp else ("", 0.0)
     weights = weight_read_bytes(spec, dtype, batch) / tp
@@ -198,9 +200,14 @@ def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
         if tflops:
             flops_t = batch * flops_per_token(spec, context) / tp / (tflops * 1e12 * eff.compute)
             bound_t = max(bound_t, batch * flops_per_token(spec, context) / tp / (tflops * 1e12))
-        step = max(mem_t, flops_t) + comm
-        limited = ("interconnect" if comm > max(mem_t, flops_t) else
+        fixed = spec.num_layers * eff.layer_overhead_s
+        step = max(mem_t, flops_t) + comm + fixed
+        limited = ("interconnect" if comm > max(mem_t, flops_t, fixed) else
+                   "per-layer overhead" if fixed > max(mem_t, flops_t) else
                    "compute" if flops_t > mem_t else "memory bandwidth")
+        if fixed:
+            notes.append(f"+ {spec.num_layers} layers x {eff.layer_overhead_s * 1e6:g} us fixed "
+                         "overhead a decode step")
         # pp stages in turn: each holds 1/pp of the layers, so the step's sum is unchanged
         decode = 1 / step
         decode_bound = 1 / bound_t
