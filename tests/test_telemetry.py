@@ -1,8 +1,9 @@
 """Telemetry: the value type and its checks, safe sampling, watch(), and every vendor's reader.
 
-Vendor readers run on the fakes in ``hal.backends.<vendor>.testing.fake_telemetry`` (written
-from each library's documented names and units, apart from the readers); the NVML names are
-also checked against the real nvidia-ml-py installed here.
+Vendor readers run on the fakes in ``hal.backends.<vendor>.testing`` (``fake_nvml``, the one fake
+of pynvml the backend tests use too, and ``fake_telemetry`` for amdsmi, DCMI and the Intel sysfs
+tree; written from each library's documented names and units, apart from the readers); the NVML
+names are also checked against the real nvidia-ml-py installed here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from hal.backends.ascend.testing import fake_telemetry as fake_dcmi
 from hal.backends.cpu import CpuBackend
 from hal.backends.cpu.telemetry import CpuTelemetry
 from hal.backends.cuda import telemetry as cuda_telemetry
-from hal.backends.cuda.testing import fake_telemetry as fake_nvml
+from hal.backends.cuda.testing import fake_nvml
+from hal.backends.cuda.testing import fake_telemetry as fake_cuda
 from hal.backends.rocm.testing import fake_telemetry as fake_amdsmi
 from hal.backends.xpu import telemetry as xpu_telemetry
 from hal.backends.xpu.testing import fake_telemetry as fake_xpu
@@ -258,7 +260,7 @@ def test_cpu_telemetry_from_fake_tree(tmp_path: Path) -> None:
 
 
 def test_cuda_telemetry_from_nvml() -> None:
-    b = fake_nvml.make_backend(environ={})
+    b = fake_cuda.make_backend(environ={})
     a100 = b.telemetry(0)
     assert a100.source == "NVML (nvidia-ml-py)" and a100.name == "NVIDIA A100-SXM4-80GB"
     assert (a100.memory_used, a100.memory_total) == (4213 * MiB, 81920 * MiB)
@@ -272,14 +274,14 @@ def test_cuda_telemetry_from_nvml() -> None:
 
 
 def test_cuda_visible_devices_pick_the_nvml_device() -> None:
-    nvml = fake_nvml.FakeNvml()
-    uuid = nvml.boards[1].uuid
+    nvml = fake_nvml.busy_nvml()
+    uuid = fake_nvml.gpu_uuid(nvml, 1)
     for value in ("1", uuid[:12]):
-        b = fake_nvml.make_backend(nvml, environ={"CUDA_VISIBLE_DEVICES": value})
+        b = fake_cuda.make_backend(nvml, environ={"CUDA_VISIBLE_DEVICES": value})
         assert b.probe().device_count == 1
         assert b.telemetry(0).name == "NVIDIA H100 80GB HBM3"
     assert cuda_telemetry.physical_index("MIG-abc", 0, ["GPU-1"]) is None
-    lost = fake_nvml.make_backend(nvml, environ={"CUDA_VISIBLE_DEVICES": "0"}).telemetry(1)
+    lost = fake_cuda.make_backend(nvml, environ={"CUDA_VISIBLE_DEVICES": "0"}).telemetry(1)
     assert lost.source.startswith("none: NVML: LookupError") and lost.memory_used is None
 
 
@@ -289,7 +291,7 @@ def test_xpu_without_sysfs_says_so(tmp_path: Path) -> None:
 
 
 def test_cuda_without_nvml_says_so_without_torch_cuda() -> None:
-    b = fake_nvml.make_backend(nvml=False, environ={})  # nvidia-ml-py not installed
+    b = fake_cuda.make_backend(nvml=False, environ={})  # nvidia-ml-py not installed
     assert b.probe().device_count == 2
     t = b.telemetry(0)
     assert t.memory_used is None and "pip install nvidia-ml-py" in t.source
@@ -305,8 +307,10 @@ def test_nvml_names_exist_in_real_pynvml() -> None:
     assert used and used <= offered
     missing = sorted(n for n in used | offered if not hasattr(pynvml, n))
     assert missing == []
-    assert pynvml.NVML_CLOCK_SM == fake_nvml.NVML_CLOCK_SM
-    assert pynvml.NVML_CLOCK_MEM == fake_nvml.NVML_CLOCK_MEM
+    for name in sorted(n for n in offered if n.startswith("NVML_")):
+        assert getattr(pynvml, name) == getattr(fake_nvml.FakeNvml, name), name
+    assert issubclass(pynvml.NVMLError_NotSupported, pynvml.NVMLError)
+    assert pynvml.NVMLError_NotSupported(3).value == fake_nvml.FakeNVMLNotSupported().value
 
 
 def test_rocm_telemetry_from_amdsmi() -> None:
