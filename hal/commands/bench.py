@@ -204,7 +204,10 @@ def measure(wanted: list[str] | None = None, progress: Callable[[str], None] | N
     backend, index = sel.backend, sel.index or 0
     device = sel.device
     plan = _wanted(backend, index, wanted)
-    info = next((d for d in backend.devices() if d.index == index), None)
+    try:
+        info = next((d for d in backend.devices() if d.index == index), None)
+    except Exception:  # a backend that cannot describe its device can still be measured
+        info = None
     name = info.name if info is not None else str(device)
     total = info.total_memory if info is not None else 0
     entry = _catalogue_entry(backend, name, total)
