@@ -31,6 +31,7 @@ from hal.backends.xpu.testing import fake_telemetry as fake_xpu
 from hal.errors import ConfigError
 from hal.telemetry import ProcessUsage, Sampler, Telemetry, check_telemetry, process_usage
 from hal.testing import conformance
+from hal.testing.fake_tree import write_tree
 
 MiB = 1 << 20
 GONE = 2**22 + 1  # above the default pid_max: never a live process
@@ -207,41 +208,31 @@ def test_cpu_telemetry_real_figures() -> None:
     conformance.check_telemetry(b)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def test_cpu_telemetry_from_fake_tree(tmp_path: Path) -> None:
     """/proc/stat deltas per core, RAPL watts from the energy counter, coretemp, cpufreq."""
-    stat = tmp_path / "proc/stat"
-    _write(stat, "cpu  1 1 1 1\ncpu0 100 0 100 800 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0\n")
-    rapl = tmp_path / "sys/class/powercap/intel-rapl:0"
-    _write(rapl / "name", "package-0\n")
-    _write(rapl / "energy_uj", "1000000\n")
-    _write(rapl / "max_energy_range_uj", "262143328850\n")
-    _write(rapl / "constraint_0_power_limit_uw", "125000000\n")
-    _write(tmp_path / "sys/class/powercap/intel-rapl:0:0/name", "core\n")
-    hw = tmp_path / "sys/class/hwmon/hwmon2"
-    _write(hw / "name", "coretemp\n")
-    _write(hw / "temp1_label", "Package id 0\n")
-    _write(hw / "temp1_input", "47000\n")
-    _write(hw / "temp2_label", "Core 0\n")
-    _write(hw / "temp2_input", "52000\n")
-    for cpu, khz in ((0, 2_400_000), (1, 3_000_000)):
-        _write(tmp_path / f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq", f"{khz}\n")
-    _write(tmp_path / "proc/4242/statm", "1000 300 10 1 0 100 0\n")
-    _write(tmp_path / "proc/4242/cmdline", "python\0serve.py\0")
-    _write(tmp_path / "proc/4243/statm", "1000 50 10 1 0 100 0\n")
-    _write(tmp_path / "proc/4243/comm", "kworker\n")
-    _write(tmp_path / "proc/4243/cmdline", "")
+    stat, rapl, hw = "proc/stat", "sys/class/powercap/intel-rapl:0", "sys/class/hwmon/hwmon2"
+    write_tree(tmp_path, files={
+        stat: "cpu  1 1 1 1\ncpu0 100 0 100 800 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0\n",
+        f"{rapl}/name": "package-0\n", f"{rapl}/energy_uj": "1000000\n",
+        f"{rapl}/max_energy_range_uj": "262143328850\n",
+        f"{rapl}/constraint_0_power_limit_uw": "125000000\n",
+        "sys/class/powercap/intel-rapl:0:0/name": "core\n",
+        f"{hw}/name": "coretemp\n", f"{hw}/temp1_label": "Package id 0\n",
+        f"{hw}/temp1_input": "47000\n", f"{hw}/temp2_label": "Core 0\n", f"{hw}/temp2_input": "52000\n",
+        **{f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq": f"{khz}\n"
+           for cpu, khz in ((0, 2_400_000), (1, 3_000_000))},
+        "proc/4242/statm": "1000 300 10 1 0 100 0\n", "proc/4242/cmdline": "python\0serve.py\0",
+        "proc/4243/statm": "1000 50 10 1 0 100 0\n", "proc/4243/comm": "kworker\n",
+        "proc/4243/cmdline": "",
+    })
     now = [100.0]
     reader = CpuTelemetry(str(tmp_path), memory=lambda: (8 << 30, 6 << 30),
                           clock=lambda: now[0], cpus={0, 1})
     first = reader.read("Fake CPU")
     assert first.utilization is None and first.power is None and first.power_limit == 125.0
-    _write(stat, "cpu  1 1 1 1\ncpu0 150 0 150 900 0 0 0 0\ncpu1 0 0 0 1100 0 0 0 0\n")
-    _write(rapl / "energy_uj", "31000000\n")
+    write_tree(tmp_path, files={
+        stat: "cpu  1 1 1 1\ncpu0 150 0 150 900 0 0 0 0\ncpu1 0 0 0 1100 0 0 0 0\n",
+        f"{rapl}/energy_uj": "31000000\n"})
     now[0] = 102.0
     t = reader.read("Fake CPU")
     assert t.unit_utilization == (0.5, 0.0) and t.utilization == 0.25

@@ -54,8 +54,17 @@ def make_fake_tree(
     ``dev``: device node names relative to /dev (``nvidia0``, ``kfd``, ``dri/renderD128``).
     ``files``: absolute paths inside the tree mapped to their contents.
     """
-    root = Path(tmp_path) / "fakeroot"
-    root.mkdir(parents=True, exist_ok=True)
+    return str(write_tree(Path(tmp_path) / "fakeroot", pci, dev, files))
+
+
+def write_tree(
+    root: str | os.PathLike[str],
+    pci: Iterable[FakePci | Mapping[str, Any]] = (),
+    dev: Iterable[str] = (),
+    files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write what make_fake_tree describes into ``root`` itself (it may exist) and return it."""
+    root = Path(root)
     devices_dir = root / "sys/bus/pci/devices"
     devices_dir.mkdir(parents=True, exist_ok=True)
     for entry in map(_as_pci, pci):
@@ -78,4 +87,4 @@ def make_fake_tree(
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
-    return str(root)
+    return root

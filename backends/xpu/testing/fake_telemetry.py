@@ -7,7 +7,8 @@ fdinfo keys from Documentation/gpu/drm-usage-stats.rst (``drm-pdev``, ``drm-clie
 ``drm-cycles-<class>`` / ``drm-total-cycles-<class>``).  Figures: a Data Center GPU Max 1550 on
 xe (600 W card power limit, 1600 MHz max clock, as xpu-smi reports) and a Flex 170 on i915
 (150 W, 2050 MHz).  ``advance()`` moves the counters on, as time passing on a busy GPU would.
-Written apart from the code under test.
+The PCI functions and files are written by ``hal.testing.fake_tree``, the one sysfs tree
+writer of the fakes.  Written apart from the code under test.
 """
 
 from __future__ import annotations
@@ -17,45 +18,35 @@ import types
 from pathlib import Path
 from typing import Any
 
+from hal.testing.fake_tree import DISPLAY_OTHER_CLASS, VGA_CLASS, FakePci, write_tree
+
 MAX_1550 = "0000:3a:00.0"
 FLEX_170 = "0000:9b:00.0"
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def make_tree(root: Path, *, pid: int | None = None) -> Path:
     """Write the fake tree under ``root``; ``pid`` (default: this process) holds GPU memory."""
     pid = os.getpid() if pid is None else pid
-    drivers = root / "sys/bus/pci/drivers"
-    for addr, dev, cls, driver in ((MAX_1550, "0x0bd5", "0x038000", "xe"),
-                                   (FLEX_170, "0x56c0", "0x030000", "i915")):
-        d = root / "sys/bus/pci/devices" / addr
-        _write(d / "vendor", "0x8086\n")
-        _write(d / "device", dev + "\n")
-        _write(d / "class", cls + "\n")
-        (drivers / driver).mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(drivers / driver, d), d / "driver")
-    hw = root / "sys/bus/pci/devices" / MAX_1550 / "hwmon/hwmon3"
-    _write(hw / "name", "xe\n")
-    _write(hw / "energy1_input", "1000000000\n")
-    _write(hw / "power1_max", "600000000\n")
-    _write(hw / "temp2_input", "41000\n")
-    _write(hw / "temp2_label", "pkg\n")
-    _write(root / "sys/bus/pci/devices" / MAX_1550 / "tile0/gt0/freq0/act_freq", "1600\n")
-    hw = root / "sys/bus/pci/devices" / FLEX_170 / "hwmon/hwmon4"
-    _write(hw / "name", "i915\n")
-    _write(hw / "energy1_input", "5000000000\n")
-    _write(hw / "power1_max", "150000000\n")
-    _write(root / "sys/bus/pci/devices" / FLEX_170 / "drm/card1/gt_act_freq_mhz", "2050\n")
-    proc = root / "proc" / str(pid)
-    _write(proc / "cmdline", "python\0train.py\0")
-    (proc / "fd").mkdir(parents=True, exist_ok=True)
-    os.symlink("/dev/dri/renderD128", proc / "fd/7")
-    os.symlink("/dev/dri/renderD128", proc / "fd/8")  # a dup of the same client: counted once
-    os.symlink("/dev/null", proc / "fd/0")
+    dev = "sys/bus/pci/devices"
+    write_tree(root, pci=[FakePci(MAX_1550, 0x8086, 0x0BD5, DISPLAY_OTHER_CLASS, "xe"),
+                          FakePci(FLEX_170, 0x8086, 0x56C0, VGA_CLASS, "i915")], files={
+        f"{dev}/{MAX_1550}/hwmon/hwmon3/name": "xe\n",
+        f"{dev}/{MAX_1550}/hwmon/hwmon3/energy1_input": "1000000000\n",
+        f"{dev}/{MAX_1550}/hwmon/hwmon3/power1_max": "600000000\n",
+        f"{dev}/{MAX_1550}/hwmon/hwmon3/temp2_input": "41000\n",
+        f"{dev}/{MAX_1550}/hwmon/hwmon3/temp2_label": "pkg\n",
+        f"{dev}/{MAX_1550}/tile0/gt0/freq0/act_freq": "1600\n",
+        f"{dev}/{FLEX_170}/hwmon/hwmon4/name": "i915\n",
+        f"{dev}/{FLEX_170}/hwmon/hwmon4/energy1_input": "5000000000\n",
+        f"{dev}/{FLEX_170}/hwmon/hwmon4/power1_max": "150000000\n",
+        f"{dev}/{FLEX_170}/drm/card1/gt_act_freq_mhz": "2050\n",
+        f"proc/{pid}/cmdline": "python\0train.py\0",
+    })
+    fds = root / "proc" / str(pid) / "fd"
+    fds.mkdir(parents=True, exist_ok=True)
+    os.symlink("/dev/dri/renderD128", fds / "7")
+    os.symlink("/dev/dri/renderD128", fds / "8")  # a dup of the same client: counted once
+    os.symlink("/dev/null", fds / "0")
     _fdinfo(root, pid, 0)
     return root
 
@@ -65,8 +56,7 @@ def _fdinfo(root: Path, pid: int, step: int) -> None:
             f"drm-client-id:\t12\ndrm-total-vram0:\t{2097152 + step * 1024} KiB\n"
             f"drm-resident-vram0:\t2097152 KiB\n"
             f"drm-cycles-ccs:\t{1000 + step * 450}\ndrm-total-cycles-ccs:\t{10000 + step * 1000}\n")
-    for fd in ("7", "8"):
-        _write(root / "proc" / str(pid) / "fdinfo" / fd, info)
+    write_tree(root, files={f"proc/{pid}/fdinfo/{fd}": info for fd in ("7", "8")})
 
 
 def advance(root: Path, step: int = 1, *, pid: int | None = None) -> None:
