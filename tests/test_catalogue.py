@@ -18,6 +18,10 @@ REQUIRED_IDS = {
     "rtx-4080-super", "rtx-3090", "v100-sxm2-32gb", "t4", "jetson-agx-orin-32gb",
     "jetson-agx-orin-64gb", "mi210", "mi250x", "mi300x", "ascend-910b", "ascend-310p",
     "max-1550", "arc-a770-16gb",
+    # issue 16: the cards deployers choose among
+    "h20", "h800-sxm", "a800-80gb-sxm", "l20", "l40", "rtx-5090", "rtx-4060-ti-16gb", "b200",
+    "gh200-144gb", "mi325x", "mi355x", "radeon-pro-w7900", "ascend-910b1", "ascend-910b2",
+    "ascend-910b3", "ascend-910b4", "ascend-910c", "atlas-300i-duo",
 }
 
 
@@ -41,6 +45,42 @@ def test_peaks_are_dense_not_sparse() -> None:
     for acc in builtin():
         if "fp8" in acc.tflops and "fp16" in acc.tflops:
             assert acc.tflops["fp8"] <= 2.05 * acc.tflops["fp16"], acc.id  # 4x: a sparse mixup
+
+
+def test_interconnects_are_sourced_and_boards_are_noted() -> None:
+    entries = {a.id: a for a in builtin()}
+    linked = [a for a in entries.values() if a.interconnect is not None]
+    assert len(linked) >= 25
+    for acc in linked:
+        assert acc.interconnect is not None and acc.interconnect.source.strip(), acc.id
+        assert 16e9 <= acc.interconnect.bandwidth <= 2e12, acc.id
+    assert entries["h200-sxm"].interconnect.bandwidth == 900e9  # type: ignore[union-attr]
+    for ident, per_board in (("mi250x", 2), ("max-1550", 2), ("atlas-300i-duo", 2),
+                             ("ascend-910c", 2)):
+        acc = entries[ident]
+        assert acc.devices_per_board == per_board and acc.board, ident
+    # the per-device MI250X: half the board's 128 GB and 383 TFLOPS FP16
+    assert entries["mi250x"].memory_bytes == 64 * 2**30
+    assert entries["mi250x"].tflops["fp16"] == pytest.approx(383 / 2)
+    assert entries["ascend-910b4"].memory_bytes == 32 * 2**30
+    hit = match_device("Ascend910B4", 32 * 2**30, list(entries.values()))
+    assert hit is not None and hit.id == "ascend-910b4"
+    hit = match_device("AMD Instinct MI250X", 64 * 2**30, list(entries.values()))
+    assert hit is not None and hit.id == "mi250x"
+
+
+def test_bad_interconnect_and_power_fields_name_the_field() -> None:
+    base = {"id": "x", "name": "X", "memory_bytes": 2**30, "backend": "b", "source": "s"}
+    with pytest.raises(ConfigError, match="interconnect"):
+        from_mapping({**base, "interconnect": {"link": "L", "bandwidth": -1}})
+    with pytest.raises(ConfigError, match="board_power_w"):
+        from_mapping({**base, "board_power_w": "lots"})
+    with pytest.raises(ConfigError, match="devices_per_board"):
+        from_mapping({**base, "devices_per_board": 0})
+    acc = from_mapping({**base, "interconnect": {"link": "L", "bandwidth": 100e9, "source": "t"}})
+    assert acc.interconnect is not None and acc.interconnect.per_direction == 50e9
+    assert acc.as_dict()["interconnect"] == {"link": "L", "bandwidth": 100_000_000_000,
+                                             "source": "t"}
 
 
 def test_data_file_declares_units() -> None:

@@ -93,6 +93,10 @@ def _num(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
+def _sig(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
 Table = tuple[str, list[str], list[list[str]]]
 
 
@@ -193,9 +197,9 @@ def _ranking(plan: Any) -> Table:
                      _num(s.decode_tokens_s_bound) if s else "-",
                      _num(s.aggregate_tokens_s) if s else "-",
                      _num(s.prefill_s, 2) if s and s.prefill_s is not None else "-",
-                     (f"{_num(s.tokens_per_joule, 2)} {bar(shown, top)}"
+                     (f"{_sig(s.tokens_per_joule)} {bar(shown, top)}"
                       if req.rank == "power" and s and s.tokens_per_joule
-                      else _num(s.tokens_per_joule, 2) if s else "-")])
+                      else _sig(s.tokens_per_joule) if s else "-")])
     header = ["#", "configuration", "a device: needs / has", "memory in all",
               "decode tok/s a seq (est.)", "upper bound", f"at batch {req.batch} (est.)",
               "prefill s (est.)", "tokens/J (est.)"]
