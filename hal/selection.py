@@ -108,9 +108,12 @@ def safe_probe(backend: Backend, timeout: float | None = None) -> Probe:
     return probe_all([backend], timeout)[backend.name]
 
 
-def probe_all(backends: Sequence[Backend], timeout: float | None = None) -> dict[str, Probe]:
+def probe_all(backends: Sequence[Backend], timeout: float | None = None,
+              states: dict[str, str] | None = None) -> dict[str, Probe]:
     """Probe every backend at once, each in its own daemon thread, all within one ``timeout``
-    (HAL_PROBE_TIMEOUT): a probe that does not answer makes its backend unavailable."""
+    (HAL_PROBE_TIMEOUT): a probe that does not answer makes its backend unavailable.
+
+    ``states``, when given, receives how each call ended (ok, raised, exited, hung)."""
     if timeout is None:
         timeout = timeout_from_env()
     _import_torch_first()
@@ -119,6 +122,8 @@ def probe_all(backends: Sequence[Backend], timeout: float | None = None) -> dict
     out: dict[str, Probe] = {}
     for backend, call in pending:
         outcome = call.wait(until)
+        if states is not None:
+            states[backend.name] = outcome.state
         problem = None
         if outcome.state != "ok":
             problem = outcome.describe("probe")

@@ -69,7 +69,9 @@ def test_markdown_is_a_findings_table_then_sections() -> None:
 
 
 @pytest.mark.parametrize(("args", "named"), [
-    (("--timeout", "0"), "--timeout 0"), (("--timeout", "soon"), "'soon'"),
+    (("--timeout", "0"), "--timeout=0"), (("--timeout", "soon"), "'soon'"),
+    (("--timeout", "inf"), "--timeout='inf'"), (("--timeout", "1e400"), "--timeout=inf"),
+    (("--timeout", "1e10"), "--timeout=1e+10"),
     (("--json", "--markdown"), "--markdown"), (("--bogus",), "--bogus")])
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], named: str) -> None:
     proc = run_hal("doctor", *args)

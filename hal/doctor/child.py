@@ -48,10 +48,14 @@ def backend_record(backend: Backend) -> dict[str, Any]:
     hangs or returns garbage makes the backend unavailable; never a crash of the doctor.
     """
     from hal.inventory import describe_backend
-    from hal.selection import _record
+    from hal.selection import _record, probe_all
     from hal.validate import call_plugin, check_findings
 
-    data = describe_backend(backend)
+    states: dict[str, str] = {}
+    probe = probe_all([backend], states=states)[backend.name]
+    if states.get(backend.name) == "hung":
+        return {"type": "backend", "name": backend.name, "hung": True}
+    data = describe_backend(backend, probe)
     findings: list[dict[str, Any]] = []
     for error in data.pop("errors", []):
         findings.append(finding_dict(Finding(
@@ -187,8 +191,9 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
         for backend in backends:
             emit({"type": "step", "step": f"backend {backend.name}", "backend": backend.name})
             outcome = PendingCall(partial(backend_record, backend), label).wait(
-                time.monotonic() + timeout)
-            if outcome.value is None:
+                time.monotonic() + timeout + 1.0)
+            if outcome.value is None or outcome.value.get("hung"):
+                outcome = outcome if outcome.value is None else Outcome("hung", seconds=timeout)
                 emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
                 continue
             emit(outcome.value)
@@ -197,10 +202,11 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
     else:
         emit({"type": "step", "step": "backends", "backends": [b.name for b in backends]})
         handles = [(b, PendingCall(partial(backend_record, b), label)) for b in backends]
-        until = time.monotonic() + timeout
+        until = time.monotonic() + timeout + 1.0  # the probes' own timeout fires first
         for backend, handle in handles:
             outcome = handle.wait(until)
-            if outcome.value is None:
+            if outcome.value is None or outcome.value.get("hung"):
+                outcome = outcome if outcome.value is None else Outcome("hung", seconds=timeout)
                 emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
                 continue
             emit(outcome.value)
