@@ -196,7 +196,7 @@ def plan_timing() -> tuple[float, float]:
         worst = max(worst, t)
         print(f"hal plan {' '.join(args)} --no-local: {t:.3f} s = {t / GOAL_S:.2f} of the "
               f"{GOAL_S} s goal (no bytecode cache: {cold:.3f} s)")
-    from hal.planner.plan import plan
+    from hal.planner.planning import plan
 
     t0 = time.perf_counter()
     plan("deepseek-r1", "fp8", context=32768, local=False)

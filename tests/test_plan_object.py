@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-import hal.planner.plan as plan_module
+import hal.planner.planning as plan_module
 from hal.errors import ConfigError
 from hal.planner import estimate, preset
 from hal.planner.catalogue import find
-from hal.planner.plan import Layout, plan, tp_degrees
+from hal.planner.planning import Layout, plan, tp_degrees
 from hal.planner.speed import Efficiency, Rates, efficiency, speed
 
 GIB = 2**30

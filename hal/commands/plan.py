@@ -1,6 +1,6 @@
 """``hal plan MODEL``: which accelerator, how many, how fast; this module only renders.
 
-:func:`hal.planner.plan.plan` computes the whole answer in one pass (a :class:`Plan`); here it
+:func:`hal.planner.plan` computes the whole answer in one pass (a :class:`Plan`); here it
 becomes tables (rich on a terminal, plain text when piped), JSON, or a picture.  The planner
 and catalogue are torch-free; ``--no-local`` skips the device probe and plugin loading.
 """
@@ -65,7 +65,7 @@ def add_parser(sub: Any) -> None:
 
 def build(args: argparse.Namespace) -> Any:
     """The :class:`Plan` for the command line's arguments."""
-    from hal.planner.plan import plan
+    from hal.planner.planning import plan
 
     cards = None
     if args.cards is not None:

@@ -164,9 +164,12 @@ def find(name: str, entries: Sequence[Accelerator] | None = None) -> Accelerator
     for acc in entries:
         if acc.id == key:
             return acc
-    hits = [a for a in entries if key in a.name.lower()]
+    hits = [a for a in entries if key in a.name.lower() or key in a.id]
     if len(hits) == 1:
         return hits[0]
+    if hits:
+        raise ConfigError(f"accelerator {name!r} matches several cards: "
+                          f"{', '.join(a.id for a in hits)}; name one")
     raise ConfigError(f"unknown accelerator {name!r}; expected one of: "
                       f"{', '.join(a.id for a in entries)}")
 

@@ -47,6 +47,12 @@ ENV = {"bandwidth": "HAL_PLAN_BW_EFFICIENCY", "compute": "HAL_PLAN_COMPUTE_EFFIC
        "layer_overhead_s": "HAL_PLAN_LAYER_OVERHEAD"}
 
 
+#: The ``hal plan`` flag of each factor, for messages.
+FLAGS = {"bandwidth": "--bw-efficiency", "compute": "--compute-efficiency",
+         "link": "--link-efficiency", "allreduce_latency_s": "--allreduce-latency",
+         "layer_overhead_s": "--layer-overhead"}
+
+
 def efficiency(overrides: Mapping[str, float | None] | None = None,
                environ: Mapping[str, str] | None = None) -> Efficiency:
     """The factors: defaults, then ``HAL_PLAN_*`` variables, then ``overrides`` (flags)."""
@@ -57,7 +63,7 @@ def efficiency(overrides: Mapping[str, float | None] | None = None,
             values[key] = _checked(var, env[var], key)
     for key, value in (overrides or {}).items():
         if value is not None:
-            values[key] = _checked(f"--{key.replace('_', '-')}", value, key)
+            values[key] = _checked(FLAGS.get(key, key), value, key)
     return Efficiency(**values)
 
 
