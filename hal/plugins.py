@@ -242,6 +242,8 @@ class PluginHost:
         Objects registered directly (tests, notebooks) are the caller's own code and may use
         any backend name not taken yet; ``outside`` entry points may not use a built-in name.
         """
+        if self.pm.get_plugin(name) is not None:
+            return False  # the name is taken: the plugin registered under it stays as it is
         if not outside:
             self.trusted.add(name)
         try:
@@ -459,6 +461,8 @@ def list_plugins() -> list[dict[str, Any]]:
 def registered(plugin: object, name: str) -> Iterator[PluginHost]:
     """Register ``plugin`` for the duration of a ``with`` block; for tests and notebooks."""
     host = load_plugins()
+    if host.pm.get_plugin(name) is not None or name.lower() in host.records:
+        raise PluginError(f"plugin name {name!r} is already used; choose another", plugin=name)
     if not host.register(plugin, name):
         error = host.records[name].error
         host.records.pop(name, None)

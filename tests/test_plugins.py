@@ -202,3 +202,17 @@ def test_plugins_load_lazily_not_at_import() -> None:
     assert plugins._host is None
     hal.list_backends()
     assert plugins._host is not None
+
+
+def test_registering_under_a_taken_name_raises_and_keeps_the_original() -> None:
+    class Other:
+        @staticmethod
+        @hal.hookimpl
+        def hal_backends() -> list[hal.Backend]:
+            return []
+
+    with pytest.raises(hal.PluginError, match="already used"), plugins.registered(Other(), "cpu"):
+        pass
+    rec = _records()["cpu"]
+    assert rec["status"] == "loaded" and rec["distribution"] == "torch-hal"
+    assert hal.get_backend("cpu").name == "cpu"

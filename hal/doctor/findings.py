@@ -119,7 +119,13 @@ def plugin_findings(plugins: Sequence[Mapping[str, Any]]) -> list[Finding]:
     out = []
     for p in plugins:
         dist = f" ({p['distribution']} {p['version']})" if p.get("distribution") else ""
-        if p.get("status") == "failed":
+        if p.get("status") == "failed" and "@" in str(p["name"]):  # refused before import
+            out.append(Finding(
+                "plugin-failed", "error", f"plugin {p['name']!r}{dist} refused: {p.get('error')}",
+                f"uninstall it (pip uninstall {p.get('distribution')}) or ask its maintainers to "
+                "rename its entry point; hal's own plugin of that name is used meanwhile",
+            ))
+        elif p.get("status") == "failed":
             out.append(Finding(
                 "plugin-failed", "error",
                 f"plugin {p['name']!r}{dist} failed: {p.get('error')}",
