@@ -14,10 +14,11 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from hal.contract import Backend, MemoryInfo
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeviceReading",
     "ProcessUsage",
+    "Readers",
     "Sampler",
     "Telemetry",
     "WatchResult",
@@ -105,6 +107,35 @@ class Telemetry:
 def unknown(why: str) -> Telemetry:
     """A reading with no figures that says why (``source`` starts with ``none:``)."""
     return Telemetry(source=f"none: {' '.join(why.split())}")
+
+
+R = TypeVar("R")
+
+
+class Readers(Generic[R]):
+    """One stateful reader per backend object (rates need history, a library stays open), each used
+    under its own lock; what a reader raises becomes a ``none: <label>: ...`` reading."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._entries: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, R]] = (
+            weakref.WeakKeyDictionary())
+
+    def read(self, backend: Any, make: Callable[[], R], use: Callable[[R], Telemetry]) -> Telemetry:
+        """``use`` on ``backend``'s reader, made by ``make`` on first use (what ``make`` raises passes)."""
+        entry = self._entries.get(backend)
+        if entry is None:
+            entry = self._entries.setdefault(backend, (threading.Lock(), make()))
+        lock, reader = entry
+        with lock:
+            try:
+                return use(reader)
+            except Exception as exc:  # a device the source cannot read: no figures, and why
+                return unknown(f"{self.label}: {type(exc).__name__}: {exc}")
+
+    def forget(self, backend: Any) -> None:
+        """Drop ``backend``'s reader: the next read makes a new one."""
+        self._entries.pop(backend, None)
 
 
 def from_memory(mem: MemoryInfo) -> Telemetry:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from hal.telemetry import Telemetry, process_usage, unknown
+from hal.telemetry import Readers, Telemetry, process_usage
 
 MB = 1 << 20
 VISIBLE_ENV = "ASCEND_RT_VISIBLE_DEVICES"
@@ -155,29 +154,21 @@ class DcmiTelemetry:
 
 
 _libraries: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-_readers: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, DcmiTelemetry]] = (
-    weakref.WeakKeyDictionary())
+_readers: Readers[DcmiTelemetry] = Readers("DCMI")
 
 
 def use_library(backend: Any, lib: Any) -> None:
     """Make ``backend`` read DCMI through ``lib`` (a fake in tests) instead of libdcmi.so."""
     _libraries[backend] = lib
-    _readers.pop(backend, None)
+    _readers.forget(backend)
 
 
 def read(backend: Any, index: int) -> Telemetry:
     """The Ascend backend's telemetry from DCMI; when DCMI is missing, a reading that says so."""
-    entry = _readers.get(backend)
-    if entry is None:
-        try:
-            lib = _libraries.get(backend) or load_dcmi()
-            reader = DcmiTelemetry(lib, getattr(backend, "environ", None))
-        except OSError as exc:
-            return Telemetry(source=f"none: {exc}; hal watch never creates an ACL context")
-        entry = _readers.setdefault(backend, (threading.Lock(), reader))
-    lock, reader = entry
-    with lock:
-        try:
-            return reader.read(index)
-        except Exception as exc:  # a device DCMI cannot read: no figures, and why
-            return unknown(f"DCMI: {type(exc).__name__}: {exc}")
+    def make() -> DcmiTelemetry:
+        return DcmiTelemetry(_libraries.get(backend) or load_dcmi(), getattr(backend, "environ", None))
+
+    try:
+        return _readers.read(backend, make, lambda reader: reader.read(index))
+    except OSError as exc:  # libdcmi.so cannot be loaded (make raised)
+        return Telemetry(source=f"none: {exc}; hal watch never creates an ACL context")

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import glob
 import os
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from hal.hardware import read_text
-from hal.telemetry import ProcessUsage, Telemetry, process_usage
+from hal.telemetry import ProcessUsage, Readers, Telemetry, process_usage
 
 #: hwmon drivers that report the CPU package temperature.
 CPU_HWMON = ("coretemp", "k10temp", "zenpower", "cpu_thermal")
@@ -221,20 +219,14 @@ class CpuTelemetry:
             processes=self.processes())
 
 
-_readers: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, CpuTelemetry]] = (
-    weakref.WeakKeyDictionary())
+_readers: Readers[CpuTelemetry] = Readers("/proc and sysfs")
 
 
 def read(backend: Any) -> Telemetry:
     """The CPU backend's telemetry: one stateful reader per backend object (rates need history)."""
-    entry = _readers.get(backend)
-    if entry is None:
-        def memory() -> tuple[int, int]:
-            total, free, _ = backend._total_free()
-            return int(total), int(free)
+    def memory() -> tuple[int, int]:
+        total, free, _ = backend._total_free()
+        return int(total), int(free)
 
-        entry = _readers.setdefault(backend, (threading.Lock(), CpuTelemetry(backend.root,
-                                                                             memory=memory)))
-    lock, reader = entry
-    with lock:
-        return reader.read(backend.facts.model)
+    return _readers.read(backend, lambda: CpuTelemetry(backend.root, memory=memory),
+                         lambda reader: reader.read(backend.facts.model))

@@ -9,12 +9,10 @@ Units: NVML reports power in milliwatts and memory in bytes; clocks in MHz.
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from hal.telemetry import Telemetry, process_usage, unknown
+from hal.telemetry import Readers, Telemetry, process_usage
 
 T = TypeVar("T")
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
@@ -108,8 +106,7 @@ class NvmlTelemetry:
         )
 
 
-_readers: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, NvmlTelemetry]] = (
-    weakref.WeakKeyDictionary())
+_readers: Readers[NvmlTelemetry] = Readers("NVML")
 
 
 def read(backend: Any, index: int) -> Telemetry:
@@ -118,13 +115,5 @@ def read(backend: Any, index: int) -> Telemetry:
     if nvml is None:
         return Telemetry(source="none: NVML is not available (pip install nvidia-ml-py); "
                                 "hal watch never creates a CUDA context to ask torch")
-    entry = _readers.get(backend)
-    if entry is None:
-        entry = _readers.setdefault(backend, (threading.Lock(), NvmlTelemetry(
-            nvml, getattr(backend, "environ", None))))
-    lock, reader = entry
-    with lock:
-        try:
-            return reader.read(index)
-        except Exception as exc:  # a device NVML cannot read: no figures, and why
-            return unknown(f"NVML: {type(exc).__name__}: {exc}")
+    return _readers.read(backend, lambda: NvmlTelemetry(nvml, getattr(backend, "environ", None)),
+                         lambda reader: reader.read(index))

@@ -11,12 +11,10 @@ HIP_VISIBLE_DEVICES (or CUDA_VISIBLE_DEVICES, its alias), indices or serial pref
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hal.telemetry import Telemetry, process_usage, unknown
+from hal.telemetry import Readers, Telemetry, process_usage
 
 MB = 1 << 20
 ROCR_ENV = "ROCR_VISIBLE_DEVICES"
@@ -162,8 +160,7 @@ class AmdsmiTelemetry:
         )
 
 
-_readers: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, AmdsmiTelemetry]] = (
-    weakref.WeakKeyDictionary())
+_readers: Readers[AmdsmiTelemetry] = Readers("amdsmi")
 
 
 def read(backend: Any, index: int) -> Telemetry:
@@ -173,13 +170,5 @@ def read(backend: Any, index: int) -> Telemetry:
         return Telemetry(source="none: amdsmi is not installed (it ships with ROCm 6: "
                                 "pip install /opt/rocm/share/amd_smi); hal watch never "
                                 "initialises HIP to ask torch")
-    entry = _readers.get(backend)
-    if entry is None:
-        entry = _readers.setdefault(backend, (threading.Lock(), AmdsmiTelemetry(
-            smi, getattr(backend, "environ", None))))
-    lock, reader = entry
-    with lock:
-        try:
-            return reader.read(index)
-        except Exception as exc:  # a device amdsmi cannot read: no figures, and why
-            return unknown(f"amdsmi: {type(exc).__name__}: {exc}")
+    return _readers.read(backend, lambda: AmdsmiTelemetry(smi, getattr(backend, "environ", None)),
+                         lambda reader: reader.read(index))

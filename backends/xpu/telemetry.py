@@ -16,14 +16,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hal.hardware import PciDevice, pci_devices, read_text
-from hal.telemetry import Telemetry, process_usage, unknown
+from hal.telemetry import Readers, Telemetry, process_usage
 
 INTEL_PCI_VENDOR = 0x8086
 GPU_CLASSES = (0x03, 0x12)
@@ -202,19 +200,10 @@ class XpuTelemetry:
         )
 
 
-_readers: weakref.WeakKeyDictionary[Any, tuple[threading.Lock, XpuTelemetry]] = (
-    weakref.WeakKeyDictionary())
+_readers: Readers[XpuTelemetry] = Readers("sysfs")
 
 
 def read(backend: Any, index: int) -> Telemetry:
     """The XPU backend's telemetry from sysfs and fdinfo under ``backend.root``."""
-    entry = _readers.get(backend)
-    if entry is None:
-        entry = _readers.setdefault(backend, (threading.Lock(), XpuTelemetry(
-            backend.root, getattr(backend, "environ", None))))
-    lock, reader = entry
-    with lock:
-        try:
-            return reader.read(index)
-        except Exception as exc:  # a device sysfs cannot read: no figures, and why
-            return unknown(f"sysfs: {type(exc).__name__}: {exc}")
+    return _readers.read(backend, lambda: XpuTelemetry(backend.root, getattr(backend, "environ", None)),
+                         lambda reader: reader.read(index))
