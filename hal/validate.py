@@ -319,3 +319,22 @@ def check_backend(item: Any) -> str | None:
     if type(item).probe is Backend.probe:
         return f"backend {name!r} that does not implement probe()"
     return None
+
+
+def checked_devices(backend: Backend, timeout: float | None = None) -> list[DeviceInfo] | None:
+    """``backend.devices()`` through the boundary: checked DeviceInfo, or None when it raised,
+    hung, exited or returned garbage (for callers outside hal's inventory, e.g. the planner)."""
+    outcome = call_plugin(backend.devices, f"backend {backend.name!r}: devices()", timeout)
+    try:
+        return check_devices(outcome.value) if outcome.state == "ok" else None
+    except ValueError:
+        return None
+
+
+def checked_memory(backend: Backend, index: int, timeout: float | None = None) -> MemoryInfo | None:
+    """``backend.memory(index)`` through the boundary: a checked MemoryInfo, or None."""
+    outcome = call_plugin(lambda: backend.memory(index), f"backend {backend.name!r}: memory()", timeout)
+    try:
+        return check_memory(outcome.value) if outcome.state == "ok" else None
+    except ValueError:
+        return None

@@ -482,19 +482,15 @@ def _probe() -> list[tuple[Any, ...]]:
 
     selected = select()
     available = {c.name for c in selected.candidates if c.available}
+    from hal.validate import checked_devices, checked_memory
+
     out: list[tuple[Any, ...]] = []
     for backend in load_plugins().backends():
         if backend.name not in available:
             continue
-        try:
-            infos = list(backend.devices())
-        except Exception:  # a plugin's failure leaves its devices out
-            continue
-        for info in infos:
-            try:
-                mem = backend.memory(info.index)
-            except Exception:
-                continue
+        infos = checked_devices(backend)  # through the plugin boundary: checked, timed out
+        for info in infos or ():  # a plugin's failure leaves its devices out
+            mem = checked_memory(backend, info.index)
             if mem is None or mem.total <= 0:
                 continue
             out.append((backend.name, info.index, info.name,
