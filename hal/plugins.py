@@ -41,6 +41,8 @@ HAL_DISTRIBUTION = "torch-hal"
 #: Plugins that load whatever the allow/deny lists say, so there is always a device.
 ALWAYS_LOADED = ("cpu",)
 _BUILTIN_MODULES = {"cpu": "hal.backends.cpu"}
+#: A plugin's import may take this many times HAL_PROBE_TIMEOUT (it may import torch or an SDK).
+IMPORT_TIMEOUT_FACTOR = 3
 #: Variables a plugin may not set at import: they steer hal's own decisions.
 _PROTECTED_PREFIX = "HAL_"
 
@@ -160,7 +162,8 @@ class PluginHost:
                             dist.version if dist is not None else None))
         entries.sort(key=lambda e: e[0])  # stable: hal's own first, the others in their order
         self.reserved |= {ep.name.lower() for outside, ep, _, _ in entries if not outside}
-        timeout = timeout_from_env(env)
+        # An import may load torch or a vendor SDK (slow on a busy node): three plugin-call timeouts.
+        timeout = IMPORT_TIMEOUT_FACTOR * timeout_from_env(env)
         for outside, ep, dist_name, version in entries:
             name = ep.name.lower()
             if not NAME_RE.match(ep.name):

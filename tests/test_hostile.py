@@ -27,7 +27,7 @@ from hal.commands import devices
 
 #: family -> text that must appear in its plugin's record or in its backend's reason.
 EXPECT = {
-    "import_sleeps": "its import did not answer within 0.5 s",
+    "import_sleeps": "its import did not answer within 1.5 s",  # 3 x HAL_PROBE_TIMEOUT
     "import_sysexit": "its import called sys.exit(7)",
     "hook_hangs": "hal_backends did not answer within 0.5 s",
     "hook_sysexit": "hal_backends called sys.exit(5)",
