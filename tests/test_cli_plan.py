@@ -167,3 +167,19 @@ def test_bad_config_files_are_one_line_exit_2(tmp_path: Path) -> None:
     out = hal_cli(str(lacking), "--no-local")
     assert out.returncode == 2 and "num_attention_heads" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_efficiency_flags_and_variables_reach_the_estimate() -> None:
+    args = ["deepseek-r1-distill-llama-8b", "--no-local", "--cards", "h100-sxm", "--json"]
+    base = json.loads(hal_cli(*args).stdout)
+    half = json.loads(hal_cli(*args, "--bw-efficiency", "0.3").stdout)
+    assert base["efficiency"]["bandwidth"] == 0.6 and half["efficiency"]["bandwidth"] == 0.3
+    cell = lambda d: next(p for p in d["placements"] if p["dtype"] == "bf16")["speed"]  # noqa: E731
+    assert cell(half)["decode_tokens_s"] == pytest.approx(cell(base)["decode_tokens_s"] / 2,
+                                                          rel=0.01)
+    assert cell(half)["decode_tokens_s_bound"] == cell(base)["decode_tokens_s_bound"]
+    env = {**os.environ, "HAL_DEVICE": "cpu", "HAL_PLAN_LAYER_OVERHEAD": "bad"}
+    out = subprocess.run([sys.executable, "-m", "hal", "plan", *args], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 2 and "HAL_PLAN_LAYER_OVERHEAD" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
