@@ -31,7 +31,7 @@ from hal.backends.xpu.testing import fake_telemetry as fake_xpu
 from hal.errors import ConfigError
 from hal.telemetry import ProcessUsage, Sampler, Telemetry, check_telemetry, process_usage
 from hal.testing import conformance
-from hal.testing.fake_tree import write_tree
+from hal.testing.fake_tree import make_fake_tree
 
 MiB = 1 << 20
 GONE = 2**22 + 1  # above the default pid_max: never a live process
@@ -211,7 +211,7 @@ def test_cpu_telemetry_real_figures() -> None:
 def test_cpu_telemetry_from_fake_tree(tmp_path: Path) -> None:
     """/proc/stat deltas per core, RAPL watts from the energy counter, coretemp, cpufreq."""
     stat, rapl, hw = "proc/stat", "sys/class/powercap/intel-rapl:0", "sys/class/hwmon/hwmon2"
-    write_tree(tmp_path, files={
+    make_fake_tree(tmp_path, files={
         stat: "cpu  1 1 1 1\ncpu0 100 0 100 800 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0\n",
         f"{rapl}/name": "package-0\n", f"{rapl}/energy_uj": "1000000\n",
         f"{rapl}/max_energy_range_uj": "262143328850\n",
@@ -224,15 +224,15 @@ def test_cpu_telemetry_from_fake_tree(tmp_path: Path) -> None:
         "proc/4242/statm": "1000 300 10 1 0 100 0\n", "proc/4242/cmdline": "python\0serve.py\0",
         "proc/4243/statm": "1000 50 10 1 0 100 0\n", "proc/4243/comm": "kworker\n",
         "proc/4243/cmdline": "",
-    })
+    }, name="")
     now = [100.0]
     reader = CpuTelemetry(str(tmp_path), memory=lambda: (8 << 30, 6 << 30),
                           clock=lambda: now[0], cpus={0, 1})
     first = reader.read("Fake CPU")
     assert first.utilization is None and first.power is None and first.power_limit == 125.0
-    write_tree(tmp_path, files={
+    make_fake_tree(tmp_path, files={
         stat: "cpu  1 1 1 1\ncpu0 150 0 150 900 0 0 0 0\ncpu1 0 0 0 1100 0 0 0 0\n",
-        f"{rapl}/energy_uj": "31000000\n"})
+        f"{rapl}/energy_uj": "31000000\n"}, name="")
     now[0] = 102.0
     t = reader.read("Fake CPU")
     assert t.unit_utilization == (0.5, 0.0) and t.utilization == 0.25

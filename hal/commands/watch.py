@@ -308,12 +308,8 @@ def run(args: argparse.Namespace) -> int:
             return _live(sampler, view, interval, count, writer, log)
         tick = 0
         while True:
-            readings = sampler.sample()
+            readings = _step(sampler, view, writer, log)
             tick += 1
-            view.update(readings)
-            if writer is not None and log is not None:
-                writer.writerows(_csv_rows(readings))
-                log.flush()
             if args.json:
                 out.write(_tick_json(tick, readings, view.unavailable) + "\n")
                 out.flush()
@@ -328,6 +324,16 @@ def run(args: argparse.Namespace) -> int:
         sampler.close()
         if log is not None:
             log.close()
+
+
+def _step(sampler: Sampler, view: View, writer: Any, log: TextIO | None) -> list[DeviceReading]:
+    """One tick of either view: sample every backend, update the view, log the rows to --csv."""
+    readings = sampler.sample()
+    view.update(readings)
+    if writer is not None and log is not None:
+        writer.writerows(_csv_rows(readings))
+        log.flush()
+    return readings
 
 
 def _print(view: View, out: TextIO) -> None:
@@ -361,12 +367,8 @@ def _live(sampler: Sampler, view: View, interval: float, count: int | None,
                                        transient=False) as live:
         try:
             while True:
-                readings = sampler.sample()
+                _step(sampler, view, writer, log)
                 tick += 1
-                view.update(readings)
-                if writer is not None and log is not None:
-                    writer.writerows(_csv_rows(readings))
-                    log.flush()
                 live.update(Group(header, view.table()), refresh=True)
                 if count is not None and tick >= count:
                     return 0

@@ -47,24 +47,17 @@ def make_fake_tree(
     pci: Iterable[FakePci | Mapping[str, Any]] = (),
     dev: Iterable[str] = (),
     files: Mapping[str, str] | None = None,
+    *,
+    name: str = "fakeroot",
 ) -> str:
-    """Create a fake root under ``tmp_path`` and return its path (pass it as ``root=``).
+    """Create (or add to) a fake root ``tmp_path/name`` and return its path (pass it as ``root=``).
 
     ``pci``: FakePci or mappings with address, vendor, device, class (or pci_class), driver.
     ``dev``: device node names relative to /dev (``nvidia0``, ``kfd``, ``dri/renderD128``).
     ``files``: absolute paths inside the tree mapped to their contents.
+    ``name=""``: ``tmp_path`` itself is the root.
     """
-    return str(write_tree(Path(tmp_path) / "fakeroot", pci, dev, files))
-
-
-def write_tree(
-    root: str | os.PathLike[str],
-    pci: Iterable[FakePci | Mapping[str, Any]] = (),
-    dev: Iterable[str] = (),
-    files: Mapping[str, str] | None = None,
-) -> Path:
-    """Write what make_fake_tree describes into ``root`` itself (it may exist) and return it."""
-    root = Path(root)
+    root = Path(tmp_path) / name
     devices_dir = root / "sys/bus/pci/devices"
     devices_dir.mkdir(parents=True, exist_ok=True)
     for entry in map(_as_pci, pci):
@@ -79,12 +72,12 @@ def write_tree(
             link = d / "driver"
             if not link.is_symlink():
                 link.symlink_to(drv)
-    for name in dev:
-        node = root / "dev" / name.lstrip("/").removeprefix("dev/")
+    for node_name in dev:
+        node = root / "dev" / node_name.lstrip("/").removeprefix("dev/")
         node.parent.mkdir(parents=True, exist_ok=True)
         node.touch()
     for path, content in (files or {}).items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
-    return root
+    return str(root)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,34 +79,25 @@ class FakeDcmi:
         hbm.freq, hbm.temp = n.hbm_mhz or 0, n.temp_c
         return DCMI_OK
 
-    def dcmi_get_device_utilization_rate(self, card: int, dev: int, kind: int, out_p: Any) -> int:
+    def _scalar(self, card: int, dev: int, out_p: Any, figure: Callable[[Npu], int | None]) -> int:
         n = self._n(card, dev)
-        if n is None or kind != 2:
-            return DCMI_ERR_NOT_SUPPORT
-        out_p.contents.value = n.aicore_util
-        return DCMI_OK
-
-    def dcmi_get_device_power_info(self, card: int, dev: int, out_p: Any) -> int:
-        n = self._n(card, dev)
-        if n is None:
-            return DCMI_ERR_NOT_SUPPORT
-        out_p.contents.value = n.power_decawatt
-        return DCMI_OK
-
-    def dcmi_get_device_temperature(self, card: int, dev: int, out_p: Any) -> int:
-        n = self._n(card, dev)
-        if n is None:
-            return DCMI_ERR_NOT_SUPPORT
-        out_p.contents.value = n.temp_c
-        return DCMI_OK
-
-    def dcmi_get_device_frequency(self, card: int, dev: int, kind: int, out_p: Any) -> int:
-        n = self._n(card, dev)
-        value = None if n is None else {7: n.aicore_mhz, 6: n.hbm_mhz}.get(kind)
+        value = None if n is None else figure(n)
         if value is None:
             return DCMI_ERR_NOT_SUPPORT
         out_p.contents.value = value
         return DCMI_OK
+
+    def dcmi_get_device_utilization_rate(self, card: int, dev: int, kind: int, out_p: Any) -> int:
+        return self._scalar(card, dev, out_p, lambda n: n.aicore_util if kind == 2 else None)
+
+    def dcmi_get_device_power_info(self, card: int, dev: int, out_p: Any) -> int:
+        return self._scalar(card, dev, out_p, lambda n: n.power_decawatt)
+
+    def dcmi_get_device_temperature(self, card: int, dev: int, out_p: Any) -> int:
+        return self._scalar(card, dev, out_p, lambda n: n.temp_c)
+
+    def dcmi_get_device_frequency(self, card: int, dev: int, kind: int, out_p: Any) -> int:
+        return self._scalar(card, dev, out_p, lambda n: {7: n.aicore_mhz, 6: n.hbm_mhz}.get(kind))
 
     def dcmi_get_device_chip_info(self, card: int, dev: int, chip_p: Any) -> int:
         n = self._n(card, dev)

@@ -23,6 +23,7 @@ from hal.backends.cuda.testing.fake_torch_cuda import (
     FakeCUuuid,
     FakeGpuState,
     allocate,
+    counting_cuda,
     cpu_version,
     cuda_version,
     hip_version,
@@ -35,7 +36,7 @@ from hal.backends.cuda.testing.specs import SPECS, GiB, GpuSpec, MiB, device_uui
 
 __all__ = [
     "SPECS", "FakeCUuuid", "FakeCudaDeviceProperties", "FakeGpuState", "FakeMemory", "FakeNVMLError",
-    "FakeNvml", "GiB", "GpuSpec", "Load", "MiB", "allocate", "busy_nvml", "cpu_version", "cuda_version",
-    "device_uuid", "gpu_uuid", "hip_version", "make_cuda", "make_nvml", "make_version", "mig_uuids",
-    "oom_message", "pci_address", "state", "with_spec",
+    "FakeNvml", "GiB", "GpuSpec", "Load", "MiB", "allocate", "busy_nvml", "counting_cuda", "cpu_version",
+    "cuda_version", "device_uuid", "gpu_uuid", "hip_version", "make_cuda", "make_nvml", "make_version",
+    "mig_uuids", "oom_message", "pci_address", "state", "with_spec",
 ]

@@ -5,10 +5,10 @@ The fake library itself is ``fake_nvml``: one fake of pynvml for discovery and t
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 from hal.backends.cuda.testing.fake_nvml import FakeNvml, busy_nvml
+from hal.backends.cuda.testing.fake_torch_cuda import counting_cuda, make_version
 
 
 def make_backend(nvml: FakeNvml | bool | None = None,
@@ -21,12 +21,5 @@ def make_backend(nvml: FakeNvml | bool | None = None,
     from hal.backends.cuda.backend import CudaBackend
 
     nvml = busy_nvml() if nvml is None or nvml is True else nvml
-    n = len(nvml.specs) if isinstance(nvml, FakeNvml) else 2
-    module = types.SimpleNamespace(is_initialized=lambda: False, device_count=lambda: n,
-                                   _device_count_nvml=lambda: n)
-    version = types.SimpleNamespace(cuda="12.4", hip=None, xpu=None,
-                                    __version__="2.13.0+cu124")
-    kwargs: dict[str, Any] = {"module": module, "version": version, "nvml": nvml}
-    if environ is not None:
-        kwargs["environ"] = environ
-    return CudaBackend(**kwargs)
+    count = len(nvml.specs) if isinstance(nvml, FakeNvml) else 2
+    return CudaBackend(counting_cuda(count), make_version(cuda="12.4"), nvml, environ=environ)

@@ -318,6 +318,14 @@ def make_cuda(devices: Sequence[str | GpuSpec] = ("A100-80GB",), *, hip: bool | 
     return module
 
 
+def counting_cuda(count: int) -> Any:
+    """A ``torch.cuda`` that only counts ``count`` devices, as torch's NVML/amdsmi counts do,
+    and is never initialised: any other call fails, so a test sees it made no context."""
+    return types.SimpleNamespace(is_initialized=lambda: False, device_count=lambda: count,
+                                 _device_count_nvml=lambda: count,
+                                 _device_count_amdsmi=lambda: count)
+
+
 def make_version(*, cuda: str | None = "12.4", hip: str | None = None,
                  torch_version: str = "2.13.0") -> Any:
     """A fake ``torch.version``: ``cuda`` and ``hip`` as the real module has them (str or None)."""

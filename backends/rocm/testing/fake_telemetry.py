@@ -159,15 +159,9 @@ class FakeAmdsmi(types.ModuleType):
 
 def make_backend(smi: FakeAmdsmi | None = None, environ: dict[str, str] | None = None) -> Any:
     """A real RocmBackend on the fake amdsmi and a HIP-build torch.version; no HIP call."""
+    from hal.backends.cuda.testing.fake_torch_cuda import counting_cuda, make_version
     from hal.backends.rocm.backend import RocmBackend
 
     smi = FakeAmdsmi() if smi is None else smi
-    n = len(smi.gpus)
-    module = types.SimpleNamespace(is_initialized=lambda: False, device_count=lambda: n,
-                                   _device_count_amdsmi=lambda: n)
-    version = types.SimpleNamespace(hip="6.4.43482", cuda=None, xpu=None,
-                                    __version__="2.13.0+rocm6.4")
-    kwargs: dict[str, Any] = {"module": module, "version": version, "amdsmi": smi}
-    if environ is not None:
-        kwargs["environ"] = environ
-    return RocmBackend(**kwargs)
+    return RocmBackend(counting_cuda(len(smi.gpus)), make_version(cuda=None, hip="6.4.43482"), smi,
+                       environ=environ)

@@ -18,7 +18,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from hal.testing.fake_tree import DISPLAY_OTHER_CLASS, VGA_CLASS, FakePci, write_tree
+from hal.testing.fake_tree import DISPLAY_OTHER_CLASS, VGA_CLASS, FakePci, make_fake_tree
 
 MAX_1550 = "0000:3a:00.0"
 FLEX_170 = "0000:9b:00.0"
@@ -28,8 +28,8 @@ def make_tree(root: Path, *, pid: int | None = None) -> Path:
     """Write the fake tree under ``root``; ``pid`` (default: this process) holds GPU memory."""
     pid = os.getpid() if pid is None else pid
     dev = "sys/bus/pci/devices"
-    write_tree(root, pci=[FakePci(MAX_1550, 0x8086, 0x0BD5, DISPLAY_OTHER_CLASS, "xe"),
-                          FakePci(FLEX_170, 0x8086, 0x56C0, VGA_CLASS, "i915")], files={
+    make_fake_tree(root, pci=[FakePci(MAX_1550, 0x8086, 0x0BD5, DISPLAY_OTHER_CLASS, "xe"),
+                              FakePci(FLEX_170, 0x8086, 0x56C0, VGA_CLASS, "i915")], name="", files={
         f"{dev}/{MAX_1550}/hwmon/hwmon3/name": "xe\n",
         f"{dev}/{MAX_1550}/hwmon/hwmon3/energy1_input": "1000000000\n",
         f"{dev}/{MAX_1550}/hwmon/hwmon3/power1_max": "600000000\n",
@@ -56,7 +56,7 @@ def _fdinfo(root: Path, pid: int, step: int) -> None:
             f"drm-client-id:\t12\ndrm-total-vram0:\t{2097152 + step * 1024} KiB\n"
             f"drm-resident-vram0:\t2097152 KiB\n"
             f"drm-cycles-ccs:\t{1000 + step * 450}\ndrm-total-cycles-ccs:\t{10000 + step * 1000}\n")
-    write_tree(root, files={f"proc/{pid}/fdinfo/{fd}": info for fd in ("7", "8")})
+    make_fake_tree(root, files={f"proc/{pid}/fdinfo/{fd}": info for fd in ("7", "8")}, name="")
 
 
 def advance(root: Path, step: int = 1, *, pid: int | None = None) -> None:
