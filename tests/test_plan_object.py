@@ -161,6 +161,14 @@ def test_contradictory_flags_and_a_model_that_fits_nowhere() -> None:
     p = plan("deepseek-r1", "bf16", context=50_000_000, local=False, cards=["rtx-4090"])
     assert not p.ranking and not p.placement("rtx-4090").feasible
     assert "fits on none" in p.answer and "needs" in p.answer and "widest split" in p.answer
+    # two huge layers: at most TP 4 x PP 2 here; too big for 16 GB cards in bf16, not in int4
+    wide = {"model_type": "llama", "hidden_size": 65536, "intermediate_size": 262144,
+            "num_hidden_layers": 2, "num_attention_heads": 64, "num_key_value_heads": 8,
+            "vocab_size": 32000}
+    p = plan(wide, "bf16", context=1024, local=False, cards=["rtx-4060-ti-16gb"], max_tp=4)
+    assert not p.placement("rtx-4060-ti-16gb").feasible
+    assert p.placement("rtx-4060-ti-16gb", "int4").feasible
+    assert "fits on none" in p.answer and "; in int4 it fits on " in p.answer
 
 
 def test_local_device_uses_the_saved_calibration(tmp_path: Path,

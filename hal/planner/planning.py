@@ -543,7 +543,12 @@ def _answer(spec: ModelSpec, req: Request, placements: Sequence[Placement],
     widest = Layout(max(p.degrees), spec.num_layers)
     split = p.est(req.dtype, widest).total
     biggest = max(placements, key=lambda x: x.card.memory_bytes).card
-    return (f"{head}: fits on none of the {len({x.card.id for x in placements})} cards: needs "
+    text = (f"{head}: fits on none of the {len({x.card.id for x in placements})} cards: needs "
             f"{format_bytes(total)} in all, and still {format_bytes(split)} a device at the "
             f"widest split ({widest.label}, {widest.count} devices); the largest card "
             f"({biggest.name}) has {format_bytes(biggest.memory_bytes)}")
+    other = [x for x in placements if x.feasible and x.dtype != req.dtype]
+    if other:
+        best = min(other, key=lambda x: (x.memory_total, x.layout.count if x.layout else 0))
+        text += f"; in {best.dtype} it fits on {best.config}"
+    return text
