@@ -226,12 +226,20 @@ def test_the_doctor_runs_nothing_from_the_working_directory(tmp_path: Path) -> N
     for name in ("torch.py", "json.py", "hal/__init__.py", "pluggy.py"):
         (work / name).write_text(f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n"
                                  "raise SystemExit('hijacked')\n")
+    site = tmp_path / "site"  # an absolute PYTHONPATH entry is honoured: plugins install so
+    pids = tmp_path / "pids"
+    make_dist(site, "hal-pidwriter", "0.1", {"pidwriter": "pidwriter_plugin"}, {
+        "pidwriter_plugin": f"import os\nopen({str(pids)!r}, 'a').write(str(os.getpid()) + '\\n')\n"})
     hal_script = Path(sys.executable).parent / "hal"
     env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
-    proc = subprocess.run([str(hal_script), "doctor", "--json"], cwd=work, capture_output=True,
-                          text=True, env=env, timeout=240)
+    env["PYTHONPATH"] = str(site)
+    proc = subprocess.Popen([str(hal_script), "doctor", "--json"], cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    out, _ = proc.communicate(timeout=240)
     assert not marker.exists(), marker.read_text()
-    report = json.loads(proc.stdout)
+    loaded_in = pids.read_text().split()
+    assert loaded_in and str(proc.pid) not in loaded_in  # plugins load in the child only
+    report = json.loads(out)
     import torch
 
     assert report["torch"]["version"] == str(torch.__version__)
