@@ -377,6 +377,8 @@ def plan(
     and the feasible configurations ranked by ``rank`` (memory, speed or power).
 
     ``cards`` picks catalogue ids or name parts (None: all; empty: none).
+    ``local_devices`` replaces the device probe (tests): it returns (backend, index, name,
+    selected, total, free, is_cpu) tuples.
     """
     dtype = dtype_name(dtype)
     kv = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else None
