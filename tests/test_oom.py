@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -47,6 +50,15 @@ def test_corpus_covers_every_vendor_with_oom_and_near_misses() -> None:
         assert oom_corpus.cases(vendor, oom=False), vendor
     with pytest.raises(ValueError, match="unknown vendor"):
         oom_corpus.cases("bogus")
+
+
+def test_the_docs_count_the_corpus_as_it_is() -> None:
+    """docs/memory-precision-batching.md states the corpus's size; a new case must update it."""
+    text = " ".join((Path(__file__).parents[1] / "docs/memory-precision-batching.md").read_text().split())
+    found = re.search(r"holds (\d+) real errors: (\d+) OOMs .*? and (\d+) near misses", text)
+    assert found, "the corpus sentence is gone from docs/memory-precision-batching.md"
+    counted = (len(CASES), len(oom_corpus.cases(oom=True)), len(oom_corpus.cases(oom=False)))
+    assert tuple(map(int, found.groups())) == counted
 
 
 def test_check_backend_reports_a_greedy_or_blind_backend() -> None:
