@@ -1,7 +1,7 @@
 """hal.distributed collectives against torch.distributed called directly: 2 ranks, gloo, 127.0.0.1.
 
     python bench/bench_collectives.py [--samples 41] [--sample-ms 30] [--cell-s 2.5] [--max-mib 64]
-                                      [--control]
+                                      [--control] [--fingerprint]
 
 For each collective and size (1 KiB to 64 MiB) both paths run in the same two processes on the
 same tensors.  A sample starts with a barrier (the ranks start together), then runs torch's and
@@ -12,8 +12,11 @@ load.  Each cell is the median of the samples' ratios (1.00 = no overhead; the g
 2 %) and their interquartile range, so noise shows as a wide range rather than as a cost.  The
 last line is hal's own cost per call with the collective replaced by a no-op, which no machine
 load can blur.  ``--control`` puts a bare Python wrapper around torch's own call in hal's place:
-its ratios are the method's noise floor on this machine.  Each rank is pinned to its own core
-where there are enough, since two ranks migrating between two cores add most of the noise.
+its ratios are the method's noise floor on this machine.  ``--fingerprint`` prices a cheap
+always-on agreement check instead: hal's call alone against the same call preceded by an
+all_gather of a 4-integer fingerprint (op, dtype, numel, ndim), as hal would have to add.
+Each rank is pinned to its own core where there are enough, since two ranks migrating between
+two cores add most of the noise.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hal import distributed as hd
+from hal.distributed.world import STATE
 
 GOAL = 1.02
 
@@ -139,6 +143,9 @@ def _worker(rank: int, port: int, sizes: list[int], args: argparse.Namespace) ->
               f"(median call time per path), up to {args.samples} samples a cell")
         if args.control:
             print("CONTROL RUN: hal's calls replaced by a Python wrapper around torch's own")
+        if args.fingerprint:
+            print("FINGERPRINT RUN: hal's call with an all_gather of its fingerprint first, "
+                  "over hal's call alone")
         print(f"{'size':>9} " + " ".join(f"{name:>28}" for name in names))
     medians: list[float] = []
     above: list[str] = []
@@ -148,6 +155,8 @@ def _worker(rank: int, port: int, sizes: list[int], args: argparse.Namespace) ->
         for name, (plain, ours) in _cases(nbytes, world.world_size).items():
             if args.control:
                 ours = _wrapped(plain)
+            elif args.fingerprint:
+                plain, ours = ours, _fingerprinted(ours, world.world_size)
             ratios, per_call = _cell(plain, ours, args.sample_ms / 1e3, args.cell_s,
                                      args.samples)
             q1, med, q3 = _quartiles(ratios)
@@ -176,6 +185,19 @@ def _wrapped(plain: Callable[[], object]) -> Callable[[], object]:
     return call
 
 
+def _fingerprinted(call: Callable[[], object], n: int) -> Callable[[], object]:
+    """``call`` preceded by the cheapest agreement check: an all_gather of 4 int64s."""
+    mine = torch.tensor([1, 6, 256, 1], dtype=torch.int64)
+    seen = torch.empty(n * 4, dtype=torch.int64)
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+    def checked() -> object:
+        gather(seen, mine)
+        return call()
+
+    return checked
+
+
 def _layer_overhead() -> None:
     """hal's own cost per call, load-independent: collectives swapped for no-ops, both paths."""
     import types
@@ -185,8 +207,8 @@ def _layer_overhead() -> None:
 
     null = types.SimpleNamespace(all_reduce=noop, broadcast=noop, all_gather_single=noop,
                                  reduce_scatter_single=noop, ReduceOp=dist.ReduceOp)
-    saved = hd._dist, hd._gather, hd._scatter
-    hd._dist, hd._gather, hd._scatter = null, noop, noop
+    saved = STATE.dist, STATE.gather, STATE.scatter
+    STATE.dist, STATE.gather, STATE.scatter = null, noop, noop
     t = torch.ones(256)
     gathered = torch.empty(2, 256)
     flat = gathered.view(-1)
@@ -211,7 +233,7 @@ def _layer_overhead() -> None:
                 best = min(best, (mid - start) - (time.perf_counter() - mid))
             parts.append(f"{name} {best / n * 1e6:.2f}us")
     finally:
-        hd._dist, hd._gather, hd._scatter = saved
+        STATE.dist, STATE.gather, STATE.scatter = saved
     print("hal layer cost per call (collective replaced by a no-op): " + ", ".join(parts))
 
 
@@ -223,6 +245,8 @@ def main() -> None:
     parser.add_argument("--max-mib", type=int, default=64)
     parser.add_argument("--control", action="store_true",
                         help="measure a bare wrapper around torch instead of hal (noise floor)")
+    parser.add_argument("--fingerprint", action="store_true",
+                        help="price an always-on all_gather of each call's fingerprint")
     args = parser.parse_args()
     sizes = []
     size = 1024

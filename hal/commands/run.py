@@ -2,38 +2,85 @@
 
 The launch goes through torch.distributed.run (torchrun's own ``main``), in this process, with
 ``--standalone`` on one machine; torchrun's multi-node rendezvous flags pass through unchanged.
+Every rank starts through ``hal.distributed._bootstrap``, which makes it die with this process;
+SIGINT/SIGTERM reach the ranks through torchrun and end here as "hal: interrupted".
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from hal.errors import ConfigError, HalError
+from hal.parse import parse_int
+
 #: torchrun flags hal forwards unchanged; giving any of them turns ``--standalone`` off.
 RENDEZVOUS_FLAGS = ("--nnodes", "--node-rank", "--rdzv-endpoint", "--rdzv-backend", "--rdzv-id",
                     "--rdzv-conf", "--master-addr", "--master-port")
-_NNODES_RE = re.compile(r"^[1-9]\d*(:[1-9]\d*)?$")
+#: The module every rank starts through (it ties the rank's life to this process).
+BOOTSTRAP = "hal.distributed._bootstrap"
+_NNODES_RE = re.compile(r"^([0-9]{1,6})(?::([0-9]{1,6}))?$")
+_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
+#: What to tell a user whose rank died by SIGABRT (gloo/NCCL abort on a mismatched collective).
+ABORT_HINT = ("an abort inside a collective usually means the ranks disagreed (shapes, dtypes "
+              "or the order of collectives); rerun with TORCH_DISTRIBUTED_DEBUG=DETAIL to have "
+              "every collective checked")
+
+
+def _usage(value: str, flag: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(str(value))
+
+
+def _checked(flag: str, parse: Any) -> Any:
+    """An argparse type that turns a ConfigError from ``parse`` into a one-line usage error."""
+    def check(value: str) -> Any:
+        try:
+            return parse(value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    check.__name__ = flag
+    return check
 
 
 def _nnodes(value: str) -> str:
-    if not _NNODES_RE.match(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a node count N or range MIN:MAX")
-    return value
+    m = _NNODES_RE.match(value.strip())
+    if not m:
+        raise ConfigError(f"--nnodes={value!r} is not a node count N or range MIN:MAX")
+    low = parse_int("--nnodes", m.group(1), lo=1, hi=100_000)
+    high = parse_int("--nnodes", m.group(2) or m.group(1), lo=1, hi=100_000)
+    if low > high:
+        raise ConfigError(f"--nnodes={value}: MIN {low} is larger than MAX {high}")
+    return value.strip()
 
 
 def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of processes")
-    return int(value)
+    return parse_int("-n", value, lo=1, hi=4096)
 
 
 def _port(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a TCP port (1..65535)")
-    return int(value)
+    return parse_int("--master-port", value, lo=1, hi=65535)
+
+
+def _node_rank(value: str) -> int:
+    return parse_int("--node-rank", value, lo=0, hi=100_000)
+
+
+def _endpoint(value: str) -> str:
+    """HOST or HOST:PORT (IPv6 in brackets), as torchrun's c10d rendezvous accepts it."""
+    text = value.strip()
+    host, sep, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
+    if not sep:
+        host, port = text, ""
+    if not host or not _HOST_RE.match(host) or len(host) > 253:
+        raise ConfigError(f"--rdzv-endpoint={value!r} is not HOST or HOST:PORT")
+    if sep:
+        parse_int("--rdzv-endpoint port", port, lo=1, hi=65535)
+    return text
 
 
 def add_parser(sub: Any) -> None:
@@ -43,17 +90,21 @@ def add_parser(sub: Any) -> None:
         description="Launch SCRIPT with one process per device of the selected backend "
         "(one on CPU) through torch.distributed.run; rendezvous flags pass through to it.",
     )
-    p.add_argument("-n", "--nproc-per-node", type=_count, default=None, metavar="N",
-                   help="processes on this machine (default: the selected backend's device "
-                   "count; 1 on CPU)")
-    p.add_argument("--nnodes", type=_nnodes, help="nodes, N or MIN:MAX (torchrun)")
-    p.add_argument("--node-rank", "--node_rank", type=int, help="this node's rank (torchrun)")
-    p.add_argument("--rdzv-endpoint", "--rdzv_endpoint", help="HOST:PORT of the rendezvous")
+    p.add_argument("-n", "--nproc-per-node", type=_checked("-n", _count), default=None,
+                   metavar="N", help="processes on this machine (default: the selected "
+                   "backend's device count; 1 on CPU)")
+    p.add_argument("--nnodes", type=_checked("--nnodes", _nnodes),
+                   help="nodes, N or MIN:MAX (torchrun)")
+    p.add_argument("--node-rank", "--node_rank", type=_checked("--node-rank", _node_rank),
+                   help="this node's rank (torchrun)")
+    p.add_argument("--rdzv-endpoint", "--rdzv_endpoint",
+                   type=_checked("--rdzv-endpoint", _endpoint), help="HOST:PORT of the rendezvous")
     p.add_argument("--rdzv-backend", "--rdzv_backend", help="rendezvous backend, e.g. c10d")
     p.add_argument("--rdzv-id", "--rdzv_id", help="job id shared by every node")
     p.add_argument("--rdzv-conf", "--rdzv_conf", help="extra rendezvous settings (torchrun)")
     p.add_argument("--master-addr", "--master_addr", help="static rendezvous master address")
-    p.add_argument("--master-port", "--master_port", type=_port, help="static master port")
+    p.add_argument("--master-port", "--master_port", type=_checked("--master-port", _port),
+                   help="static master port")
     p.add_argument("script", help="the Python script to run in every process")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(run=run)
@@ -84,10 +135,51 @@ def torchrun_argv(args: argparse.Namespace, nproc: int) -> list[str]:
     return [*argv, args.script, *args.script_args]
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def failure_summary(failures: dict[int, Any]) -> tuple[int, str]:
+    """(exit code, one line) for torchrun's failed ranks, naming the one that failed first.
+
+    When one rank dies torchrun stops the others with SIGTERM, so those SIGTERMs are its own
+    doing: the rank to name is the one that failed otherwise (earliest, then lowest rank).
+    """
+    own = {r: f for r, f in failures.items() if f.exitcode != -signal.SIGTERM}
+    pool = own or failures
+    rank, failure = min(pool.items(), key=lambda kv: (getattr(kv[1], "timestamp", 0), kv[0]))
+    code = failure.exitcode
+    if code >= 0:
+        how, exit_code, hint = f"exit code {code}", code or 1, ""
+    else:
+        how = f"signal {-code}, {_signal_name(-code)}"
+        exit_code = 1
+        hint = f"; {ABORT_HINT}" if -code == signal.SIGABRT else ""
+    line = (f"{len(failures)} of the ranks failed; first: rank {rank} ({how}); its output is "
+            f"above{hint}")
+    return exit_code, line
+
+
+def _launch_error(exc: BaseException) -> HalError:
+    """A torchrun argument or rendezvous failure as one line (ConfigError for bad arguments)."""
+    lines = str(exc).strip().splitlines()
+    text = (lines[0] if lines else type(exc).__name__)[:300]
+    text = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", text)
+    name = type(exc).__name__
+    if "EADDRINUSE" in text or "address already in use" in text.lower():
+        return ConfigError(f"hal run: the rendezvous port is already in use (another job or a "
+                           f"stale process holds it); choose a free --master-port/--rdzv-endpoint "
+                           f"port ({text})")
+    if isinstance(exc, (ValueError, AssertionError, KeyError, TypeError)):
+        return ConfigError(f"hal run: torchrun refused the arguments: {text}")
+    return HalError(f"hal run: the rendezvous failed ({name}): {text}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Launch; exit 0 when every rank succeeds, else the first failed rank's exit code."""
-    from hal.errors import ConfigError
-
     if not Path(args.script).is_file():
         raise ConfigError(f"hal run: script {args.script!r} not found")
     nproc, why = default_nproc()
@@ -100,17 +192,30 @@ def run(args: argparse.Namespace) -> int:
                               "process(es) per node, or HAL_DEVICE=cpu for CPU ranks")
         nproc = args.nproc_per_node
     import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    from hal.distributed._bootstrap import LAUNCHER_VAR
+
     torchrun: Any = torch.distributed.run  # untyped module: its run() and parse_args()
+    argv = torchrun_argv(args, nproc)
+    # every rank starts as ``python -m hal.distributed._bootstrap SCRIPT ARGS``
+    argv = [*argv[:-1 - len(args.script_args)], "--module", BOOTSTRAP, *argv[-1 - len(args.script_args):]]
+    os.environ[LAUNCHER_VAR] = str(os.getpid())
     try:
-        torchrun.run(torchrun.parse_args(torchrun_argv(args, nproc)))
+        torchrun.run(torchrun.parse_args(argv))
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
-        code = failure.exitcode if failure.exitcode > 0 else 1
-        how = f"exit code {failure.exitcode}" if failure.exitcode >= 0 else \
-            f"signal {-failure.exitcode}"
-        sys.stderr.write(f"hal: error: {len(exc.failures)} of the ranks failed; first: rank "
-                         f"{rank} ({how}); its output is above\n")
+        code, line = failure_summary(exc.failures)
+        sys.stderr.write(f"hal: error: {line}\n")
         return code
+    except SignalException as exc:  # torchrun already passed the signal on to every rank
+        sys.stderr.write("hal: interrupted\n")
+        return 128 + int(exc.sigval)
+    except KeyboardInterrupt:
+        sys.stderr.write("hal: interrupted\n")
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:
+        raise _launch_error(exc) from None
     return 0

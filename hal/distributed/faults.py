@@ -43,10 +43,17 @@ def describe_peer_failure(exc: BaseException) -> str:
     return text
 
 
+#: torch's names for the calls hal makes, as hal's API names them.
+_OP_NAMES = {"allreduce": "all_reduce", "_allgather_base": "all_gather", "allgather": "all_gather",
+             "_reduce_scatter_base": "reduce_scatter", "reduce_scatter": "reduce_scatter",
+             "broadcast": "broadcast", "barrier": "barrier", "send": "send", "recv": "recv"}
+
+
 def _fingerprint(body: str) -> str:
     """``OpType=ALLREDUCE, TensorShape=[[4]], TensorDtypes=Float, ...`` in a few words."""
     fields = {k: v.strip().rstrip(",").strip() for k, v in _FIELD_RE.findall(body)}
-    parts = [fields.get("OpType", "?").lower()]
+    op = fields.get("OpType", "?").lower()
+    parts = [_OP_NAMES.get(op, op)]
     if "TensorShape" in fields:
         parts.append(f"shape {fields['TensorShape']}")
     if "TensorDtypes" in fields:

@@ -8,10 +8,10 @@ current World and the torch entry points from ``STATE``.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ class State:
     lock: threading.RLock = field(default_factory=threading.RLock)
     world: World | None = None
     owns_group: bool = False
+    made_group: bool = False  # hal created a group in this process at some time
     atexit_registered: bool = False
     dist: Any = None  # torch.distributed once init() ran: spares an import per call
     gather: Any = None  # all_gather_single where torch has it, else all_gather_into_tensor
@@ -106,13 +107,13 @@ def init(timeout: float | timedelta | None = None) -> World:
             new = World(0, 1, 0, device, backend_str, seconds)
         else:
             _init_group(dist, backend_str, env, seconds)
-            s.owns_group = True
+            s.owns_group = s.made_group = True
             new = World(env.rank, env.world_size, env.local_rank, device, backend_str, seconds,
                         env.master)
         if not s.atexit_registered:
             # registered after torch.distributed's import, so it runs before torch's own exit
             # handlers (atexit is last-in, first-out) while the interpreter is whole
-            atexit.register(shutdown)
+            atexit.register(_at_exit)
             s.atexit_registered = True
         s.dist = dist
         s.gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -128,7 +129,6 @@ def _init_group(dist: Any, backend_str: str, env: Env, seconds: float) -> None:
     """init_process_group over env://, its failures turned into one-line DistributedErrors."""
     where = env.master
     me = f"rank {env.rank} of {env.world_size}"
-    started = time.monotonic()
     try:
         dist.init_process_group(backend=backend_str, init_method="env://", rank=env.rank,
                                 world_size=env.world_size, timeout=timedelta(seconds=seconds))
@@ -156,27 +156,39 @@ def _init_group(dist: Any, backend_str: str, env: Env, seconds: float) -> None:
     except (RuntimeError, ValueError, OSError) as exc:
         error = DistributedError(f"{me}: the process group ({backend_str}) could not be formed "
                                  f"at {where} within {seconds:g} s: {describe_peer_failure(exc)}")
-    del started
     if dist.is_initialized():
         dist.destroy_process_group()
     raise error
 
 
 def shutdown() -> None:
-    """Destroy the process group hal created and forget the World; safe to call twice."""
+    """Destroy the process group hal created and forget the World; safe to call twice.
+
+    Teardown order matters: the group is destroyed first, then cyclic garbage is collected so
+    that objects still holding the group (a DistributedDataParallel's reducer is in a reference
+    cycle) release it now, and its worker threads are joined while the interpreter is whole.
+    Left to interpreter finalization, a gloo thread that needs the GIL to drop a tensor aborts
+    the process (``terminate called without an active exception``).
+    """
     s = STATE
     with s.lock:
         s.last_scatter.clear()  # checked for this world; a new one checks again
         owned, s.owns_group, s.world = s.owns_group, False, None
-        if not owned:
-            return
-        try:
-            import torch.distributed as dist
+        if owned:
+            try:
+                import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
-        except Exception:  # at exit, a dead peer must not turn cleanup into a traceback
-            pass
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+            except Exception:  # at exit, a dead peer must not turn cleanup into a traceback
+                pass
+    if s.made_group:
+        gc.collect()
+
+
+def _at_exit() -> None:
+    """The implicit shutdown: runs before torch's own exit handlers (see ``init``)."""
+    shutdown()
 
 
 def ensure_group(w: World) -> None:
@@ -189,4 +201,4 @@ def ensure_group(w: World) -> None:
         store = dist.HashStore()  # type: ignore[attr-defined]
         dist.init_process_group(backend=w.backend, store=store, rank=0,
                                 world_size=1, timeout=timedelta(seconds=w.timeout_s))
-        STATE.owns_group = True
+        STATE.owns_group = STATE.made_group = True
