@@ -392,6 +392,14 @@ def collect(options: Options | None = None) -> dict[str, Any]:
         _fold(again, report, found)
         report["torch"] = dict(kept_torch, autoload_disabled=retry_torch)
         report["runs"].append(dict(_run_entry(again, skip), env={AUTOLOAD_ENV: "0"}))
+    # Reruns set these for the child; the report shows the user's own environment.
+    environment = dict(report.get("environment") or {})
+    for key in (DENY_ENV, AUTOLOAD_ENV):
+        if key in os.environ:
+            environment[key] = os.environ[key]
+        else:
+            environment.pop(key, None)
+    report["environment"] = environment
     for backend, why in crashed_backends.items():
         owner = _provider(report["plugins"], backend)
         if owner and owner not in broken_plugins:
