@@ -88,6 +88,7 @@ def run_child(argv: Sequence[str], *, timeout: float, stdin_text: Callable[[], s
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, encoding="utf-8", errors="replace",
         env=None if env is None else dict(env),
+        start_new_session=True,  # a plugin signalling its process group cannot reach us
     )
     try:
         return _watch(proc, timeout, stdin_text, start)

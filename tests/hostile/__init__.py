@@ -114,7 +114,8 @@ FATAL: dict[str, tuple[str, str]] = {
                                        priority="3000")),
     "hook_os_exit": ("hookosexit", "import os, hal\n@hal.hookimpl\ndef hal_backends():\n"
                                    "    os._exit(9)\n"),
-    "probe_sigkill": ("killer", backend("killer", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+    # SIGKILL to its whole process group: the doctor's parent must not be in it
+    "probe_sigkill": ("killer", backend("killer", "import os, signal\nos.killpg(0, signal.SIGKILL)",
                                         priority="3000")),
 }
 
