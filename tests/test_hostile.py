@@ -27,9 +27,9 @@ from hal.commands import devices
 
 #: family -> text that must appear in its plugin's record or in its backend's reason.
 EXPECT = {
-    "import_sleeps": "its import did not answer within 1.5 s",  # 3 x HAL_PROBE_TIMEOUT
+    "import_sleeps": "its import did not answer within 4.5 s",  # 3 x HAL_PROBE_TIMEOUT
     "import_sysexit": "its import called sys.exit(7)",
-    "hook_hangs": "hal_backends did not answer within 0.5 s",
+    "hook_hangs": "hal_backends did not answer within 1.5 s",
     "hook_sysexit": "hal_backends called sys.exit(5)",
     "probe_sysexit": "probe called sys.exit(4)",
     "takes_cpu": "plugin name 'cpu' is reserved for hal's built-in plugin",
@@ -47,7 +47,7 @@ EXPECT = {
     "versions_int": "versions() returned int",
     "memory_nan": "MemoryInfo.total is nan",
     "name_newline": "invalid name 'evil\\n'",
-    "probe_hangs": "probe did not answer within 0.5 s",
+    "probe_hangs": "probe did not answer within 1.5 s",
     "probe_reenters": "hal.select()/hal.get_device() was called from inside backend 'reenter'",
     "probe_resets": "hal.reset() was called from inside backend 'resetter'",
     "probe_memory_info": "was called from inside backend 'meminfo'",
@@ -57,6 +57,9 @@ EXPECT = {
 }
 
 
+HANGS = ("import_sleeps", "hook_hangs", "probe_hangs")
+
+
 def test_every_family_has_an_expectation() -> None:
     assert set(EXPECT) == set(FAMILIES)
 
@@ -64,7 +67,9 @@ def test_every_family_has_an_expectation() -> None:
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_each_family_is_recorded_and_cpu_stays_selectable(
         family: str, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HAL_PROBE_TIMEOUT", "0.5")
+    # Short for the families that hang (the test waits for them), generous for the rest so a
+    # loaded machine never makes the real cpu backend miss it.
+    monkeypatch.setenv("HAL_PROBE_TIMEOUT", "1.5" if family in HANGS else "10")
     path_before = os.environ.get("PATH")
     install(plugin_dir, family)
     data = devices.collect()  # probes and describes every backend under the timeout
