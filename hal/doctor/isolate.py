@@ -1,9 +1,9 @@
-"""Isolation for probes that may hang or crash: one child process watched with a step timeout,
-and daemon threads with a deadline for the torch-free calls made in the doctor's own process.
+"""Isolation for plugin and torch code that may hang, crash or exit: one child process, started
+without the working directory on sys.path, watched with a silence timeout.
 
 A child step that makes no progress for ``timeout`` seconds is declared hung and the child is
-killed; a child that dies mid-step is declared crashed.  Either way the records written before
-are kept and the step that misbehaved is named.
+killed; a child that dies mid-step is declared crashed (a signal) or exited (an exit code).
+Either way the records written before are kept and the step that misbehaved is named.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -75,31 +73,27 @@ def child_command(argv: Sequence[str]) -> list[str]:
     return [sys.executable, *flags, "-c", BOOT, *argv]
 
 
-def run_child(argv: Sequence[str], *, timeout: float, stdin_text: Callable[[], str] | None = None,
+def run_child(argv: Sequence[str], *, timeout: float,
               env: Mapping[str, str] | None = None) -> ChildResult:
     """Run the isolated child (``hal.doctor.child``) in ``/``, reading records until done, a hang,
-    a crash or an exit.  ``timeout``: seconds the child may stay silent before it is killed.
-
-    ``stdin_text`` is called in a thread and its result fed to the child's stdin.
-    """
+    a crash or an exit.  ``timeout``: seconds the child may stay silent before it is killed."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         child_command(argv), cwd=os.path.abspath(os.sep),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, encoding="utf-8", errors="replace",
         env=None if env is None else dict(env),
         start_new_session=True,  # a plugin signalling its process group cannot reach us
     )
     try:
-        return _watch(proc, timeout, stdin_text, start)
+        return _watch(proc, timeout, start)
     finally:
         if proc.poll() is None:  # never leave a child behind, whatever happened here
             proc.kill()
             proc.wait()
 
 
-def _watch(proc: subprocess.Popen[str], timeout: float, stdin_text: Callable[[], str] | None,
-           start: float) -> ChildResult:
+def _watch(proc: subprocess.Popen[str], timeout: float, start: float) -> ChildResult:
     lines: queue.Queue[str | None] = queue.Queue()
     stderr: list[str] = []
 
@@ -116,16 +110,7 @@ def _watch(proc: subprocess.Popen[str], timeout: float, stdin_text: Callable[[],
             if len(stderr) > 400:
                 del stderr[:200]
 
-    def feed_stdin() -> None:
-        assert proc.stdin is not None
-        try:
-            if stdin_text is not None:
-                proc.stdin.write(stdin_text())
-            proc.stdin.close()
-        except (BrokenPipeError, OSError, ValueError):
-            pass
-
-    for target in (read_stdout, read_stderr, feed_stdin):
+    for target in (read_stdout, read_stderr):
         threading.Thread(target=target, daemon=True).start()
 
     records: list[Mapping[str, Any]] = []
@@ -165,41 +150,6 @@ def _watch(proc: subprocess.Popen[str], timeout: float, stdin_text: Callable[[],
             outcome = "exited"  # an exit code, not a signal: the process ended itself
     return ChildResult(tuple(records), outcome, step, returncode,
                        "".join(stderr)[-4000:], time.perf_counter() - start, detail)
-
-
-@dataclass
-class Deadline(Generic[T]):
-    """The result of a call made in a daemon thread: its value, its error, or a timeout."""
-
-    value: T | None = None
-    error: BaseException | None = None
-    timed_out: bool = False
-    _done: threading.Event = field(default_factory=threading.Event)
-
-
-def call_in_thread(fn: Callable[[], T]) -> Deadline[T]:
-    """Start ``fn`` in a daemon thread now; ``wait()`` on the returned handle later."""
-    handle: Deadline[T] = Deadline()
-
-    def target() -> None:
-        try:
-            handle.value = fn()
-        except BaseException as exc:  # recorded, never raised in a worker
-            handle.error = exc
-        finally:
-            handle._done.set()
-
-    threading.Thread(target=target, daemon=True).start()
-    return handle
-
-
-def wait(handle: Deadline[T], until: float | None = None) -> Deadline[T]:
-    """Wait for a thread call until the monotonic time ``until`` (None: for as long as it takes);
-    mark it timed out if late."""
-    left = None if until is None else max(0.0, until - time.monotonic())
-    if not handle._done.wait(left):
-        handle.timed_out = True
-    return handle
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
