@@ -8,6 +8,7 @@ fails to import, raises in a hook or returns the wrong type is recorded and skip
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import re
 import threading
@@ -341,8 +342,17 @@ class PluginHost:
         calls.sort(key=lambda c: c[0] not in self.trusted)  # hal's own and in-process first
         for plugin_name, result in calls:
             names = []
-            for backend in result:
-                problem = check_backend(backend)
+            try:
+                items = list(itertools.islice(result, 64))  # an endless iterator cannot hang us
+            except Exception as exc:  # a hostile sequence
+                self._fail(plugin_name,
+                           f"hal_backends returned a list that cannot be read ({_describe(exc)})")
+                continue
+            for backend in items:
+                try:
+                    problem = check_backend(backend)
+                except Exception as exc:  # a property that raises
+                    problem = f"a backend whose attributes cannot be read ({_describe(exc)})"
                 if problem is not None:
                     self._fail(plugin_name, f"hal_backends returned {problem}")
                     continue

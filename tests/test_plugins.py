@@ -216,3 +216,33 @@ def test_registering_under_a_taken_name_raises_and_keeps_the_original() -> None:
     rec = _records()["cpu"]
     assert rec["status"] == "loaded" and rec["distribution"] == "torch-hal"
     assert hal.get_backend("cpu").name == "cpu"
+
+
+def test_a_hostile_list_or_attribute_is_recorded_not_raised() -> None:
+    class Endless(list):  # type: ignore[type-arg]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            while True:
+                yield 1
+
+    class Raising(hal.Backend):
+        @property  # type: ignore[misc]
+        def name(self) -> str:  # type: ignore[override]
+            raise RuntimeError("no name for you")
+
+        def probe(self) -> hal.Probe:
+            return hal.Probe(True, "x", 1)
+
+    class Plugin:
+        @hal.hookimpl
+        def hal_backends(self) -> list[hal.Backend]:
+            return Endless()
+
+    class Plugin2:
+        @hal.hookimpl
+        def hal_backends(self) -> list[hal.Backend]:
+            return [Raising()]
+
+    with plugins.registered(Plugin(), "endless"), plugins.registered(Plugin2(), "raising"):
+        records = _records()
+    assert "a int in its list" in str(records["endless"]["error"])
+    assert "cannot be read (RuntimeError: no name for you)" in str(records["raising"]["error"])
