@@ -390,7 +390,7 @@ class PluginHost:
         """Catalogue entries contributed by plugins through ``hal_accelerators``."""
         out: list[tuple[str, Mapping[str, Any]]] = []
         for plugin_name, result in self._call_each("hal_accelerators", _check_accelerators):
-            out.extend((plugin_name, entry) for entry in result)
+            out.extend((plugin_name, entry) for entry in itertools.islice(result, 10000))
         return out
 
     def plugin_list(self) -> list[dict[str, Any]]:
@@ -420,7 +420,7 @@ def _check_findings(result: Any) -> str | None:
 def _check_accelerators(result: Any) -> str | None:
     if not isinstance(result, Sequence) or isinstance(result, (str, bytes)):
         return f"{type(result).__name__}, expected a list of mappings"
-    for entry in result:
+    for entry in itertools.islice(result, 10000):
         if not isinstance(entry, Mapping):
             return f"a {type(entry).__name__} in its list, expected a mapping"
         missing = [k for k in ("id", "name", "memory_bytes", "backend", "source") if k not in entry]

@@ -10,6 +10,7 @@ non-finite number into a one-line reason.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -173,6 +174,11 @@ def call_plugin(fn: Callable[[], T], label: str, timeout: float | None = None) -
 # -- values coming back from plugins ------------------------------------------------
 
 
+def _first(value: Any, n: int) -> list[Any]:
+    """At most ``n`` items of a plugin's sequence: an endless iterator cannot hang hal."""
+    return list(itertools.islice(iter(value), n))
+
+
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} is a {type(value).__name__}, expected str")
@@ -222,7 +228,7 @@ def check_devices(value: Any) -> list[DeviceInfo]:
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
         raise ValueError(f"devices() returned {type(value).__name__}, expected a list of hal.DeviceInfo")
     out = []
-    for item in list(value)[:MAX_DEVICES]:
+    for item in _first(value, MAX_DEVICES):
         if not isinstance(item, DeviceInfo):
             raise ValueError(f"devices() returned a {type(item).__name__} in its list, "
                              "expected hal.DeviceInfo")
@@ -270,10 +276,11 @@ def check_dtypes(value: Any, what: str = "dtypes()") -> list[torch.dtype]:
 
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
         raise ValueError(f"{what} returned {type(value).__name__}, expected a list of torch.dtype")
-    bad = [type(d).__name__ for d in value if not isinstance(d, torch.dtype)]
+    items = _first(value, 64)
+    bad = [type(d).__name__ for d in items if not isinstance(d, torch.dtype)]
     if bad:
         raise ValueError(f"{what} returned a {bad[0]} in its list, expected torch.dtype")
-    return list(value)
+    return items
 
 
 def check_findings(value: Any, what: str = "findings()") -> list[Finding]:
@@ -281,7 +288,7 @@ def check_findings(value: Any, what: str = "findings()") -> list[Finding]:
     if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
         raise ValueError(f"{what} returned {type(value).__name__}, expected a list of hal.Finding")
     out = []
-    for item in value:
+    for item in _first(value, 1000):
         if not isinstance(item, Finding):
             raise ValueError(f"{what} returned a {type(item).__name__} in its list, expected hal.Finding")
         out.append(Finding(_text(item.id, "Finding.id"), item.severity,
