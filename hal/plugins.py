@@ -336,6 +336,7 @@ class PluginHost:
         """Every valid backend from every plugin, each name once (built-in names reserved)."""
         if self._backends is not None:
             return list(self._backends)
+        forbid_reentry("hal's plugin hooks (list_backends/list_plugins)")
         found: list[Backend] = []
         providers: dict[str, str] = {}
         calls = list(self._call_each("hal_backends", _check_backend_list))

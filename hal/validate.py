@@ -130,8 +130,9 @@ def describe_exception(exc: BaseException | None) -> str:
 class PendingCall(Generic[T]):
     """A call into plugin code running in its own daemon thread; ``wait()`` collects it."""
 
-    def __init__(self, fn: Callable[[], T], label: str) -> None:
+    def __init__(self, fn: Callable[[], T], label: str, *, plugin: bool = True) -> None:
         self.label = label
+        self._plugin = plugin  # False: hal's own code in a thread (not marked as plugin code)
         self._box: list[Outcome[T]] = []
         self._done = threading.Event()
         self._start = time.monotonic()
@@ -140,7 +141,8 @@ class PendingCall(Generic[T]):
         thread.start()
 
     def _run(self, fn: Callable[[], T]) -> None:
-        _local.label = self.label
+        if self._plugin:
+            _local.label = self.label
         try:
             self._box.append(Outcome("ok", fn()))
         except SystemExit as exc:

@@ -246,3 +246,16 @@ def test_a_hostile_list_or_attribute_is_recorded_not_raised() -> None:
         records = _records()
     assert "a int in its list" in str(records["endless"]["error"])
     assert "cannot be read (RuntimeError: no name for you)" in str(records["raising"]["error"])
+
+
+def test_a_hook_that_calls_back_into_hal_gets_an_error_not_a_recursion() -> None:
+    class Recursive:
+        @hal.hookimpl
+        def hal_backends(self) -> list[hal.Backend]:
+            hal.list_plugins()
+            return []
+
+    with plugins.registered(Recursive(), "recursive"):
+        records = _records()
+    assert "was called from inside plugin 'recursive': hal_backends" in str(records["recursive"]["error"])
+    assert records["cpu"]["status"] == "loaded"

@@ -190,7 +190,7 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
     if serial:
         for backend in backends:
             emit({"type": "step", "step": f"backend {backend.name}", "backend": backend.name})
-            outcome = PendingCall(partial(backend_record, backend), label).wait(
+            outcome = PendingCall(partial(backend_record, backend), label, plugin=False).wait(
                 time.monotonic() + timeout + 1.0)
             if outcome.value is None or outcome.value.get("hung"):
                 outcome = outcome if outcome.value is None else Outcome("hung", seconds=timeout)
@@ -201,7 +201,7 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
             probes[backend.name] = _probe_of(outcome.value)
     else:
         emit({"type": "step", "step": "backends", "backends": [b.name for b in backends]})
-        handles = [(b, PendingCall(partial(backend_record, b), label)) for b in backends]
+        handles = [(b, PendingCall(partial(backend_record, b), label, plugin=False)) for b in backends]
         until = time.monotonic() + timeout + 1.0  # the probes' own timeout fires first
         for backend, handle in handles:
             outcome = handle.wait(until)
@@ -214,8 +214,8 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
             probes[backend.name] = _probe_of(outcome.value)
 
     emit({"type": "step", "step": "selection"})
-    chosen = PendingCall(lambda: selection_record(answered, environ, probes), "doctor: selection"
-                         ).wait(time.monotonic() + timeout)
+    chosen = PendingCall(lambda: selection_record(answered, environ, probes), "doctor: selection",
+                         plugin=False).wait(time.monotonic() + timeout)
     if chosen.value is None:
         emit(_no_answer("selection", chosen, "selection"))
         selection: dict[str, Any] = {"type": "selection", "data": None, "error": None}
@@ -229,8 +229,8 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
         picked = next(b for b in answered if b.name == selection["data"]["backend"])
         emit({"type": "step", "step": "smoke", "device_backend": picked.name})
         device = selection["data"]["device"]
-        ran = PendingCall(lambda: smoke_test(picked, device), f"backend {picked.name!r}: smoke"
-                          ).wait(time.monotonic() + max(timeout, 60.0))
+        ran = PendingCall(lambda: smoke_test(picked, device), f"backend {picked.name!r}: smoke",
+                          plugin=False).wait(time.monotonic() + max(timeout, 60.0))
         if ran.value is None:
             emit(_no_answer("smoke", ran, "smoke test"))
         else:
@@ -239,8 +239,8 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
     emit({"type": "step", "step": "plugin findings"})
     report: dict[str, Any] = dict(sections)
     report.update({"torch": torch_info, "selection": selection["data"]})
-    hook = PendingCall(lambda: host.doctor_findings(report), "doctor: plugin findings").wait(
-        time.monotonic() + timeout)
+    hook = PendingCall(lambda: host.doctor_findings(report), "doctor: plugin findings",
+                       plugin=False).wait(time.monotonic() + timeout)
     if hook.value is None:
         emit(_no_answer("plugin findings", hook, "a plugin's hal_doctor_findings hook"))
     else:

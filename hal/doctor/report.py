@@ -168,7 +168,7 @@ def local_sections(backends: Sequence[Backend], timeout: float
     found: list[dict[str, Any]] = []
     until = time.monotonic() + timeout
     cpu = next((b for b in backends if b.name == "cpu"), None)
-    system = PendingCall(lambda: system_section(cpu), "backend 'cpu': devices()/memory()")
+    system = PendingCall(lambda: system_section(cpu), "doctor: system facts", plugin=False)
     hardware = [(b, PendingCall(partial(_hardware, b), f"backend {b.name!r}: hardware()"))
                 for b in backends]
     environment = environment_section(backends)
