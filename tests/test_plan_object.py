@@ -199,3 +199,21 @@ def test_catalogue_interconnects_and_per_device_boards() -> None:
     assert gcd.memory_bytes == 64 * GIB and gcd.devices_per_board == 2 and "GCD" in gcd.board
     assert stack.memory_bytes == 64 * GIB and stack.devices_per_board == 2
     assert "stack" in stack.board
+
+
+def test_max_context_is_the_last_token_count_that_fits_at_the_layout() -> None:
+    p = plan("deepseek-r1-distill-qwen-14b", "int4", context=32768, local=False,
+             cards=["rtx-4090", "l40s", "a100-40gb-sxm", "rtx-4060-ti-16gb"])
+    checked = 0
+    for x in p.placements:
+        if x.layout is None or x.max_context is None:
+            continue
+
+        def need(c: int, x: Any = x) -> int:
+            return estimate(p.spec, dtype=x.dtype, context=c, tensor_parallel=x.layout.tp,
+                            pipeline_parallel=x.layout.pp).total
+
+        assert need(x.max_context) <= x.card.memory_bytes
+        assert x.max_context == p.spec.max_context or need(x.max_context + 1) > x.card.memory_bytes
+        checked += 1
+    assert checked >= 12
