@@ -164,9 +164,9 @@ def oom() -> str:
     out = list(batcher.map(range(16)))
     print(f"batch sizes tried: {sizes}; ooms {batcher.ooms}; ceiling {batcher.ceiling}")
     check(out == [i * 2 for i in range(16)], "outputs lost or reordered")
-    check(batcher.ooms >= 1 and sizes[0] == 8 and max(sizes[1:]) <= 4,
+    check(batcher.ooms >= 1 and sizes[0] == 8 and any(n < 8 for n in sizes[1:]),
           f"no split: sizes {sizes}")
-    return f"is_oom on a real OOM; batcher split 8 -> {sizes[1]} ({batcher.ooms} OOM), all 16 out"
+    return f"is_oom on a real OOM; batcher sizes {sizes} ({batcher.ooms} OOM), all 16 out in order"
 
 
 def bench() -> str:
