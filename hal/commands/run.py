@@ -178,6 +178,59 @@ def _launch_error(exc: BaseException) -> HalError:
     return HalError(f"hal run: the rendezvous failed ({name}): {text}")
 
 
+def _conf_seconds(conf: str | None, key: str, default: float) -> float:
+    """``key=N`` from torchrun's ``--rdzv-conf k=v,...``, checked, else ``default``."""
+    for item in (conf or "").split(","):
+        name, _, value = item.partition("=")
+        if name.strip() == key:
+            from hal.parse import parse_float
+
+            return parse_float(f"--rdzv-conf {key}", value, lo=0.0, lo_inclusive=False, hi=1e6)
+    return default
+
+
+def check_endpoint(args: argparse.Namespace) -> None:
+    """Fail in one line, within the read timeout, on an endpoint that cannot be a store.
+
+    torchrun's client waits without a bound on a port that accepts connections but never
+    answers (another service), and an unroutable host costs two full timeouts and a C++
+    stack trace per try.  A refused connection is left alone: the store may not be up yet.
+    """
+    import socket
+
+    from hal.distributed.world import store_problem
+
+    if args.rdzv_endpoint:
+        host, _, port_text = args.rdzv_endpoint.rpartition(":")
+        if not host:
+            host, port_text = args.rdzv_endpoint, "29400"  # torchrun's c10d default port
+    elif args.master_addr and args.master_port and (args.node_rank or 0) > 0:
+        host, port_text = args.master_addr, str(args.master_port)
+    else:
+        return
+    host = host.strip("[]")
+    port = int(port_text)
+    seconds = _conf_seconds(args.rdzv_conf, "read_timeout", 60.0)
+    where = f"{host}:{port}"
+    try:
+        socket.create_connection((host, port), timeout=seconds).close()
+    except TimeoutError:
+        raise HalError(f"hal run: the rendezvous endpoint {where} did not answer within "
+                       f"{seconds:g} s (host down or unreachable?)") from None
+    except ConnectionRefusedError:
+        return  # the store is not up yet: torchrun waits for it
+    except socket.gaierror as exc:
+        raise ConfigError(f"hal run: the rendezvous host {host!r} is unknown "
+                          f"({exc.strerror})") from None
+    except OSError as exc:
+        raise HalError(f"hal run: the rendezvous endpoint {where} cannot be reached "
+                       f"({exc.strerror or exc})") from None
+    problem = store_problem(host, port, seconds)
+    if problem:
+        raise HalError(f"hal run: the rendezvous endpoint {where} {problem} (another service "
+                       "on that port?)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Launch; exit 0 when every rank succeeds, else the first failed rank's exit code."""
     if not Path(args.script).is_file():
@@ -191,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"hal run -n {args.nproc_per_node}: {why}; launch at most {nproc} "
                               "process(es) per node, or HAL_DEVICE=cpu for CPU ranks")
         nproc = args.nproc_per_node
+    check_endpoint(args)
     import torch.distributed.run
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -11,7 +11,10 @@ import atexit
 import gc
 import os
 import re
+import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -125,14 +128,102 @@ def init(timeout: float | timedelta | None = None) -> World:
 _JOINED_RE = re.compile(r"(\d+)/(\d+) clients joined")
 
 
+def _wait_for_master(env: Env, deadline: float, seconds: float) -> None:
+    """Return once the master's port accepts connections; DistributedError at the deadline.
+
+    torch's own client connects and validates twice, each time for the whole timeout, and
+    logs a C++ stack trace each time: waiting here first keeps the failure at the stated
+    timeout and out of the C++ logger.
+    """
+    pause = 0.02
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((env.master_addr, env.master_port),
+                                          timeout=max(0.05, min(left, 2.0))):
+                return
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DistributedError(
+                f"rank {env.rank} of {env.world_size} could not reach the master at {env.master} "
+                f"within {seconds:g} s (is rank 0 running, are MASTER_ADDR/MASTER_PORT right?): "
+                f"{reason}")
+        time.sleep(min(pause, left))  # a retry with backoff, bounded by the deadline
+        pause = min(pause * 2, 0.5)
+
+
+#: TCPStore's wire protocol (torch/csrc/distributed/c10d/TCPStoreBackend.hpp): VALIDATE with
+#: its magic number, then GETNUMKEYS, which every store answers with 8 bytes.
+_STORE_HELLO = bytes([0]) + struct.pack("<I", 0x3C85F7CE) + bytes([7])
+
+
+def store_problem(host: str, port: int, seconds: float) -> str | None:
+    """Why ``host:port``, which accepts connections, is no torch store; None if it may be one.
+
+    torch's client waits for the store's reply without a bound, so a port held by another
+    service would hang it.  A refusal or a closed connection is left to torch to judge.
+    """
+    try:
+        conn = socket.create_connection((host, port), timeout=max(0.05, seconds))
+    except OSError:
+        return None  # refused or unreachable: not this function's question
+    reply = b""
+    with conn:
+        try:
+            conn.settimeout(max(0.05, seconds))
+            conn.sendall(_STORE_HELLO)
+            while len(reply) < 8:
+                chunk = conn.recv(8 - len(reply))
+                if not chunk:
+                    return None
+                reply += chunk
+        except TimeoutError:
+            if not reply:
+                return f"accepts connections but did not answer as a torch store within {seconds:g} s"
+        except OSError:
+            return None
+    if len(reply) < 8 or struct.unpack("<q", reply)[0] < 0 or reply[4:] != bytes(4):
+        return f"answered, but not as a torch store (reply {reply[:8]!r})"
+    return None
+
+
+def _store(dist: Any, env: Env, seconds: float) -> Any:
+    """The rendezvous store torch's env:// would make, reached within ``seconds`` in all."""
+    deadline = time.monotonic() + seconds
+    # under torchrun the agent hosts the store and every rank is its client
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    master = env.rank == 0 and not agent
+    if not master:
+        _wait_for_master(env, deadline, seconds)
+    left = max(1.0, deadline - time.monotonic())
+    if master:
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, True,
+                              timedelta(seconds=left), multi_tenant=True)
+    else:
+        problem = store_problem(env.master_addr, env.master_port, left)
+        if problem:
+            raise DistributedError(f"rank {env.rank} of {env.world_size}: {env.master} {problem} "
+                                   "(another service on MASTER_PORT?)")
+        kwargs = {} if agent else {"multi_tenant": True}
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, False,
+                              timedelta(seconds=max(1.0, deadline - time.monotonic())), **kwargs)
+    store.set_timeout(timedelta(seconds=seconds))
+    return dist.PrefixStore("default_pg", store)  # the prefix env:// adds: same keys
+
+
 def _init_group(dist: Any, backend_str: str, env: Env, seconds: float) -> None:
-    """init_process_group over env://, its failures turned into one-line DistributedErrors."""
+    """init_process_group on env://'s store, its failures turned into one-line DistributedErrors."""
     where = env.master
     me = f"rank {env.rank} of {env.world_size}"
     try:
-        dist.init_process_group(backend=backend_str, init_method="env://", rank=env.rank,
+        store = _store(dist, env, seconds)
+        dist.init_process_group(backend=backend_str, store=store, rank=env.rank,
                                 world_size=env.world_size, timeout=timedelta(seconds=seconds))
         return
+    except DistributedError:
+        raise
     except dist.DistStoreError as exc:
         text = first_line(exc)
         m = _JOINED_RE.search(text)
