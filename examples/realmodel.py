@@ -15,6 +15,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def _quiet() -> Iterator[None]:
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     bar = getattr(gguf_utils, "tqdm", None)  # the dequantisation's own progress bar
-    hf_logging.set_verbosity(hf_logging.ERROR)
+    hf_logging.set_verbosity(logging.ERROR)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     if bar is not None:
         setattr(gguf_utils, "tqdm", functools.partial(bar, disable=True))  # noqa: B010
@@ -108,11 +109,23 @@ class Loaded:
         return int(self.tokenizer.eos_token_id)
 
 
-def load(dtype: torch.dtype | None = None, device: Any = None) -> Loaded:
+def load_tokenizer(path: Path | None = None) -> Any:
+    """The model's tokenizer, read from the GGUF file, padding on the left (a batch's prompts
+    end together, where decoding starts)."""
+    from transformers import AutoTokenizer
+
+    path = path or check_available()
+    with _quiet():
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load(dtype: torch.dtype | None = None, device: Any = None, tokenizer: Any = None) -> Loaded:
     """Load SmolLM2 from its GGUF file onto ``device`` (default ``hal.get_device()``), cast to
     ``dtype`` (default: what ``hal.precision.policy()`` picks for that device)."""
     path = check_available()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     target = hal.get_device() if device is None else torch.device(device)
     if dtype is None:
@@ -121,10 +134,10 @@ def load(dtype: torch.dtype | None = None, device: Any = None) -> Loaded:
     else:
         reason = "requested"
     start = time.perf_counter()
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path)
     with _quiet():
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model: Any = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
-    tokenizer.padding_side = "left"  # a batch's prompts end together, where decoding starts
     model = model.to(device=target, dtype=dtype).eval()
     return Loaded(model, tokenizer, target, dtype, reason, path, time.perf_counter() - start)
 
