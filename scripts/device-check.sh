@@ -8,8 +8,8 @@
 # of a venv would not see its torch), after installing from a carried .wheelhouse only the
 # packages that python lacks.  Never touches a network (PIP_NO_INDEX=1).  Each section runs
 # under its own timeout and a 7-minute overall deadline, writes $OUT/<n>.txt, and prints one
-# line "PASS|FAIL <n> <section>: <summary>".  Exit status: the number of failed sections (0..8),
-# or 9 when hal could not be installed.  Sections: docs/hardware-results.md.
+# line "PASS|FAIL <n> <section>: <summary>"; the setup log heads 1.txt.  Exit status: the number
+# of failed sections (0..8), or 9 when hal could not be installed.  Sections: docs/hardware-results.md.
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +21,9 @@ DEADLINE=$(( $(date +%s) + ${HAL_CHECK_BUDGET_S:-420} ))
 SECTIONS="${HAL_CHECK_SECTIONS-devices probe-precision memory oom bench nccl plan engine}"
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 mkdir -p "$OUT"
+rm -f "$OUT"/[1-8].txt
+# The setup log heads 1.txt: the device tool brings back at most 8 files.
+SETUP_LOG="$OUT/1.txt"
 
 # Seconds a step may take: its own limit, cut to what is left of the overall deadline.
 limit() {
@@ -66,12 +69,13 @@ print("torch", torch.__version__, "cuda", torch.version.cuda)')
 }
 
 echo "== setup"
-if ! install_hal > "$OUT/setup.log" 2>&1; then
-    cat "$OUT/setup.log"
+if ! install_hal > "$SETUP_LOG" 2>&1; then
+    cat "$SETUP_LOG"
     echo "FAIL 0 setup: hal could not be installed into $PY (see above)"
     exit 9
 fi
-tail -n 3 "$OUT/setup.log"
+tail -n 3 "$SETUP_LOG"
+echo "== sections"
 
 declare -A LIMITS=([devices]=90 [probe-precision]=45 [memory]=45 [oom]=60 [bench]=150 \
                    [nccl]=60 [plan]=100 [engine]=100)
@@ -89,7 +93,7 @@ for section in $SECTIONS; do
     file="$OUT/$n.txt"
     secs=$(limit "${LIMITS[$section]}")
     (cd /tmp && timeout --kill-after=10 "$secs" "$PY" "$ROOT/scripts/device_check.py" "$section") \
-        > "$file" 2>&1
+        >> "$file" 2>&1
     rc=$?
     verdict=$(grep -a '^VERDICT: ' "$file" | tail -n 1 | cut -c10-)
     if [ "$rc" = 0 ] && [ "${verdict#PASS}" != "$verdict" ]; then
