@@ -261,6 +261,11 @@ class AdaptiveBatcher(Generic[T, R]):
     Every output is yielded exactly once, in input order.
     """
 
+    #: Batches run at a probed size before it is compared (the better of them counts).
+    PROBE_BATCHES = 2
+    #: Recent batches per size whose best rate is that size's rate.
+    SAMPLES = 4
+
     def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, start: int = 8, min: int = 1,
                  max: int = 4096, high: float = 0.9, low: float = 0.3,
                  memory_fraction: Callable[[], float] | None = None, tune: bool = True,
@@ -285,9 +290,11 @@ class AdaptiveBatcher(Generic[T, R]):
         self.clock = clock or time.perf_counter
         self.batches = 0
         self.ooms = 0
-        #: Items/s measured per batch size (the latest probe, then a running mean).
+        #: Items/s per batch size: the best of its latest ``SAMPLES`` batches (noise only slows).
         self.rates: dict[int, float] = {}
-        self._probe_from: int | None = None  # the size a probe batch is compared with
+        self._samples: dict[int, deque[float]] = {}
+        self._probe_from: int | None = None  # the size a probe is compared with
+        self._probe_left = 0  # batches still to run at the probe size before deciding
         self._cap: int | None = None  # a size measured slower than a smaller one
         self._floor: int | None = None  # a size measured slower than a larger one
         self._since_probe = 0
@@ -321,24 +328,32 @@ class AdaptiveBatcher(Generic[T, R]):
 
     def _probe(self, size: int) -> None:
         self._probe_from, self.size = self.size, size
+        self._probe_left = self.PROBE_BATCHES
+        self._samples.pop(size, None)  # measured afresh: the inputs may have changed
+        self.rates.pop(size, None)
 
-    def _adapt(self, n: int, seconds: float, used: float) -> None:
-        """Choose the next size from this batch's memory use and (when tuning) its speed."""
-        if used > self.high:  # the memory guard comes first
+    def _guard(self, used: float) -> bool:
+        """The memory guard, first after every batch: halve above ``high`` (True if it did)."""
+        if used > self.high:
             self._probe_from = None
             self.size = builtins.max(self.min, self.size // 2)
-            return
-        if not self.tune:
-            if used < self.low:
-                self._grow()
-            return
+            return True
+        if not self.tune and used < self.low:
+            self._grow()
+        return False
+
+    def _tune(self, n: int, seconds: float, used: float) -> None:
+        """Choose the next size from a batch's speed: ``n`` items in ``seconds``."""
         if n != self.size:  # a short last batch says nothing about this size
             return
-        rate = n / seconds if seconds > 0 else float("inf")
+        samples = self._samples.setdefault(n, deque(maxlen=self.SAMPLES))
+        samples.append(n / seconds if seconds > 0 else float("inf"))
+        self.rates[n] = builtins.max(samples)
         base = self._probe_from
-        old = self.rates.get(n)
-        self.rates[n] = rate if base is not None or old is None else (old + rate) / 2
         if base is not None:
+            self._probe_left -= 1
+            if self._probe_left > 0:
+                return
             self._probe_from = None
             if self.rates[n] > self.rates.get(base, 0.0):  # faster: stay, keep going that way
                 if n > base:
@@ -395,13 +410,21 @@ class AdaptiveBatcher(Generic[T, R]):
         pending: deque[T] = deque()
         self._pending = pending
         exhausted = False
+        # A batch's time runs from its start to the next one's: the memory probe, the consumer
+        # and the time the process was not scheduled between batches are counted too.
+        measured: tuple[int, float, float] | None = None
         while True:
+            if measured is not None:
+                self._tune(measured[0], self.clock() - measured[1], measured[2])
+                measured = None
             while not exhausted and len(pending) < self.size:
                 try:
                     pending.append(next(source))
                 except StopIteration:
                     exhausted = True
             if not pending:
+                if self._probe_from is not None:  # a probe the stream ended in: not decided
+                    self.size, self._probe_from = self._probe_from, None
                 return
             n = builtins.min(self.size, len(pending))
             batch = list(itertools.islice(pending, n))  # indexing a deque walks it
@@ -425,8 +448,9 @@ class AdaptiveBatcher(Generic[T, R]):
             try:
                 if self.tune:
                     self._synchronize()
-                seconds = self.clock() - began
-                self._adapt(n, seconds, self.memory_fraction())
+                used = self.memory_fraction()
+                if not self._guard(used) and self.tune:
+                    measured = (n, began, used)
             except Exception as exc:  # the finished batch's outputs still go out first
                 failure = exc
             for _ in range(n):
@@ -440,6 +464,7 @@ class AdaptiveBatcher(Generic[T, R]):
         """Forget the ceiling learnt from OOMs and the speeds measured (optionally restart)."""
         self.ceiling = None
         self.rates.clear()
+        self._samples.clear()
         self._probe_from = self._cap = self._floor = None
         self._since_probe = 0
         if start is not None:
