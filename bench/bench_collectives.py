@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hal import distributed as hd
-from hal.distributed.world import STATE
+from hal.distributed.state import STATE
 
 GOAL = 1.02
 

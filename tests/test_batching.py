@@ -287,7 +287,7 @@ def test_growth_stops_where_a_larger_batch_is_not_faster() -> None:
     b = AdaptiveBatcher(model.fn, start=8, max=4096, memory_fraction=lambda: 0.0,
                         clock=model.clock)
     assert list(b(range(5000))) == [x * x for x in range(5000)]
-    assert model.sizes[:6] == [8, 16, 32, 64, 128, 256]
+    assert model.sizes[:11] == [8, 16, 16, 32, 32, 64, 64, 128, 128, 256, 256]  # two per probe
     assert b.size == 128 and max(model.sizes) == 256
     assert b.rates[128] > b.rates[256]
 
@@ -296,7 +296,7 @@ def test_a_start_above_the_best_size_moves_down() -> None:
     model = CostModel(peak_at(64))
     b = AdaptiveBatcher(model.fn, start=512, max=4096, memory_fraction=lambda: 0.0,
                         clock=model.clock)
-    list(b(range(3000)))
+    list(b(range(10000)))
     assert b.size == 64
 
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import hal
 from hal import distributed as hd
 from hal.distributed import collectives, faults, plans
-from hal.distributed.world import STATE
+from hal.distributed.state import STATE
 from hal.plugins import load_plugins
 
 ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",

@@ -32,10 +32,6 @@ ABORT_HINT = ("an abort inside a collective usually means the ranks disagreed (s
               "every collective checked")
 
 
-def _usage(value: str, flag: str) -> argparse.ArgumentTypeError:
-    return argparse.ArgumentTypeError(str(value))
-
-
 def _checked(flag: str, parse: Any) -> Any:
     """An argparse type that turns a ConfigError from ``parse`` into a one-line usage error."""
     def check(value: str) -> Any:
@@ -198,7 +194,7 @@ def check_endpoint(args: argparse.Namespace) -> None:
     """
     import socket
 
-    from hal.distributed.world import store_problem
+    from hal.distributed.state import store_problem
 
     if args.rdzv_endpoint:
         host, _, port_text = args.rdzv_endpoint.rpartition(":")
@@ -254,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
     torchrun: Any = torch.distributed.run  # untyped module: its run() and parse_args()
     argv = torchrun_argv(args, nproc)
     # every rank starts as ``python -m hal.distributed._bootstrap SCRIPT ARGS``
-    argv = [*argv[:-1 - len(args.script_args)], "--module", BOOTSTRAP, *argv[-1 - len(args.script_args):]]
+    cut = len(argv) - 1 - len(args.script_args)  # where the script starts
+    argv = [*argv[:cut], "--module", BOOTSTRAP, *argv[cut:]]
     os.environ[LAUNCHER_VAR] = str(os.getpid())
     try:
         torchrun.run(torchrun.parse_args(argv))

@@ -8,7 +8,7 @@ that never arrives, crashes or stalls; a busy port; an unreachable master; ranks
 under ``TORCH_DISTRIBUTED_DEBUG=DETAIL``) are one-line ``DistributedError``s within the timeout,
 never a hang.  Design notes: docs/distributed.md.
 
-Layout: ``env`` (the environment, checked), ``world`` (the World and the one State object),
+Layout: ``env`` (the environment, checked), ``state`` (the World and the one State object),
 ``plans`` (dtype plans), ``collectives``, ``parallel`` (DDP, meshes), ``faults`` (errors).
 """
 
@@ -26,7 +26,7 @@ from hal.distributed.collectives import (
 from hal.distributed.env import DEFAULT_TIMEOUT_S, ENV_VARS, backend_string, read_env
 from hal.distributed.parallel import mesh, wrap
 from hal.distributed.plans import OPS, reduce_plan
-from hal.distributed.world import World, init, is_initialized, shutdown, world
+from hal.distributed.state import World, init, is_initialized, shutdown, world
 from hal.errors import DistributedError
 
 __all__ = [

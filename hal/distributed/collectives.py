@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hal.distributed.faults import peer_error, reraise
 from hal.distributed.plans import PLANS, gloo_has_avg, move_view, reduce_plan
-from hal.distributed.world import STATE, World, init
+from hal.distributed.state import STATE, World, init
 from hal.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 from hal.errors import DistributedError, HalError
 
 if TYPE_CHECKING:
-    from hal.distributed.world import World
+    from hal.distributed.state import World
 
 _GLOO_PREFIX_RE = re.compile(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*")
 _GLOO_ADVICE_RE = re.compile(r"\.? This is typically caused by .*$")

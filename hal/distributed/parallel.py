@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hal.distributed.world import STATE, ensure_group, init
+from hal.distributed.state import STATE, ensure_group, init
 from hal.errors import ConfigError
 
 if TYPE_CHECKING:
