@@ -14,12 +14,13 @@ same for fp32 against the policy's dtype, through hal's path.  Needs ``llm-smoll
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -102,10 +103,16 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        loaded = realmodel.load()
+        fp32 = realmodel.load(dtype=torch.float32)
     except realmodel.ModelUnavailable as exc:
         print(f"skipped: {exc}")
         return 0
+    policy = hal.precision.policy(fp32.device)
+    loaded = fp32
+    if policy.compute_dtype != torch.float32:  # the chat example's dtype, cast as load() does
+        loaded = dataclasses.replace(
+            fp32, model=copy.deepcopy(fp32.model).to(dtype=policy.compute_dtype),
+            dtype=policy.compute_dtype, reason=f"hal's precision policy: {policy.reason}")
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
     new = args.new_tokens
     print(f"device {loaded.device}, dtype {loaded.dtype} ({loaded.reason}), "
@@ -121,11 +128,6 @@ def main() -> int:
     print(f"hal / plain      : {med:8.3f}  [IQR {q1:.3f}-{q3:.3f}] (goal >= 0.99)")
 
     if loaded.dtype != torch.float32:
-        fp32: Any = realmodel.Loaded(loaded.model, loaded.tokenizer, loaded.device,
-                                     torch.float32, "fp32 copy", loaded.path, 0.0)
-        import copy
-
-        fp32.model = copy.deepcopy(loaded.model).float()
         ratios, policy_tps, fp32_tps = paired(lambda: hal_path(loaded, prompts, new),
                                               lambda: hal_path(fp32, prompts, new),
                                               max(3, args.pairs // 2))
