@@ -29,17 +29,6 @@ _MODULE_NAMES = {"get_memory_info": "mem_get_info"}
 Owners = Callable[[], Mapping[str, str]]
 
 
-def loaded_owners() -> dict[str, str]:
-    """Device types of the other loaded hal backends (device type -> backend name)."""
-    from hal.plugins import load_plugins
-
-    owners: dict[str, str] = {}
-    for b in load_plugins().backends():
-        if not isinstance(b, AcceleratorBackend):
-            owners.setdefault(b.device_type, b.name)
-    return owners
-
-
 class AcceleratorBackend(Backend):
     """Whatever accelerator torch reports (``torch.accelerator.current_accelerator()``)."""
 
@@ -50,9 +39,13 @@ class AcceleratorBackend(Backend):
 
     def __init__(self, torch_module: Any = None, *, owners: Owners | None = None) -> None:
         """``torch_module`` stands in for torch (``accelerator``, ``get_device_module``,
-        ``__version__``); ``owners`` for the device types other hal backends drive."""
+        ``__version__``); ``owners`` adds device types other backends drive (type -> name).
+
+        The built-in named types are always declined; a plugin's own type need not be listed,
+        since any named backend outranks this one. No call back into hal's plugin registry:
+        plugin code must not re-enter it."""
         self._torch = torch_module
-        self._owners = owners or loaded_owners
+        self._owners = owners or dict
 
     def _torch_module(self) -> Any:
         if self._torch is not None:
