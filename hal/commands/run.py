@@ -26,7 +26,7 @@ RENDEZVOUS_FLAGS = ("--nnodes", "--node-rank", "--rdzv-endpoint", "--rdzv-backen
 BOOTSTRAP = "hal.distributed._bootstrap"
 _NNODES_RE = re.compile(r"^([0-9]{1,6})(?::([0-9]{1,6}))?$")
 _HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
-#: What to tell a user whose rank died by SIGABRT (gloo/NCCL abort on a mismatched collective).
+#: What to tell a user whose rank died by SIGABRT (a backend aborting on a mismatched collective).
 ABORT_HINT = ("an abort inside a collective usually means the ranks disagreed (shapes, dtypes "
               "or the order of collectives); rerun with TORCH_DISTRIBUTED_DEBUG=DETAIL to have "
               "every collective checked")
