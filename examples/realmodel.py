@@ -198,13 +198,14 @@ def fitting_batch(loaded: Loaded, prompts: Sequence[Sequence[int]], max_new_toke
 
 
 def serve(loaded: Loaded, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, *,
-          max_batch: int = 16, start: int = 4) -> tuple[list[list[int]], Batcher]:
+          max_batch: int = 16, start: int | None = None) -> tuple[list[list[int]], Batcher]:
     """Answers (token ids) for every encoded prompt, in input order, through hal's
-    AdaptiveBatcher, capped by :func:`fitting_batch`; also returns the batcher."""
+    AdaptiveBatcher, capped by :func:`fitting_batch` and starting there (``start``: lower),
+    moving down only where a smaller batch is faster; also returns the batcher."""
     cap = fitting_batch(loaded, prompts, max_new_tokens, max_batch)
     batcher: Batcher = hal.batching.AdaptiveBatcher(
-        lambda batch: generate_ids(loaded, batch, max_new_tokens), start=min(start, cap),
-        max=cap)
+        lambda batch: generate_ids(loaded, batch, max_new_tokens),
+        start=cap if start is None else min(start, cap), max=cap)
     return list(batcher([list(p) for p in prompts])), batcher
 
 

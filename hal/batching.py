@@ -299,6 +299,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._floor: int | None = None  # a size measured slower than a larger one
         self._since_probe = 0
         self._reprobe_up = True
+        self._used = 0.0  # the latest memory use measured, for a probe decided at a stream's end
         self._pending: deque[T] = deque()
         self._sync: Callable[[], None] | None = None
 
@@ -349,27 +350,11 @@ class AdaptiveBatcher(Generic[T, R]):
         samples = self._samples.setdefault(n, deque(maxlen=self.SAMPLES))
         samples.append(n / seconds if seconds > 0 else float("inf"))
         self.rates[n] = builtins.max(samples)
-        base = self._probe_from
-        if base is not None:
+        self._used = used
+        if self._probe_from is not None:
             self._probe_left -= 1
-            if self._probe_left > 0:
-                return
-            self._probe_from = None
-            if self.rates[n] > self.rates.get(base, 0.0):  # faster: stay, keep going that way
-                if n > base:
-                    self._floor = base
-                    if self._can_grow(used):
-                        self._probe(n * 2)
-                else:
-                    self._cap = base
-                    if self._can_shrink():
-                        self._probe(n // 2)
-                return
-            if n > base:
-                self._cap = n
-            else:
-                self._floor = n
-            self.size = base
+            if self._probe_left <= 0:
+                self._conclude(n, used)
             return
         self._since_probe += 1
         if self._can_grow(used):
@@ -387,6 +372,28 @@ class AdaptiveBatcher(Generic[T, R]):
                 self._floor = None
                 if self._can_shrink():
                     self._probe(n // 2)
+
+    def _conclude(self, n: int, used: float) -> None:
+        """End the probe of size ``n``: stay and go on the same way if it was faster, else
+        go back and remember the size as a limit (until a re-probe)."""
+        base, self._probe_from = self._probe_from, None
+        if base is None:
+            return
+        if self.rates[n] > self.rates.get(base, 0.0):  # faster: stay, keep going that way
+            if n > base:
+                self._floor = base
+                if self._can_grow(used):
+                    self._probe(n * 2)
+            else:
+                self._cap = base
+                if self._can_shrink():
+                    self._probe(n // 2)
+            return
+        if n > base:
+            self._cap = n
+        else:
+            self._floor = n
+        self.size = base
 
     def _synchronize(self) -> None:
         """Wait for the device, so a batch's time is its work and not its queueing."""
@@ -423,8 +430,11 @@ class AdaptiveBatcher(Generic[T, R]):
                 except StopIteration:
                     exhausted = True
             if not pending:
-                if self._probe_from is not None:  # a probe the stream ended in: not decided
-                    self.size, self._probe_from = self._probe_from, None
+                if self._probe_from is not None:  # the stream ended during a probe
+                    if self.size in self.rates:  # measured at least once: decide on that
+                        self._conclude(self.size, self._used)
+                    else:
+                        self.size, self._probe_from = self._probe_from, None
                 return
             n = builtins.min(self.size, len(pending))
             batch = list(itertools.islice(pending, n))  # indexing a deque walks it

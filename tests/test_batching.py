@@ -373,3 +373,12 @@ def test_the_bare_decorator_and_its_errors() -> None:
     for kwargs in ({"start": 0}, {"min": 4, "start": 2}, {"start": 2.5}):
         with pytest.raises(ConfigError):
             batching.find_executable_batch_size(**kwargs)  # type: ignore[call-overload]
+
+
+def test_short_streams_still_learn_a_probe_ending_with_the_stream_is_decided() -> None:
+    model = CostModel(peak_at(1 << 20))  # larger is always faster
+    b = AdaptiveBatcher(model.fn, start=4, max=16, memory_fraction=lambda: 0.0,
+                        clock=model.clock)
+    for _ in range(6):  # 24 items: a probe's two batches rarely fit in one stream
+        assert list(b(range(24))) == [x * x for x in range(24)]
+    assert b.size == 16
