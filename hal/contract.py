@@ -207,6 +207,12 @@ def quiet(fn: Callable[[], T], default: T) -> T:
         return default
 
 
+def is_collective_error(exc: BaseException) -> bool:
+    """Does ``exc`` come from a collective library? Never an OOM to split: its communicator is broken."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and isinstance(exc, getattr(dist, "DistBackendError", ()))
+
+
 class DeviceModuleBackend(Backend):
     """Base of backends that drive a torch device module, found by ``device_type``.
 
@@ -347,10 +353,7 @@ class DeviceModuleBackend(Backend):
         A collective library's error is never claimed, whatever its text: its communicator is
         broken, and a smaller batch does not repair it.
         """
-        if not isinstance(exc, self.oom_types):
-            return False
-        dist = sys.modules.get("torch.distributed")
-        if dist is not None and isinstance(exc, getattr(dist, "DistBackendError", ())):
+        if not isinstance(exc, self.oom_types) or is_collective_error(exc):
             return False
         text = str(exc)
         return any(marker in text for marker in self.oom_markers)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hal.contract import Backend, DeviceInfo, MemoryInfo, Probe
+from hal.contract import Backend, DeviceInfo, MemoryInfo, Probe, is_collective_error
 from hal.errors import DeviceUnavailableError
 
 if TYPE_CHECKING:
@@ -219,7 +219,10 @@ class AcceleratorBackend(Backend):
                 fn(index)
 
     def is_oom(self, exc: BaseException) -> bool:
-        # torch.OutOfMemoryError is what every device allocator raises through c10.
+        # torch.OutOfMemoryError is what every device allocator raises through c10; a collective
+        # library's error is never claimed, whatever its text (as DeviceModuleBackend does).
+        if is_collective_error(exc):
+            return False
         return type(exc).__name__ == "OutOfMemoryError" or (
             isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
