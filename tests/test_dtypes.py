@@ -123,3 +123,16 @@ def test_the_registry_does_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_catalogue_loader_reads_dtype_names_through_the_registry() -> None:
+    from hal.planner.catalogue import from_mapping
+
+    acc = from_mapping({"id": "toy", "name": "Toy", "memory_bytes": 2**30, "backend": "toy",
+                        "source": "tests", "tflops": {"bfloat16": 100.0, "float8_e4m3fnuz": 200},
+                        "native_dtypes": ["bf16", "torch.float8_e4m3fnuz"]})
+    assert acc.tflops == {"bf16": 100.0, "fp8": 200.0}
+    assert acc.native_dtypes == ("bfloat16", "float8_e4m3fnuz")
+    with pytest.raises(ConfigError, match="accelerator 'toy': tflops dtype 'warp9'"):
+        from_mapping({"id": "toy", "name": "Toy", "memory_bytes": 1, "backend": "toy",
+                      "source": "tests", "tflops": {"warp9": 1.0}})

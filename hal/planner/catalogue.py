@@ -71,6 +71,14 @@ class Accelerator:
         }
 
 
+def _dtype_key(name: object, ident: object, field: str, torch_name: bool = False) -> str:
+    """A dtype name through hal.dtypes: peaks keyed by family (bf16, fp8), dtypes by torch name."""
+    from hal import dtypes
+
+    entry = dtypes.parse(name, what=f"accelerator {ident!r}: {field} dtype")
+    return (entry.torch_name or entry.short) if torch_name else entry.kind
+
+
 def from_mapping(entry: Mapping[str, Any], provider: str = "hal") -> Accelerator:
     """Validate one entry; a ConfigError names the field and what it should be."""
     missing = [k for k in REQUIRED if k not in entry]
@@ -104,9 +112,10 @@ def from_mapping(entry: Mapping[str, Any], provider: str = "hal") -> Accelerator
     return Accelerator(
         id=entry["id"], name=entry["name"], backend=entry["backend"], memory_bytes=memory,
         source=entry["source"], memory_bandwidth=None if bandwidth is None else int(bandwidth),
-        tflops={str(k): float(v) for k, v in tflops.items()},
+        tflops={_dtype_key(k, ident, "tflops"): float(v) for k, v in tflops.items()},
         board_power_w=None if power is None else float(power),
-        native_dtypes=tuple(entry.get("native_dtypes") or ()),
+        native_dtypes=tuple(_dtype_key(d, ident, "native_dtypes", torch_name=True)
+                            for d in entry.get("native_dtypes") or ()),
         shared_memory=bool(entry.get("shared_memory", False)),
         memory_type=str(entry.get("memory_type", "")),
         match=tuple(entry.get("match") or ()), notes=str(entry.get("notes", "")),
