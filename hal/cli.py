@@ -17,8 +17,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from hal import __version__
-
 #: Command modules under hal.commands, in the order ``--help`` lists them.
 COMMANDS = ("devices", "plugins", "doctor", "run", "plan", "bench", "watch")
 #: Commands that cannot start without torch: checked first, so a broken torch is one line.
@@ -41,6 +39,16 @@ class _Parser(argparse.ArgumentParser):
             (file or sys.stdout).write(message)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: reads the distribution metadata only when asked (it costs ~60 ms to import)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        import hal
+
+        print(f"hal {hal.__version__}")
+        parser.exit()
+
+
 def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int,
     file: Any = None, line: str | None = None,
@@ -54,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hal",
         description="Hardware abstraction for PyTorch: which device, why, and what is wrong.",
     )
-    parser.add_argument("--version", action="version", version=f"hal {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show hal's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         module = importlib.import_module(f"hal.commands.{name}")
