@@ -7,6 +7,9 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
+
+from hal import hookimpl
 
 #: Environment variables that change hal's decisions; tests start without them.
 ISOLATED_VARS = ("HAL_DEVICE", "HAL_STRICT", "HAL_PLUGINS", "HAL_DISABLE_PLUGINS",
@@ -14,20 +17,93 @@ ISOLATED_VARS = ("HAL_DEVICE", "HAL_STRICT", "HAL_PLUGINS", "HAL_DISABLE_PLUGINS
 
 
 def make_dist(
-    root: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]
+    root: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str],
+    group: str = "hal",
 ) -> Path:
     """Write a real installed-looking distribution (dist-info + modules) under ``root``.
 
-    importlib.metadata finds it through sys.path or PYTHONPATH exactly like a pip install.
+    importlib.metadata finds it through sys.path or PYTHONPATH exactly like a pip install;
+    ``group`` is the entry-point group (``hal``, or ``torch.backends`` for a torch device extension).
     """
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
+    info.mkdir(parents=True, exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     eps = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[hal]\n{eps}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{eps}\n")
     for name, source in modules.items():
         (root / f"{name}.py").write_text(textwrap.dedent(source))
     return root
+
+
+def plugin_site(root: Path, name: str, source: str) -> Path:
+    """Install one hal plugin ``hal-<name>`` (module ``hal_<name>``) under ``root``; return ``root``."""
+    return make_dist(root, f"hal-{name}", "0.1", {name: f"hal_{name}"}, {f"hal_{name}": source})
+
+
+def pythonpath(*dirs: Path) -> dict[str, str]:
+    """An env update that puts ``dirs`` first on the child's PYTHONPATH, keeping the current one."""
+    return {"PYTHONPATH": os.pathsep.join([*map(str, dirs), os.environ.get("PYTHONPATH", "")])}
+
+
+_BACKEND = '''
+import hal
+
+class {cls}(hal.Backend):
+    name = {name!r}
+    device_type = {device_type!r}
+{priority}
+    def probe(self):
+{probe}
+
+{extra}
+
+@hal.hookimpl
+def hal_backends():
+    return [{cls}()]
+'''
+
+
+def backend_source(name: str, probe: str = "return hal.Probe(True, 'here', 1)", *,
+                   device_type: str = "meta", priority: str | None = "60", extra: str = "",
+                   head: str = "", cls: str = "B") -> str:
+    """Source of a plugin module with one backend class ``cls``; ``probe`` is the body of probe().
+
+    ``priority`` is source text (None leaves the class attribute out); ``extra`` adds methods and
+    ``head`` goes before everything (imports, import-time side effects).
+    """
+    body = textwrap.indent(textwrap.dedent(probe).strip(), " " * 8)
+    return textwrap.dedent(head) + _BACKEND.format(
+        cls=cls, name=name, device_type=device_type, probe=body,
+        priority="" if priority is None else f"    priority = {priority}\n",
+        extra=textwrap.indent(textwrap.dedent(extra).strip(), "    "))
+
+
+def hide_module_site(root: Path, module: str) -> Path:
+    """Write a ``sitecustomize`` under ``root`` that makes ``module`` (and its submodules) not
+    importable, as if it were not installed; put ``root`` on PYTHONPATH to use it."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import sys
+        class _Hide:
+            def find_spec(self, name, path=None, target=None):
+                if name == {module!r} or name.startswith({module + "."!r}):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+        sys.meta_path.insert(0, _Hide())
+    """))
+    return root
+
+
+class BackendsPlugin:
+    """An in-process plugin object whose ``hal_backends`` hook returns the given backends."""
+
+    def __init__(self, *backends: Any) -> None:
+        self._backends = list(backends)
+
+    @hookimpl
+    def hal_backends(self) -> list[Any]:
+        """The backends given at construction."""
+        return self._backends
 
 
 def run_hal(*args: str, env: dict[str, str] | None = None,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ISOLATED_VARS, make_dist
+from helpers import ISOLATED_VARS, backend_source, make_dist
 from hostile import FAMILIES, LEAK, install
 
 import hal
@@ -117,18 +117,7 @@ def test_a_plugin_cannot_widen_the_environment_allowlist_with_a_secret_name() ->
 
 def test_mixed_case_names_select_and_lists_compare_case_insensitively(
         plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = textwrap.dedent("""
-        import hal
-        class B(hal.Backend):
-            name = "MyAccel"
-            device_type = "meta"
-            priority = 1
-            def probe(self):
-                return hal.Probe(True, "here", 1)
-        @hal.hookimpl
-        def hal_backends():
-            return [B()]
-    """)
+    source = backend_source("MyAccel", priority="1")
     make_dist(plugin_dir, "hal-myaccel", "1.0", {"MyAccel": "myaccel_plugin"}, {"myaccel_plugin": source})
     monkeypatch.setenv("HAL_DEVICE", "myaccel")
     assert hal.select().backend.name == "MyAccel"

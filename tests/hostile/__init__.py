@@ -8,39 +8,14 @@ or make it leak a secret (issue 12).
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
+
+from helpers import backend_source, make_dist
 
 #: A secret the hostile plugins try to leak through reasons, findings, errors and crash output.
 LEAK = "hunter2-" + "Zq8" * 4
 
-_BACKEND = '''
-import hal
-
-class B(hal.Backend):
-    name = {name!r}
-    device_type = {device_type!r}
-    priority = {priority}
-
-    def probe(self):
-{probe}
-
-{extra}
-
-@hal.hookimpl
-def hal_backends():
-    return [B()]
-'''
-
-
-def backend(name: str, probe: str = "return hal.Probe(True, 'here', 1)", *,
-            device_type: str = "meta", priority: str = "60", extra: str = "",
-            head: str = "") -> str:
-    """Source of a plugin module with one backend; ``probe`` is the body of probe()."""
-    body = textwrap.indent(textwrap.dedent(probe).strip(), " " * 8)
-    return textwrap.dedent(head) + _BACKEND.format(
-        name=name, device_type=device_type, priority=priority, probe=body,
-        extra=textwrap.indent(textwrap.dedent(extra).strip(), "    "))
+backend = backend_source  # the families below read best with the short name
 
 
 #: family -> (entry-point name, module source).  None of them may stop hal or hide cpu.
@@ -125,11 +100,6 @@ def install(root: Path, *families: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for family in families:
         ep, source = FAMILIES.get(family) or FATAL[family]
-        module = f"hostile_{family}"
-        info = root / f"hal_hostile_{family}-0.1.dist-info"
-        info.mkdir(exist_ok=True)
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: hal-hostile-{family.replace('_', '-')}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[hal]\n{ep} = {module}\n")
-        (root / f"{module}.py").write_text(source)
+        make_dist(root, f"hal-hostile-{family.replace('_', '-')}", "0.1", {ep: f"hostile_{family}"},
+                  {f"hostile_{family}": source})
     return root
