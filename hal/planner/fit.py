@@ -20,11 +20,9 @@ from hal.planner.models import ModelSpec, resolve
 Device = Accelerator | MemoryInfo | int
 
 
-@dataclass(frozen=True)
-class Fit:
-    """An estimate against one device: the bytes needed, the device's total and free memory."""
+class Headroom:
+    """The checks of bytes needed against a device's total and free memory, for any fit row."""
 
-    device: str
     needed: int
     total: int
     free: int
@@ -43,6 +41,16 @@ class Fit:
     def headroom(self) -> int:
         """Free bytes left after loading (negative: short by that much)."""
         return self.free - self.needed
+
+
+@dataclass(frozen=True)
+class Fit(Headroom):
+    """An estimate against one device: the bytes needed, the device's total and free memory."""
+
+    device: str
+    needed: int
+    total: int
+    free: int
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""

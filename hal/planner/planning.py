@@ -23,6 +23,7 @@ from hal.planner.estimate import (
     estimate,
     kv_split_note,
 )
+from hal.planner.fit import Headroom
 from hal.planner.models import ModelSpec, resolve
 from hal.planner.speed import Efficiency, Rates, Speed, efficiency, speed
 
@@ -126,7 +127,7 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class LocalDevice:
+class LocalDevice(Headroom):
     """A device of an available local backend against the estimate, and its speed."""
 
     backend: str
@@ -138,21 +139,6 @@ class LocalDevice:
     needed: int
     speed: Speed | None
     rates_basis: str  # "measured by hal bench ...", "spec sheet (<card>)" or "" (none known)
-
-    @property
-    def fits_total(self) -> bool:
-        """Fits in the device's whole memory."""
-        return self.needed <= self.total
-
-    @property
-    def fits_free(self) -> bool:
-        """Fits in the memory free now."""
-        return self.needed <= self.free
-
-    @property
-    def headroom(self) -> int:
-        """Free bytes left after loading (negative: short by that much)."""
-        return self.free - self.needed
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
