@@ -24,6 +24,7 @@ import pluggy
 from hal import hookspecs
 from hal.contract import Backend, Finding
 from hal.errors import ConfigError, HalError, PluginError
+from hal.locks import ForkSafeLock
 from hal.validate import (
     NAME_RE,
     call_plugin,
@@ -431,17 +432,7 @@ def _check_accelerators(result: Any) -> str | None:
 
 
 _host: PluginHost | None = None
-_lock = threading.RLock()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child gets fresh locks: the parent's may have been held by another thread."""
-    global _lock
-    _lock = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+_lock = ForkSafeLock(threading.RLock)
 
 
 def load_plugins() -> PluginHost:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hal.contract import Backend, Probe
 from hal.errors import ConfigError, DeviceUnavailableError, HalFallbackWarning
+from hal.locks import ForkSafeLock
 from hal.parse import parse_bool, parse_int
 from hal.plugins import load_plugins, reset_plugins
 from hal.validate import MAX_DEVICES, PendingCall, check_probe, forbid_reentry, timeout_from_env
@@ -326,19 +327,9 @@ def _default_index(backend: Backend, probe: Probe, env: Mapping[str, str]) -> tu
     return rank, ""
 
 
-_lock = threading.Lock()
+_lock = ForkSafeLock(threading.Lock)
 _selection: Selection | None = None
 _device: torch.device | None = None
-
-
-def _after_fork_in_child() -> None:
-    """A forked child gets a fresh lock: another thread of the parent may have held it."""
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def select() -> Selection:
