@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_dist, run_hal
+from helpers import backend_source, hide_module_site, make_dist, plugin_site, pythonpath, run_hal
 from test_redact import CORPUS, SECRET_ENV, SECRET_VALUES
 
 pytestmark = pytest.mark.slow
@@ -26,10 +25,6 @@ def doctor_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dic
 
 def ids(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["id"]: f for f in report["findings"]}
-
-
-def pythonpath(*dirs: Path) -> dict[str, str]:
-    return {"PYTHONPATH": os.pathsep.join([*map(str, dirs), os.environ.get("PYTHONPATH", "")])}
 
 
 def test_this_machine_plain_names_cpu_and_why_not_the_others() -> None:
@@ -83,17 +78,14 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], named: str) ->
 def autoload_extension(root: Path) -> Path:
     """A real installed-looking device extension in torch's autoload group whose import fails
     the way one does when its vendor runtime library is missing."""
-    info = root / "fake_npu_ext-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-npu-ext\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[torch.backends]\nfake_npu = fake_npu_ext:_autoload\n")
-    (root / "fake_npu_ext.py").write_text(textwrap.dedent("""
+    source = """
         raise ImportError(
             "libascendcl.so: cannot open shared object file: No such file or directory")
         def _autoload():
             pass
-    """))
-    return root
+    """
+    return make_dist(root, "fake-npu-ext", "1.0", {"fake_npu": "fake_npu_ext:_autoload"},
+                     {"fake_npu_ext": source}, group="torch.backends")
 
 
 def test_import_torch_broken_for_real(tmp_path: Path) -> None:
@@ -123,17 +115,7 @@ def test_import_torch_broken_for_real(tmp_path: Path) -> None:
 
 
 def test_torch_missing(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(textwrap.dedent("""
-        import sys
-        class _NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-        sys.meta_path.insert(0, _NoTorch())
-    """))
+    site = hide_module_site(tmp_path / "site", "torch")
     code, report = doctor_json(env=pythonpath(site))
     assert code == 1
     f = ids(report)["torch-missing"]
@@ -141,46 +123,13 @@ def test_torch_missing(tmp_path: Path) -> None:
     assert report["selection"]["backend"] == "cpu"
 
 
-def plugin(root: Path, name: str, body: str) -> Path:
-    return make_dist(root, f"hal-{name}", "0.1", {name: f"hal_{name}"},
-                     {f"hal_{name}": textwrap.dedent(body)})
+HANG = backend_source("sleepy", "time.sleep(600)", priority="70", cls="Sleepy", head="import time\n")
 
-
-HANG = """
-    import time
-    import hal
-
-    class Sleepy(hal.Backend):
-        name = "sleepy"
-        device_type = "meta"
-        priority = 70
-        def probe(self):
-            time.sleep(600)
-
-    @hal.hookimpl
-    def hal_backends():
-        return [Sleepy()]
-"""
-
-CRASH = """
-    import os
-    import hal
-
-    class Crashy(hal.Backend):
-        name = "crashy"
-        device_type = "meta"
-        priority = 70
-        def probe(self):
-            os.abort()
-
-    @hal.hookimpl
-    def hal_backends():
-        return [Crashy()]
-"""
+CRASH = backend_source("crashy", "os.abort()", priority="70", cls="Crashy", head="import os\n")
 
 
 def test_hanging_probe_is_reported_within_the_timeout(tmp_path: Path) -> None:
-    site = plugin(tmp_path / "site", "sleepy", HANG)
+    site = plugin_site(tmp_path / "site", "sleepy", HANG)
     code, report = doctor_json("--timeout", "3", env=pythonpath(site))
     assert code == 1
     f = ids(report)["probe-hung"]
@@ -190,7 +139,7 @@ def test_hanging_probe_is_reported_within_the_timeout(tmp_path: Path) -> None:
 
 
 def test_crashing_probe_is_named_and_the_report_completes(tmp_path: Path) -> None:
-    site = plugin(tmp_path / "site", "crashy", CRASH)
+    site = plugin_site(tmp_path / "site", "crashy", CRASH)
     code, report = doctor_json("--timeout", "20", env=pythonpath(site))
     assert code == 1
     f = ids(report)["probe-crashed"]
@@ -203,7 +152,7 @@ def test_crashing_probe_is_named_and_the_report_completes(tmp_path: Path) -> Non
 def test_secrets_never_leave_in_any_format(tmp_path: Path) -> None:
     """A broken plugin whose error carries secrets, and secret-bearing variables: every format."""
     leaks = "; ".join(text for text, _ in CORPUS)
-    site = plugin(tmp_path / "site", "leaky", f"raise ImportError({leaks!r})\n")
+    site = plugin_site(tmp_path / "site", "leaky", f"raise ImportError({leaks!r})\n")
     env = {**pythonpath(site), **SECRET_ENV}
     secrets = [*SECRET_VALUES, *(secret for _, secret in CORPUS)]
     for fmt in ("--json", "--markdown", "--plain", "--rich"):
