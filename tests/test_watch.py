@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ISOLATED_VARS, make_dist, run_hal
+from helpers import ISOLATED_VARS, hide_module_site, plugin_site, pythonpath, run_hal
 
 FAKES = """
     import os
@@ -83,13 +83,6 @@ LAUNCH = """
     with registered(hal_fakes, "fakes"):
         raise SystemExit(main(sys.argv[1:]))
 """
-
-
-def _plugin_env(tmp_path: Path, name: str, body: str) -> dict[str, str]:
-    site = tmp_path / "site"
-    make_dist(site, f"hal-{name}", "0.1", {name: f"hal_{name}"},
-              {f"hal_{name}": textwrap.dedent(body)})
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
 class Fakes:
@@ -185,7 +178,7 @@ def test_bad_input_is_one_line_exit_2(args: tuple[str, str]) -> None:
 
 
 def test_raising_and_hanging_backends_get_rows_others_keep_updating(tmp_path: Path) -> None:
-    env = _plugin_env(tmp_path, "broken", BROKEN)
+    env = pythonpath(plugin_site(tmp_path / "site", "broken", BROKEN))
     start = time.monotonic()
     proc = run_hal("watch", "--json", "--count", "3", "--interval", "0.1", "--timeout", "2",
                    env=env)
@@ -215,17 +208,7 @@ def test_csv_log_then_plot(tmp_path: Path) -> None:
 
 
 def test_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
-    site = tmp_path / "nompl"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(textwrap.dedent("""
-        import sys
-        class _NoMatplotlib:
-            def find_spec(self, name, path=None, target=None):
-                if name == "matplotlib" or name.startswith("matplotlib."):
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-        sys.meta_path.insert(0, _NoMatplotlib())
-    """))
+    site = hide_module_site(tmp_path / "nompl", "matplotlib")
     log = tmp_path / "log.csv"
     log.write_text("time,device,utilization\n1.0,cpu:0,0.5\n")
     proc = run_hal("watch", "--plot", str(tmp_path / "x.png"), "--csv", str(log),
