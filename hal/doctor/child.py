@@ -187,31 +187,28 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
     answered: list[Backend] = []
     probes: dict[str, Probe] = {}
     label = "doctor: describing"
+
+    def take(backend: Backend, outcome: Outcome[dict[str, Any]]) -> None:
+        """Emit one backend's record, or why none came; keep the backends that answered."""
+        if outcome.value is None or outcome.value.get("hung"):
+            outcome = outcome if outcome.value is None else Outcome("hung", seconds=timeout)
+            emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
+            return
+        emit(outcome.value)
+        answered.append(backend)
+        probes[backend.name] = _probe_of(outcome.value)
+
     if serial:
         for backend in backends:
             emit({"type": "step", "step": f"backend {backend.name}", "backend": backend.name})
-            outcome = PendingCall(partial(backend_record, backend), label, plugin=False).wait(
-                time.monotonic() + timeout + 1.0)
-            if outcome.value is None or outcome.value.get("hung"):
-                outcome = outcome if outcome.value is None else Outcome("hung", seconds=timeout)
-                emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
-                continue
-            emit(outcome.value)
-            answered.append(backend)
-            probes[backend.name] = _probe_of(outcome.value)
+            take(backend, PendingCall(partial(backend_record, backend), label, plugin=False).wait(
+                time.monotonic() + timeout + 1.0))
     else:
         emit({"type": "step", "step": "backends", "backends": [b.name for b in backends]})
         handles = [(b, PendingCall(partial(backend_record, b), label, plugin=False)) for b in backends]
         until = time.monotonic() + timeout + 1.0  # the probes' own timeout fires first
         for backend, handle in handles:
-            outcome = handle.wait(until)
-            if outcome.value is None or outcome.value.get("hung"):
-                outcome = outcome if outcome.value is None else Outcome("hung", seconds=timeout)
-                emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
-                continue
-            emit(outcome.value)
-            answered.append(backend)
-            probes[backend.name] = _probe_of(outcome.value)
+            take(backend, handle.wait(until))
 
     emit({"type": "step", "step": "selection"})
     chosen = PendingCall(lambda: selection_record(answered, environ, probes), "doctor: selection",
