@@ -6,27 +6,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_dist
+from helpers import BackendsPlugin, backend_source, make_dist
 
 import hal
 from hal import plugins
 from hal.errors import ConfigError
 
-GOOD = """
-import hal
 
-class GoodBackend(hal.Backend):
-    name = "good"
-    device_type = "meta"
-    priority = 40
+def _good(name: str) -> str:
+    """Source of a well-behaved plugin module: one available meta backend called ``name``."""
+    return backend_source(name, "return hal.Probe(True, 'always', 2)", priority="40", cls="GoodBackend")
 
-    def probe(self):
-        return hal.Probe(True, "always", 2)
 
-@hal.hookimpl
-def hal_backends():
-    return [GoodBackend()]
-"""
+GOOD = _good("good")
 
 
 def _records() -> dict[str, dict[str, object]]:
@@ -94,19 +86,8 @@ def test_broken_plugin_is_recorded_and_skipped(plugin_dir: Path, kind: str) -> N
         assert type(hal.get_backend("cpu")).__module__ == "hal.backends.cpu.backend"
 
 
-MARKER = """
-import sys
-sys.modules.setdefault("denied_was_imported", sys)
-import hal
-class D(hal.Backend):
-    name = "denied"
-    device_type = "meta"
-    def probe(self):
-        return hal.Probe(True, "x", 1)
-@hal.hookimpl
-def hal_backends():
-    return [D()]
-"""
+MARKER = backend_source("denied", "return hal.Probe(True, 'x', 1)", priority=None, cls="D",
+                        head='import sys\nsys.modules.setdefault("denied_was_imported", sys)\n')
 
 
 @pytest.mark.parametrize("env", [
@@ -174,7 +155,7 @@ def test_registered_context_registers_and_unregisters() -> None:
 
 @pytest.fixture(autouse=False)
 def _inline_module(plugin_dir: Path) -> None:
-    (plugin_dir / "good_module_for_registered.py").write_text(GOOD.replace('"good"', '"inline"'))
+    (plugin_dir / "good_module_for_registered.py").write_text(_good("inline"))
 
 
 test_registered_context_registers_and_unregisters = pytest.mark.usefixtures("_inline_module")(
@@ -205,13 +186,7 @@ def test_plugins_load_lazily_not_at_import() -> None:
 
 
 def test_registering_under_a_taken_name_raises_and_keeps_the_original() -> None:
-    class Other:
-        @staticmethod
-        @hal.hookimpl
-        def hal_backends() -> list[hal.Backend]:
-            return []
-
-    with pytest.raises(hal.PluginError, match="already used"), plugins.registered(Other(), "cpu"):
+    with pytest.raises(hal.PluginError, match="already used"), plugins.registered(BackendsPlugin(), "cpu"):
         pass
     rec = _records()["cpu"]
     assert rec["status"] == "loaded" and rec["distribution"] == "torch-hal"
