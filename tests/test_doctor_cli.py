@@ -128,24 +128,27 @@ HANG = backend_source("sleepy", "time.sleep(600)", priority="70", cls="Sleepy", 
 CRASH = backend_source("crashy", "os.abort()", priority="70", cls="Crashy", head="import os\n")
 
 
-def test_hanging_probe_is_reported_within_the_timeout(tmp_path: Path) -> None:
-    site = plugin_site(tmp_path / "site", "sleepy", HANG)
-    code, report = doctor_json("--timeout", "3", env=pythonpath(site))
+def doctor_with_bad_probe(tmp_path: Path, name: str, source: str, timeout: str,
+                          finding: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the doctor with plugin ``name`` installed; check what every bad probe gets (exit 1, the
+    finding names the plugin and how to switch it off, cpu selected); return the finding and report."""
+    site = plugin_site(tmp_path / "site", name, source)
+    code, report = doctor_json("--timeout", timeout, env=pythonpath(site))
     assert code == 1
-    f = ids(report)["probe-hung"]
-    assert "'sleepy'" in f["message"] and "HAL_DISABLE_PLUGINS=sleepy" in f["fix"]
+    f = ids(report)[finding]
+    assert f"'{name}'" in f["message"] and f"HAL_DISABLE_PLUGINS={name}" in f["fix"]
     assert report["selection"]["backend"] == "cpu"
+    return f, report
+
+
+def test_hanging_probe_is_reported_within_the_timeout(tmp_path: Path) -> None:
+    _, report = doctor_with_bad_probe(tmp_path, "sleepy", HANG, "3", "probe-hung")
     assert report["seconds"] < 60
 
 
 def test_crashing_probe_is_named_and_the_report_completes(tmp_path: Path) -> None:
-    site = plugin_site(tmp_path / "site", "crashy", CRASH)
-    code, report = doctor_json("--timeout", "20", env=pythonpath(site))
-    assert code == 1
-    f = ids(report)["probe-crashed"]
-    assert "'crashy'" in f["message"] and "SIGABRT" in f["message"]
-    assert "HAL_DISABLE_PLUGINS=crashy" in f["fix"]
-    assert report["selection"]["backend"] == "cpu"
+    f, report = doctor_with_bad_probe(tmp_path, "crashy", CRASH, "20", "probe-crashed")
+    assert "SIGABRT" in f["message"]
     assert report["runs"][-1]["outcome"] == "done" and "crashy" in report["runs"][-1]["skipped"]
 
 
