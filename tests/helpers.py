@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hal import hookimpl
+from hal.contract import Backend, Probe
 
 #: Environment variables that change hal's decisions; tests start without them.
 ISOLATED_VARS = ("HAL_DEVICE", "HAL_STRICT", "HAL_PLUGINS", "HAL_DISABLE_PLUGINS",
@@ -113,3 +114,13 @@ def run_hal(*args: str, env: dict[str, str] | None = None,
     base.update(env or {})
     return subprocess.run([sys.executable, "-m", "hal", *args], capture_output=True,
                           text=True, env=base, timeout=timeout)
+
+
+class UnavailableBackend(Backend):
+    """A test-only backend that is never available; subclasses set ``name`` and the behaviour under test."""
+
+    device_type = "meta"
+
+    def probe(self) -> Probe:
+        """Never available, so selection never picks it."""
+        return Probe(False, "test only", 0)

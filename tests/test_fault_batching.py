@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from helpers import BackendsPlugin, UnavailableBackend
 
 import hal
 from hal import batching
 from hal.batching import AdaptiveBatcher, find_batch_size, find_executable_batch_size
-from hal.contract import Backend, Probe
 from hal.errors import BatchSizeError
 from hal.plugins import registered
 
@@ -23,14 +23,10 @@ def _no_cache() -> None:
     batching.clear_cache()
 
 
-class _Greedy(Backend):
+class _Greedy(UnavailableBackend):
     """A plugin backend whose is_oom says True for every exception, interrupts included."""
 
     name = "greedyoom"
-    device_type = "meta"
-
-    def probe(self) -> Probe:
-        return Probe(False, "test only", 0)
 
     def is_oom(self, exc: BaseException) -> bool:
         return True
@@ -38,12 +34,7 @@ class _Greedy(Backend):
 
 @pytest.fixture
 def greedy_plugin() -> Iterator[None]:
-    class Plugin:
-        @hal.hookimpl
-        def hal_backends(self) -> list[Backend]:
-            return [_Greedy()]
-
-    with registered(Plugin(), "test-greedy-oom"):
+    with registered(BackendsPlugin(_Greedy()), "test-greedy-oom"):
         assert hal.is_oom(KeyboardInterrupt())  # the plugin really claims it
         yield
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import BackendsPlugin, UnavailableBackend
 
 import hal
 from hal.backends.cpu.backend import CpuBackend
-from hal.contract import Backend, DeviceModuleBackend, Probe
+from hal.contract import DeviceModuleBackend, Probe
 from hal.plugins import registered
 from hal.selection import list_backends
 from hal.testing import oom_corpus
@@ -108,12 +109,8 @@ class _MpsLike(DeviceModuleBackend):
         return Probe(False, "test only", 0)
 
 
-class _Broken(Backend):
+class _Broken(UnavailableBackend):
     name = "brokenoom"
-    device_type = "meta"
-
-    def probe(self) -> Probe:
-        return Probe(False, "test only", 0)
 
     def is_oom(self, exc: BaseException) -> bool:
         raise RuntimeError("a buggy plugin")
@@ -124,12 +121,7 @@ def test_a_plugin_backend_extends_is_oom_and_a_broken_one_is_skipped() -> None:
     installed = any(b.device_type == "mps" for b in list_backends())
     assert hal.is_oom(mps) is installed  # hal itself knows no allocator's words
 
-    class Plugin:
-        @hal.hookimpl
-        def hal_backends(self) -> list[Backend]:
-            return [_Broken(), _MpsLike()]
-
-    with registered(Plugin(), "test-oom-plugins"):
+    with registered(BackendsPlugin(_Broken(), _MpsLike()), "test-oom-plugins"):
         assert hal.is_oom(mps)
         assert not hal.is_oom(RuntimeError("shape mismatch"))
         assert hal.is_oom(MemoryError())
