@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,26 @@ class UnavailableBackend(Backend):
     def probe(self) -> Probe:
         """Never available, so selection never picks it."""
         return Probe(False, "test only", 0)
+
+
+def conformance_suite(make: Callable[[], Backend], oom_error: BaseException, vendor: str) -> type:
+    """hal's conformance test class with its three fixtures set: the backend ``make()`` builds, an
+    OOM its allocator raises and its vendor's name in the OOM corpus.  Bind it to a ``Test*`` name."""
+    import pytest
+
+    from hal.testing import conformance  # imports torch: only where a suite is built
+
+    class Suite(conformance.TestHalConformance):
+        @pytest.fixture
+        def hal_backend_under_test(self) -> Backend:
+            return make()
+
+        @pytest.fixture
+        def hal_oom_error(self) -> BaseException:
+            return oom_error
+
+        @pytest.fixture
+        def hal_oom_corpus_vendor(self) -> str:
+            return vendor
+
+    return Suite

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
+from helpers import conformance_suite
 
 import hal
 from hal.backends.cpu import CpuBackend
@@ -21,20 +22,8 @@ CPU_OOM = RuntimeError(
 )
 
 
-class TestCpuConformance(conformance.TestHalConformance):
-    """The CPU backend through the same test class a vendor imports."""
-
-    @pytest.fixture
-    def hal_backend_under_test(self) -> hal.Backend:
-        return CpuBackend()
-
-    @pytest.fixture
-    def hal_oom_error(self) -> BaseException:
-        return CPU_OOM
-
-    @pytest.fixture
-    def hal_oom_corpus_vendor(self) -> str:
-        return "cpu"
+#: The CPU backend through the same test class a vendor imports.
+TestCpuConformance = conformance_suite(CpuBackend, CPU_OOM, "cpu")
 
 
 def test_cpu_backend_conforms_and_real_oom_recognised() -> None:

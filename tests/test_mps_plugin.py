@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import run_hal
+from helpers import conformance_suite, run_hal
 
 import hal
 from hal.testing import conformance, contract, oom_corpus
@@ -60,20 +60,14 @@ def make(fake: FakeMps, **kw: str) -> Any:
                               system=kw.get("system", "Darwin"), machine=kw.get("machine", "arm64"))
 
 
-class TestMpsConformance(conformance.TestHalConformance):
-    @pytest.fixture
-    def hal_backend_under_test(self) -> hal.Backend:
-        fake = FakeMps()
-        fake.allocated = 300 << 20
-        return make(fake)
+def _busy_mps() -> Any:
+    """An available MPS backend with 300 MiB allocated."""
+    fake = FakeMps()
+    fake.allocated = 300 << 20
+    return make(fake)
 
-    @pytest.fixture
-    def hal_oom_error(self) -> BaseException:
-        return MPS_OOM
 
-    @pytest.fixture
-    def hal_oom_corpus_vendor(self) -> str:
-        return "mps"
+TestMpsConformance = conformance_suite(_busy_mps, MPS_OOM, "mps")
 
 
 @pytest.mark.parametrize(("built", "available", "reason"), [
