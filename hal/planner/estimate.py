@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from hal import dtypes
 from hal.errors import ConfigError
 from hal.planner.models import ModelSpec, resolve
 
@@ -51,10 +52,8 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {
     "int8": WeightFormat("int8", 8, 128, 16, quantized=True),
     "int4": WeightFormat("int4", 4, 128, 16, quantized=True),
 }
-#: KV-cache element sizes in bytes.
-KV_BYTES: dict[str, float] = {
-    "fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1, "int4": 0.5,
-}
+#: KV-cache element sizes in bytes, by format (fp32 fp16 bf16 fp8 int8 int4): the registry's.
+KV_BYTES: dict[str, float] = {d.short: d.bytes for d in dtypes.REGISTRY if d.has(dtypes.KV) and not d.family}
 #: Runtime context (driver context, kernels, library workspaces) on an accelerator.
 DEFAULT_RUNTIME_BYTES = 512 * 2**20
 #: Allocator fragmentation and caching slack, as a fraction of KV cache plus activations.
@@ -72,8 +71,6 @@ def dtype_name(value: str, *, kv: bool = False) -> str:
     ``bfloat16`` -> ``bf16``; every 8-bit float (``float8_e4m3fnuz``, ``e5m2``) -> ``fp8``; a
     ConfigError names the accepted names.
     """
-    from hal import dtypes
-
     what = "KV-cache dtype" if kv else "dtype"
     entry = dtypes.lookup(value)
     accepted = KV_BYTES if kv else WEIGHT_FORMATS
