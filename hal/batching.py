@@ -366,12 +366,17 @@ class AdaptiveBatcher(Generic[T, R]):
             self._reprobe_up = not self._reprobe_up
             if self._reprobe_up:
                 self._cap = None
-                if self._can_grow(used):
-                    self._probe(n * 2)
             else:
                 self._floor = None
-                if self._can_shrink():
-                    self._probe(n // 2)
+            self._probe_toward(n, used, up=self._reprobe_up)
+
+    def _probe_toward(self, n: int, used: float, *, up: bool) -> None:
+        """Probe twice ``n`` (``up``) or half of it, if the bounds and memory allow that way."""
+        if up:
+            if self._can_grow(used):
+                self._probe(n * 2)
+        elif self._can_shrink():
+            self._probe(n // 2)
 
     def _conclude(self, n: int, used: float) -> None:
         """End the probe of size ``n``: stay and go on the same way if it was faster, else
@@ -382,12 +387,9 @@ class AdaptiveBatcher(Generic[T, R]):
         if self.rates[n] > self.rates.get(base, 0.0):  # faster: stay, keep going that way
             if n > base:
                 self._floor = base
-                if self._can_grow(used):
-                    self._probe(n * 2)
             else:
                 self._cap = base
-                if self._can_shrink():
-                    self._probe(n // 2)
+            self._probe_toward(n, used, up=n > base)
             return
         if n > base:
             self._cap = n
