@@ -117,14 +117,22 @@ def run_hal(*args: str, env: dict[str, str] | None = None,
                           text=True, env=base, timeout=timeout)
 
 
-class UnavailableBackend(Backend):
-    """A test-only backend that is never available; subclasses set ``name`` and the behaviour under test."""
+class StubBackend(Backend):
+    """A test-only meta backend whose probe reports its ``probe_*`` class attributes; subclasses set
+    ``name`` and the behaviour under test."""
 
     device_type = "meta"
+    probe_available, probe_reason, probe_count = True, "test only", 1
 
     def probe(self) -> Probe:
-        """Never available, so selection never picks it."""
-        return Probe(False, "test only", 0)
+        """The probe the class attributes describe."""
+        return Probe(self.probe_available, self.probe_reason, self.probe_count)
+
+
+class UnavailableBackend(StubBackend):
+    """A stub backend that is never available, so selection never picks it."""
+
+    probe_available, probe_count = False, 0
 
 
 def conformance_suite(make: Callable[[], Backend], oom_error: BaseException, vendor: str) -> type:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
-from helpers import conformance_suite
+from helpers import StubBackend, conformance_suite
 
 import hal
 from hal.backends.cpu import CpuBackend
@@ -40,14 +40,11 @@ def test_cpu_backend_conforms_and_real_oom_recognised() -> None:
 # -- each check fails on a planted violation ---------------------------------------------
 
 
-class Good(hal.Backend):
+class Good(StubBackend):
     """A small, conforming backend with one device; subclasses break one rule each."""
 
     name = "goodaccel"
-    device_type = "meta"
-
-    def probe(self) -> hal.Probe:
-        return hal.Probe(True, "one meta device", 1)
+    probe_reason = "one meta device"
 
     def memory(self, index: int = 0) -> hal.MemoryInfo:
         return hal.MemoryInfo(100, 40, 10, 20, 30, source="test")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import StubBackend
 
 import hal
 from hal.backends.ascend.testing import fake_telemetry as fake_dcmi
@@ -81,12 +82,9 @@ def test_process_usage_skips_exited_processes() -> None:
 # -- sampling: a broken backend costs only its rows -----------------------------------------
 
 
-class Steady(hal.Backend):
+class Steady(StubBackend):
     name = "steady"
-    device_type = "meta"
-
-    def probe(self) -> hal.Probe:
-        return hal.Probe(True, "two", 2)
+    probe_reason, probe_count = "two", 2
 
     def telemetry(self, index: int = 0) -> hal.Telemetry:
         return hal.Telemetry(source="test", memory_used=index, memory_total=10)
