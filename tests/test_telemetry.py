@@ -248,13 +248,17 @@ def test_cpu_telemetry_from_fake_tree(tmp_path: Path) -> None:
 # -- vendor readers on their fakes ----------------------------------------------------------
 
 
+def assert_reading(t: Telemetry, **expected: object) -> None:
+    """Each named field of the reading ``t`` equals its expected value (the failure shows them all)."""
+    assert {field: getattr(t, field) for field in expected} == expected
+
+
 def test_cuda_telemetry_from_nvml() -> None:
     b = fake_cuda.make_backend(environ={})
     a100 = b.telemetry(0)
-    assert a100.source == "NVML (nvidia-ml-py)" and a100.name == "NVIDIA A100-SXM4-80GB"
-    assert (a100.memory_used, a100.memory_total) == (4213 * MiB, 81920 * MiB)
-    assert (a100.utilization, a100.power, a100.power_limit) == (0.37, 87.412, 400.0)
-    assert (a100.temperature, a100.clock, a100.memory_clock) == (34.0, 1410.0, 1593.0)
+    assert_reading(a100, source="NVML (nvidia-ml-py)", name="NVIDIA A100-SXM4-80GB",
+                   memory_used=4213 * MiB, memory_total=81920 * MiB, utilization=0.37, power=87.412,
+                   power_limit=400.0, temperature=34.0, clock=1410.0, memory_clock=1593.0)
     assert a100.processes == (ProcessUsage(os.getpid(), a100.processes[0].user, 4096 * MiB,
                                            a100.processes[0].command),)  # the exited pid is gone
     h100 = b.telemetry(1)
@@ -305,11 +309,10 @@ def test_nvml_names_exist_in_real_pynvml() -> None:
 def test_rocm_telemetry_from_amdsmi() -> None:
     b = fake_amdsmi.make_backend(environ={})
     mi300 = b.telemetry(0)
-    assert mi300.source == "amdsmi" and mi300.name == "AMD Instinct MI300X"
-    assert (mi300.memory_used, mi300.memory_total) == (11834 * MiB, 196592 * MiB)
-    assert (mi300.utilization, mi300.power, mi300.power_limit) == (0.62, 398.0, 750.0)
-    assert mi300.temperature == 48.0  # hotspot: MI300 has no edge sensor
-    assert (mi300.clock, mi300.memory_clock) == (2100.0, 1300.0)
+    assert_reading(mi300, source="amdsmi", name="AMD Instinct MI300X", memory_used=11834 * MiB,
+                   memory_total=196592 * MiB, utilization=0.62, power=398.0, power_limit=750.0,
+                   temperature=48.0,  # hotspot: MI300 has no edge sensor
+                   clock=2100.0, memory_clock=1300.0)
     assert mi300.processes is not None and [p.pid for p in mi300.processes] == [os.getpid()]
     mi250 = b.telemetry(1)
     assert mi250.power == 92.0  # average socket power where the current one is N/A
@@ -330,10 +333,9 @@ def test_rocm_visible_devices_pick_the_amdsmi_device() -> None:
 def test_ascend_telemetry_from_dcmi() -> None:
     b = fake_dcmi.make_backend()
     t = b.telemetry(0)
-    assert t.source == "DCMI (libdcmi.so)" and t.name == "Ascend910B3"
-    assert (t.memory_used, t.memory_total) == (3378 * MiB, 65536 * MiB)
-    assert (t.utilization, t.power, t.temperature) == (0.0, 93.7, 36.0)
-    assert (t.clock, t.memory_clock) == (1800.0, 1600.0)
+    assert_reading(t, source="DCMI (libdcmi.so)", name="Ascend910B3", memory_used=3378 * MiB,
+                   memory_total=65536 * MiB, utilization=0.0, power=93.7, temperature=36.0,
+                   clock=1800.0, memory_clock=1600.0)
     assert t.processes is not None and [p.pid for p in t.processes] == [os.getpid()]
     p310 = b.telemetry(1)
     assert p310.memory_total is None and p310.memory_clock is None and p310.power == 20.1
