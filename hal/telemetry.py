@@ -31,6 +31,7 @@ __all__ = [
     "Telemetry",
     "WatchResult",
     "check_telemetry",
+    "figure_or_none",
     "from_memory",
     "process_usage",
     "unknown",
@@ -110,6 +111,15 @@ def unknown(why: str) -> Telemetry:
 
 
 R = TypeVar("R")
+
+
+def figure_or_none(fn: Callable[..., R], *args: Any) -> R | None:
+    """``fn(*args)``, or None when the device library refuses that one figure (not supported,
+    no permission, device lost): one missing figure must not cost the rest of a reading."""
+    try:
+        return fn(*args)
+    except Exception:
+        return None
 
 
 class Readers(Generic[R]):

@@ -9,20 +9,12 @@ Units: NVML reports power in milliwatts and memory in bytes; clocks in MHz.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from hal.telemetry import Readers, Telemetry, process_usage
+from hal.telemetry import Readers, Telemetry, figure_or_none, process_usage
 
-T = TypeVar("T")
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
-
-
-def _try(fn: Callable[..., T], *args: Any) -> T | None:
-    try:
-        return fn(*args)
-    except Exception:  # NVMLError_NotSupported, NoPermission, GpuIsLost: that figure is unknown
-        return None
 
 
 def _text(value: Any) -> str:
@@ -80,15 +72,15 @@ class NvmlTelemetry:
         """One reading of visible device ``index``."""
         nvml = self.nvml
         h = self._handle(index)
-        mem = _try(nvml.nvmlDeviceGetMemoryInfo, h)
-        util = _try(nvml.nvmlDeviceGetUtilizationRates, h)
-        power = _try(nvml.nvmlDeviceGetPowerUsage, h)
-        limit = _try(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
-        temp = _try(nvml.nvmlDeviceGetTemperature, h, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
-        sm = _try(nvml.nvmlDeviceGetClockInfo, h, getattr(nvml, "NVML_CLOCK_SM", 1))
-        memclk = _try(nvml.nvmlDeviceGetClockInfo, h, getattr(nvml, "NVML_CLOCK_MEM", 2))
-        procs = _try(nvml.nvmlDeviceGetComputeRunningProcesses, h)
-        name = _try(nvml.nvmlDeviceGetName, h)
+        mem = figure_or_none(nvml.nvmlDeviceGetMemoryInfo, h)
+        util = figure_or_none(nvml.nvmlDeviceGetUtilizationRates, h)
+        power = figure_or_none(nvml.nvmlDeviceGetPowerUsage, h)
+        limit = figure_or_none(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+        temp = figure_or_none(nvml.nvmlDeviceGetTemperature, h, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
+        sm = figure_or_none(nvml.nvmlDeviceGetClockInfo, h, getattr(nvml, "NVML_CLOCK_SM", 1))
+        memclk = figure_or_none(nvml.nvmlDeviceGetClockInfo, h, getattr(nvml, "NVML_CLOCK_MEM", 2))
+        procs = figure_or_none(nvml.nvmlDeviceGetComputeRunningProcesses, h)
+        name = figure_or_none(nvml.nvmlDeviceGetName, h)
         return Telemetry(
             source="NVML (nvidia-ml-py)",
             name=_text(name) if name is not None else None,

@@ -11,22 +11,15 @@ HIP_VISIBLE_DEVICES (or CUDA_VISIBLE_DEVICES, its alias), indices or serial pref
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from hal.telemetry import Readers, Telemetry, process_usage
+from hal.telemetry import Readers, Telemetry, figure_or_none, process_usage
 
 MB = 1 << 20
 ROCR_ENV = "ROCR_VISIBLE_DEVICES"
 HIP_ENV = "HIP_VISIBLE_DEVICES"
 CUDA_ENV = "CUDA_VISIBLE_DEVICES"
-
-
-def _try(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception:  # AmdSmiLibraryException (not supported, no permission): unknown
-        return None
 
 
 def _num(value: Any) -> float | None:
@@ -80,7 +73,7 @@ class AmdsmiTelemetry:
             handles = list(smi.amdsmi_get_processor_handles())
             serials = []
             for h in handles:
-                info = _try(smi.amdsmi_get_gpu_asic_info, h)
+                info = figure_or_none(smi.amdsmi_get_gpu_asic_info, h)
                 serial = str(info.get("asic_serial", "")).lower() if isinstance(info, dict) else ""
                 serials.append(serial[2:] if serial.startswith("0x") else serial)
             self._handles = [handles[p] for p in physical_positions(self.environ, serials)]
@@ -98,25 +91,26 @@ class AmdsmiTelemetry:
         # MI300 has no edge sensor; the hotspot (junction) is what amd-smi shows first.
         for kind in ("HOTSPOT", "EDGE"):
             sensor = getattr(kinds, kind, None)
-            value = _num(_try(smi.amdsmi_get_temp_metric, h, sensor, metric)) if sensor else None
+            value = _num(figure_or_none(smi.amdsmi_get_temp_metric, h, sensor, metric)) if sensor else None
             if value is not None:
                 return value
         return None
 
     def _clock(self, h: Any, kind: str) -> float | None:
         clk = getattr(getattr(self.smi, "AmdSmiClkType", None), kind, None)
-        info = _try(self.smi.amdsmi_get_clock_info, h, clk) if clk is not None else None
+        info = figure_or_none(self.smi.amdsmi_get_clock_info, h, clk) if clk is not None else None
         return _num(info.get("clk")) if isinstance(info, dict) else None
 
     def _processes(self, h: Any) -> list[tuple[int, int | None]] | None:
         smi = self.smi
-        listed = _try(smi.amdsmi_get_gpu_process_list, h)
+        listed = figure_or_none(smi.amdsmi_get_gpu_process_list, h)
         if listed is None:
             return None
         out = []
         for item in listed:
             # ROCm 6.1+ returns dicts; earlier releases return handles for *_process_info.
-            info = item if isinstance(item, dict) else _try(smi.amdsmi_get_gpu_process_info, h, item)
+            info = (item if isinstance(item, dict)
+                    else figure_or_none(smi.amdsmi_get_gpu_process_info, h, item))
             if not isinstance(info, dict) or _num(info.get("pid")) is None:
                 continue  # it exited between the listing and the read
             usage = info.get("memory_usage")
@@ -130,10 +124,10 @@ class AmdsmiTelemetry:
         """One reading of visible device ``index``."""
         smi = self.smi
         h = self._handle(index)
-        asic = _try(smi.amdsmi_get_gpu_asic_info, h)
-        vram = _try(smi.amdsmi_get_gpu_vram_usage, h)
-        activity = _try(smi.amdsmi_get_gpu_activity, h)
-        power = _try(smi.amdsmi_get_power_info, h)
+        asic = figure_or_none(smi.amdsmi_get_gpu_asic_info, h)
+        vram = figure_or_none(smi.amdsmi_get_gpu_vram_usage, h)
+        activity = figure_or_none(smi.amdsmi_get_gpu_activity, h)
+        power = figure_or_none(smi.amdsmi_get_power_info, h)
         used = total = None
         if isinstance(vram, dict):
             u, t = _num(vram.get("vram_used")), _num(vram.get("vram_total"))
