@@ -14,7 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from importlib import metadata
 from typing import Any, Literal
@@ -65,17 +65,10 @@ class PluginRecord:
     notes: tuple[str, ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form used by ``hal plugins`` and ``hal doctor --json``."""
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "status": self.status,
-            "error": self.error,
-            "hooks": list(self.hooks),
-            "backends": list(self.backends),
-            "notes": list(self.notes),
-        }
+        """The JSON form used by ``hal plugins`` and ``hal doctor --json``: every field by name,
+        tuples as lists."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
 
 
 def parse_name_list(var: str, value: str | None, *, allow_empty: bool) -> list[str] | None:
