@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import ISOLATED_VARS
+from helpers import ISOLATED_VARS, make_dist
 
 from hal.backends.accelerator import AcceleratorBackend
 from hal.backends.accelerator.backend import UNKNOWN_TYPE
@@ -283,13 +283,8 @@ AUTOLOAD_MODULE = """
 @pytest.fixture(scope="module")
 def halsim_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A distribution whose ``torch.backends`` entry point registers the ``halsim`` device."""
-    root = tmp_path_factory.mktemp("halsim")
-    info = root / "halsim-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: halsim\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[torch.backends]\nhalsim = halsim:_autoload\n")
-    (root / "halsim.py").write_text(textwrap.dedent(AUTOLOAD_MODULE))
-    return root
+    return make_dist(tmp_path_factory.mktemp("halsim"), "halsim", "0.1", {"halsim": "halsim:_autoload"},
+                     {"halsim": AUTOLOAD_MODULE}, group="torch.backends")
 
 
 def _env(path: Path, **extra: str) -> dict[str, str]:

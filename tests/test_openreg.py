@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import ISOLATED_VARS
+from helpers import ISOLATED_VARS, make_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_ENV = os.environ.get("HAL_TEST_OPENREG") == "1"
@@ -51,13 +51,8 @@ def stale_entry_point(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if installed:
         pytest.skip("torch_openreg is installed here, so its package is not gone; the "
                     "half-removed install is tested where it is not (the main suite)")
-    root = tmp_path_factory.mktemp("stale-openreg")
-    info = root / "torch_openreg-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch_openreg\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[torch.backends]\ntorch_openreg = torch_openreg:_autoload\n")
-    return root
+    return make_dist(tmp_path_factory.mktemp("stale-openreg"), "torch_openreg", "0.0.1",
+                     {"torch_openreg": "torch_openreg:_autoload"}, {}, group="torch.backends")
 
 
 def test_a_stale_entry_point_breaks_import_torch_for_real(stale_entry_point: Path) -> None:
