@@ -42,16 +42,17 @@ class WeightFormat:
         return self.bits + self.scale_bits_per_weight
 
 
+def _format(name: str, group_size: int = 0, scale: str | None = None) -> WeightFormat:
+    """A weight format with its element and scale sizes from :mod:`hal.dtypes`; scaled = quantized."""
+    scale_bits = int(dtypes.get(scale).bits) if scale else 0
+    return WeightFormat(name, int(dtypes.get(name).bits), group_size, scale_bits, quantized=bool(scale))
+
+
 #: Weight formats.  Scales: int4 and int8 one fp16 per 128 weights (GPTQ/AWQ group size);
 #: fp8 one fp32 per 128x128 block (the DeepSeek-V3 checkpoint layout).
-WEIGHT_FORMATS: dict[str, WeightFormat] = {
-    "fp32": WeightFormat("fp32", 32),
-    "fp16": WeightFormat("fp16", 16),
-    "bf16": WeightFormat("bf16", 16),
-    "fp8": WeightFormat("fp8", 8, 128 * 128, 32, quantized=True),
-    "int8": WeightFormat("int8", 8, 128, 16, quantized=True),
-    "int4": WeightFormat("int4", 4, 128, 16, quantized=True),
-}
+WEIGHT_FORMATS: dict[str, WeightFormat] = {f.name: f for f in (
+    _format("fp32"), _format("fp16"), _format("bf16"), _format("fp8", 128 * 128, "fp32"),
+    _format("int8", 128, "fp16"), _format("int4", 128, "fp16"))}
 #: KV-cache element sizes in bytes, by format (fp32 fp16 bf16 fp8 int8 int4): the registry's.
 KV_BYTES: dict[str, float] = {d.short: d.bytes for d in dtypes.REGISTRY if d.has(dtypes.KV) and not d.family}
 #: Runtime context (driver context, kernels, library workspaces) on an accelerator.
