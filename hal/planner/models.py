@@ -318,25 +318,19 @@ _DEEPSEEK_V3: dict[str, Any] = {
 #: The DeepSeek-R1 distills keep their base models' shapes (Qwen2.5-Math-1.5B/7B,
 #: Qwen2.5-14B/32B, Llama-3.1-8B, Llama-3.3-70B-Instruct); their released configs untie the
 #: 1.5B's embeddings.
+_DISTILLS: tuple[tuple[str, dict[str, Any]], ...] = (  # deepseek-ai/DeepSeek-R1-Distill-<name>
+    ("Qwen-1.5B", _qwen2(1536, 8960, 28, 12, 2, 151936, False, 131072, 21)),
+    ("Qwen-7B", _qwen2(3584, 18944, 28, 28, 4, 152064, False, 131072, 28)),
+    ("Qwen-14B", _qwen2(5120, 13824, 48, 40, 8, 152064, False, 131072, 48)),
+    ("Qwen-32B", _qwen2(5120, 27648, 64, 40, 8, 152064, False, 131072, 64)),
+    ("Llama-8B", _llama(4096, 14336, 32, 32, 8)),
+    ("Llama-70B", _llama(8192, 28672, 80, 64, 8)),
+)
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     "deepseek-v3": (_DEEPSEEK_V3, _HF.format("deepseek-ai/DeepSeek-V3")),
     "deepseek-r1": (_DEEPSEEK_V3, _HF.format("deepseek-ai/DeepSeek-R1")),
-    "deepseek-r1-distill-qwen-1.5b": (
-        _qwen2(1536, 8960, 28, 12, 2, 151936, False, 131072, 21),
-        _HF.format("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")),
-    "deepseek-r1-distill-qwen-7b": (
-        _qwen2(3584, 18944, 28, 28, 4, 152064, False, 131072, 28),
-        _HF.format("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")),
-    "deepseek-r1-distill-qwen-14b": (
-        _qwen2(5120, 13824, 48, 40, 8, 152064, False, 131072, 48),
-        _HF.format("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B")),
-    "deepseek-r1-distill-qwen-32b": (
-        _qwen2(5120, 27648, 64, 40, 8, 152064, False, 131072, 64),
-        _HF.format("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B")),
-    "deepseek-r1-distill-llama-8b": (
-        _llama(4096, 14336, 32, 32, 8), _HF.format("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")),
-    "deepseek-r1-distill-llama-70b": (
-        _llama(8192, 28672, 80, 64, 8), _HF.format("deepseek-ai/DeepSeek-R1-Distill-Llama-70B")),
+    **{f"deepseek-r1-distill-{name.lower()}": (config, _HF.format(f"deepseek-ai/DeepSeek-R1-Distill-{name}"))
+       for name, config in _DISTILLS},
 }
 
 
