@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from hal.errors import ConfigError
@@ -164,11 +164,9 @@ class RankRow:
     speed: Speed | None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"config": self.config, "kind": self.kind, "id": self.id, "count": self.count,
-                "memory_total": self.memory_total, "needed_per_device": self.needed_per_device,
-                "capacity_per_device": self.capacity_per_device,
-                "speed": self.speed.as_dict() if self.speed else None}
+        """JSON form: every field by name, the speed as its own JSON form."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        return row | {"speed": self.speed.as_dict() if self.speed else None}
 
 
 @dataclass(frozen=True)
