@@ -13,7 +13,6 @@ same for fp32 against the policy's dtype, through hal's path.  Needs ``llm-smoll
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import statistics
@@ -27,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import realmodel
+from bench_engine import decode_arguments
 
 import hal
 
@@ -93,15 +93,7 @@ def paired(a: Callable[[], list[list[int]]], b: Callable[[], list[list[int]]], p
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--pairs", type=int, default=7)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (0: torch's default); one keeps a shared host quiet")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = decode_arguments(__doc__ or "", new_tokens=32, pairs=7)
     try:
         fp32 = realmodel.load(dtype=torch.float32)
     except realmodel.ModelUnavailable as exc:

@@ -125,16 +125,22 @@ def fixed_costs(engine: Engine, ids: list[list[int]]) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def decode_arguments(doc: str, *, new_tokens: int, pairs: int) -> argparse.Namespace:
+    """The flags every paired decode bench takes (bench_engine, bench_chat); sets torch's threads."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
     p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--pairs", type=int, default=21)
+    p.add_argument("--new-tokens", type=int, default=new_tokens)
+    p.add_argument("--pairs", type=int, default=pairs)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (0: torch's default); one keeps a shared 2-core host quiet")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> int:
+    args = decode_arguments(__doc__ or "", new_tokens=64, pairs=21)
     tok = ByteTokenizer()
     ids = [tok.encode(PROMPTS[i % len(PROMPTS)]) for i in range(args.prompts)]
 
