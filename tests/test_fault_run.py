@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -74,8 +75,8 @@ class Launch:
             except queue.Empty:
                 self.proc.kill()
                 pytest.fail(f"ranks not ready after {timeout} s: {self.finish()[1][-2000:]}")
-            if line.startswith("READY "):
-                _, rank, pid = line.split()
+            # the ranks share one pipe: two reports can land on one line
+            for rank, pid in re.findall(r"READY (\d+) (\d+)", line):
                 found[int(rank)] = int(pid)
         return found
 

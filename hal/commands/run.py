@@ -253,9 +253,13 @@ def run(args: argparse.Namespace) -> int:
     cut = len(argv) - 1 - len(args.script_args)  # where the script starts
     argv = [*argv[:cut], "--module", BOOTSTRAP, *argv[cut:]]
     os.environ[LAUNCHER_VAR] = str(os.getpid())
+    received = _note_signals()
     try:
         torchrun.run(torchrun.parse_args(argv))
     except ChildFailedError as exc:
+        if received:  # the ranks failed because the signal reached them
+            sys.stderr.write("hal: interrupted\n")
+            return 128 + received[0]
         code, line = failure_summary(exc.failures)
         sys.stderr.write(f"hal: error: {line}\n")
         return code
@@ -268,5 +272,28 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit:
         raise
     except Exception as exc:
+        if received:  # torchrun turned the signal into another error on its way out
+            sys.stderr.write("hal: interrupted\n")
+            return 128 + received[0]
         raise _launch_error(exc) from None
     return 0
+
+
+def _note_signals() -> list[int]:
+    """Record the signal torchrun's own handler receives (it forwards it to the ranks).
+
+    torchrun installs ``_terminate_process_handler`` for SIGINT/SIGTERM when it starts the
+    ranks; wrapping that module attribute lets hal say "interrupted" even when torchrun's
+    shutdown path turns the SignalException into another error.
+    """
+    from torch.distributed.elastic.multiprocessing import api
+
+    received: list[int] = []
+    original = api._terminate_process_handler
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        original(signum, frame)
+
+    api._terminate_process_handler = handler
+    return received
