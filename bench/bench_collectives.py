@@ -50,20 +50,14 @@ def _sample(plain: Callable[[], object], ours: Callable[[], object], iters: int,
     times: list[float] = []
     dist.barrier()
     for i in range(iters):
-        if (i % 2 == 0) == hal_first:
-            a = clock()
-            ours()
-            b = clock()
-            plain()
-            c = clock()
-            times += (c - b, b - a)
-        else:
-            a = clock()
-            plain()
-            b = clock()
-            ours()
-            c = clock()
-            times += (b - a, c - b)
+        hal_leads = (i % 2 == 0) == hal_first
+        first, second = (ours, plain) if hal_leads else (plain, ours)
+        a = clock()
+        first()
+        b = clock()
+        second()
+        c = clock()
+        times += (c - b, b - a) if hal_leads else (b - a, c - b)  # always (plain, ours)
     return times
 
 
