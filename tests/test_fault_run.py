@@ -108,7 +108,7 @@ def _gone(pids: dict[int, int], timeout: float = 60) -> list[int]:
     return left
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
 def test_a_signal_reaches_the_ranks_and_ends_as_interrupted(
         tmp_path: Path, sig: signal.Signals, code: int) -> None:
     job = Launch(tmp_path, "sleep")

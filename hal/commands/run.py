@@ -227,6 +227,15 @@ def check_endpoint(args: argparse.Namespace) -> None:
                        "on that port?)")
 
 
+#: Exit status of an interrupted launch, SIGINT or SIGTERM alike (as the issue asks): 128 + SIGINT.
+INTERRUPTED = 130
+
+
+def _interrupted() -> int:
+    sys.stderr.write("hal: interrupted\n")
+    return INTERRUPTED
+
+
 def run(args: argparse.Namespace) -> int:
     """Launch; exit 0 when every rank succeeds, else the first failed rank's exit code."""
     if not Path(args.script).is_file():
@@ -258,23 +267,19 @@ def run(args: argparse.Namespace) -> int:
         torchrun.run(torchrun.parse_args(argv))
     except ChildFailedError as exc:
         if received:  # the ranks failed because the signal reached them
-            sys.stderr.write("hal: interrupted\n")
-            return 128 + received[0]
+            return _interrupted()
         code, line = failure_summary(exc.failures)
         sys.stderr.write(f"hal: error: {line}\n")
         return code
-    except SignalException as exc:  # torchrun already passed the signal on to every rank
-        sys.stderr.write("hal: interrupted\n")
-        return 128 + int(exc.sigval)
+    except SignalException:  # torchrun already passed the signal on to every rank
+        return _interrupted()
     except KeyboardInterrupt:
-        sys.stderr.write("hal: interrupted\n")
-        return 130
+        return _interrupted()
     except SystemExit:
         raise
     except Exception as exc:
         if received:  # torchrun turned the signal into another error on its way out
-            sys.stderr.write("hal: interrupted\n")
-            return 128 + received[0]
+            return _interrupted()
         raise _launch_error(exc) from None
     return 0
 
