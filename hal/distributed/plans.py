@@ -7,10 +7,10 @@ pure functions of (op, dtype), cached for the life of the process.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from hal.errors import ConfigError
+from hal.versions import torch_at_least
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +39,7 @@ def gloo_has_avg() -> bool:
     if not GLOO_AVG:
         import torch
 
-        major, minor = (int(p) for p in re.findall(r"\d+", torch.__version__)[:2])
-        GLOO_AVG.append((major, minor) >= (2, 8))
+        GLOO_AVG.append(torch_at_least((2, 8), str(torch.__version__)))
     return GLOO_AVG[0]
 
 

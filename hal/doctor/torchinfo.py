@@ -16,6 +16,8 @@ import traceback
 from importlib import metadata
 from typing import Any
 
+from hal.versions import dist_version
+
 #: Entry-point group through which torch imports out-of-tree device extensions at ``import torch``.
 AUTOLOAD_GROUP = "torch.backends"
 AUTOLOAD_ENV = "TORCH_DEVICE_BACKEND_AUTOLOAD"
@@ -35,13 +37,6 @@ def autoload_extensions() -> list[dict[str, Any]]:
             "version": dist.version if dist is not None else None,
         })
     return out
-
-
-def _distribution_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _chain(exc: BaseException) -> list[dict[str, str]]:
@@ -92,7 +87,7 @@ def import_torch() -> dict[str, Any]:
         "installed": installed,
         "imports": False,
         "version": None,
-        "distribution_version": _distribution_version("torch"),
+        "distribution_version": dist_version("torch"),
         "path": None,
         "version_attributes": {},
         "runtimes": {},
