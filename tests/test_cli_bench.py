@@ -227,12 +227,31 @@ class Fp8Host(CpuBackend):
         return [torch.bfloat16, self.fp8, torch.float32]
 
 
+def _scaled_mm_accepting(monkeypatch: pytest.MonkeyPatch, accepts: set[torch.dtype],
+                         calls: list[torch.dtype]) -> None:
+    """torch._scaled_mm as a device's fp8 GEMM: runs for ``accepts`` operands, refuses others.
+
+    Which fp8 formats the host CPU's real kernel takes varies by CPU and torch build (torch
+    2.13 on some CPUs refuses e4m3fnuz); the tests check hal's handling, not the host's kernels.
+    """
+    def scaled_mm(a: torch.Tensor, b: torch.Tensor, *, scale_a: torch.Tensor,
+                  scale_b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        calls.append(a.dtype)
+        if a.dtype not in accepts or b.dtype not in accepts:
+            raise RuntimeError(f"expects fp8 tensor input{a.dtype}")
+        return (a.float() * scale_a) @ (b.float() * scale_b)
+
+    monkeypatch.setattr(torch, "_scaled_mm", scaled_mm)
+
+
 @pytest.mark.parametrize("fp8", [torch.float8_e4m3fn, torch.float8_e4m3fnuz])
 def test_a_device_listing_fp8_is_benched_without_torch_mm_on_fp8(
         short_budget: None, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], fp8: torch.dtype) -> None:
     """Issue 14: torch.mm has no fp8 kernel on GPUs; bench must use _scaled_mm or skip."""
     _failing_mm(monkeypatch, fp8, above=0)  # torch.mm refuses fp8, as addmm on a GPU does
+    calls: list[torch.dtype] = []
+    _scaled_mm_accepting(monkeypatch, {fp8}, calls)
 
     class Plugin:
         @hal.hookimpl
@@ -246,6 +265,16 @@ def test_a_device_listing_fp8_is_benched_without_torch_mm_on_fp8(
         assert code == 0
         assert [(m["dtype"], m["status"]) for m in data["matmul"]] == [
             ("bf16", "ok"), (dtypes.short(fp8), "ok"), ("fp32", "ok")]
+        assert calls and set(calls) == {fp8}  # fp8 went through _scaled_mm, never torch.mm
+
+        other = torch.float8_e4m3fnuz if fp8 == torch.float8_e4m3fn else torch.float8_e4m3fn
+        _scaled_mm_accepting(monkeypatch, {other}, [])  # a kernel that refuses this format
+        code, data, _ = _run(capsys)
+        assert code == 0
+        (row,) = [m for m in data["matmul"] if m["dtype"] == dtypes.short(fp8)]
+        assert row["status"] == "skipped"
+        assert row["reason"].startswith(f"torch._scaled_mm refused {dtypes.short(fp8)} here")
+
         monkeypatch.delattr(torch, "_scaled_mm")  # a torch without the fp8 GEMM
         code, data, _ = _run(capsys)
         assert code == 0
