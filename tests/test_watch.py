@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import select
 import signal
 import struct
@@ -114,7 +115,8 @@ def test_once_to_a_pipe_is_plain_text_with_real_cpu_figures() -> None:
     assert "Traceback" not in proc.stderr
     out = proc.stdout
     assert "\x1b" not in out  # no colour, no cursor movement: it is a pipe
-    assert "cpu:0" in out and "GiB/" in out and "%" in out
+    # used/total in whatever unit the figures take: the used part is MiB on a quiet host
+    assert "cpu:0" in out and re.search(r"\d [KMGT]iB/\d+(\.\d+)? [GT]iB", out) and "%" in out
 
 
 def test_pipe_without_flags_is_one_snapshot() -> None:
