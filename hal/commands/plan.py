@@ -28,8 +28,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL",
                    help="parameter count, Hugging Face id, config.json path or preset")
-    p.add_argument("--dtype", default="bf16", help="weight format: fp32, fp16, bf16, fp8, int8, "
-                   "int4 (default bf16)")
+    p.add_argument("--dtype", default="bf16", help="weight format: fp32, fp16, bf16, fp8 "
+                   "(128x128 block-scaled), int8 (W8A16), w8a8, int4, awq, gptq, nvfp4, mxfp4, "
+                   "GGUF q2_k..q8_0 and iq1_s..iq4_nl, Unsloth ud-iq1_s..ud-q2_k_xl "
+                   "(docs/planner.md: Weight formats; default bf16)")
+    p.add_argument("--no-convert", action="store_true",
+                   help="refuse a format a card does not compute natively instead of converting "
+                   "it (fp8 on a card without fp8 becomes w8a8 or bf16 otherwise)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the weight dtype "
                    "for 16/32-bit weights, else fp16)")
     p.add_argument("--batch", type=int, default=1, help="sequences at once (default 1)")
@@ -77,7 +82,8 @@ def build(args: argparse.Namespace) -> Any:
     return plan(args.model, args.dtype, kv_dtype=args.kv_dtype, batch=args.batch,
                 context=args.context, train=args.train, checkpointing=args.checkpointing,
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
-                rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides)
+                rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides,
+                convert=not args.no_convert)
 
 
 def bar(value: float | None, top: float) -> str:
