@@ -165,3 +165,6 @@ def test_cli_emit_prints_a_line_that_parses_and_refuses_in_one_line() -> None:
                "llama.cpp")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "GGUF" in bad.stderr and "Traceback" not in bad.stderr
+    count = _hal("7B", "--cards", "rtx-4090", "--no-local", "--emit", "sglang")
+    assert count.returncode == 2 and "parameter count" in count.stderr
+    assert len(count.stderr.strip().splitlines()) == 1

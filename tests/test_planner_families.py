@@ -9,13 +9,18 @@ buffer in transformers and a tensor in the released safetensors).
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hal.errors import ConfigError
+from hal.planner.configfile import check_config
 from hal.planner.families import FAMILIES
 from hal.planner.models import from_config
 
@@ -56,6 +61,11 @@ def test_parameter_count_is_exact_against_transformers(model_type: str) -> None:
     counts = {}
     for layers in (first + 1, first + 2):
         config = _config(model_type, **{key: layers})
+        if model_type == "glm4_moe":  # its default: 96 heads over hidden 4096, head_dim null
+            with pytest.raises(ConfigError, match="does not divide"):
+                check_config(config.to_dict())
+        else:
+            check_config(config.to_dict())  # what hal plan PATH runs first
         spec = from_config(config.to_dict())
         stored, embedding = _stored(config)
         counts[layers] = (spec.params_total, stored)
@@ -102,6 +112,15 @@ def test_a_family_hal_cannot_count_is_one_line_naming_the_field(model_type: str,
         from_config(_config(model_type).to_dict())
     message = str(err.value)
     assert f"'{field}'" in message and "\n" not in message
+
+
+def test_hal_plan_on_a_state_space_config_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config("mamba").to_dict()), encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "hal", "plan", str(path), "--no-local"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "'state_size'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_an_unlisted_family_is_counted_with_a_note_saying_so() -> None:
