@@ -248,10 +248,14 @@ def launch_from_plan(plan: Any, model: str) -> tuple[Launch, str, str]:
         raise EmitError("no catalogue configuration holds the model; nothing to emit (widen "
                         "--cards or choose a smaller --dtype)")
     lay = chosen.layout
-    mem_util = getattr(chosen, "mem_util", None) or getattr(req, "mem_util", None)
+    # Read when the planner has them (a memory cap, expert parallelism, offload layouts).
+    mem_util = next((v for v in (getattr(req, n, None) for n in (
+        "mem_util", "gpu_memory_utilization", "memory_utilization")) if v), None)
     launch = Launch(model=model_id(model), quant=chosen.runs, devices=lay.count, tp=lay.tp,
-                    pp=lay.pp, per_node=req.max_tp, max_len=req.context, mem_util=mem_util,
-                    kv_dtype=req.kv_dtype, layers=plan.spec.num_layers)
+                    pp=lay.pp, ep=getattr(lay, "ep", 1) or 1, dp=getattr(lay, "dp", 1) or 1,
+                    per_node=req.max_tp, max_len=req.context, mem_util=mem_util,
+                    kv_dtype=req.kv_dtype, offload=getattr(lay, "offload", "") or "",
+                    gpu_layers=getattr(lay, "gpu_layers", None), layers=plan.spec.num_layers)
     note = (f"{chosen.reason}: convert it first and point the command at the converted "
             "checkpoint") if chosen.converted_to else ""
     return launch, chosen.config, note
