@@ -210,7 +210,7 @@ def test_max_context_is_the_last_token_count_that_fits_at_the_layout() -> None:
             continue
 
         def need(c: int, x: Any = x) -> int:
-            return estimate(p.spec, dtype=x.dtype, context=c, tensor_parallel=x.layout.tp,
+            return estimate(p.spec, dtype=x.runs, context=c, tensor_parallel=x.layout.tp,
                             pipeline_parallel=x.layout.pp).total
 
         assert need(x.max_context) <= x.card.memory_bytes

@@ -28,8 +28,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL",
                    help="parameter count, Hugging Face id, config.json path or preset")
-    p.add_argument("--dtype", default="bf16", help="weight format: fp32, fp16, bf16, fp8, int8, "
-                   "int4 (default bf16)")
+    p.add_argument("--dtype", default="bf16", help="weight format: fp32, fp16, bf16, fp8 "
+                   "(128x128 block-scaled), int8 (W8A16), w8a8, int4, awq, gptq, nvfp4, mxfp4, "
+                   "GGUF q2_k..q8_0 and iq1_s..iq4_nl, Unsloth ud-iq1_s..ud-q2_k_xl "
+                   "(docs/planner.md: Weight formats; default bf16)")
+    p.add_argument("--no-convert", action="store_true",
+                   help="refuse a format a card does not compute natively instead of converting "
+                   "it (fp8 on a card without fp8 becomes w8a8 or bf16 otherwise)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the weight dtype "
                    "for 16/32-bit weights, else fp16)")
     p.add_argument("--batch", type=int, default=1, help="sequences at once (default 1)")
@@ -60,6 +65,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-local", action="store_true",
                    help="skip the local devices (no device probe, no torch)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--emit", default=None, metavar="ENGINE", choices=("vllm", "sglang", "llama.cpp"),
+                   help="print the launch command of the top configuration for vllm, sglang or "
+                   "llama.cpp (one line a node; docs/planner.md: Launch lines)")
     p.set_defaults(run=run)
 
 
@@ -77,7 +85,28 @@ def build(args: argparse.Namespace) -> Any:
     return plan(args.model, args.dtype, kv_dtype=args.kv_dtype, batch=args.batch,
                 context=args.context, train=args.train, checkpointing=args.checkpointing,
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
-                rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides)
+                rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides,
+                convert=not args.no_convert)
+
+
+def _emit(plan: Any, args: argparse.Namespace) -> int:
+    """Print the launch lines of the plan's top configuration (``--emit``); JSON with --json."""
+    from hal.planner.emit import emit, launch_from_plan
+
+    launch, config, note = launch_from_plan(plan, args.model)
+    lines = emit(args.emit, launch)
+    if args.json:
+        json.dump({"engine": args.emit, "configuration": config, "conversion": note or None,
+                   "launch": launch.__dict__, "lines": lines}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    head = [f"# {config}, {launch.quant} weights (hal plan estimate)"]
+    if note:
+        head.append(f"# {note}")
+    if len(lines) > 1:
+        head.append("# one line a node, the head node first: replace HEAD_NODE_IP with its address")
+    sys.stdout.write("\n".join([*head, *lines]) + "\n")
+    return 0
 
 
 def bar(value: float | None, top: float) -> str:
@@ -269,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
 
         check_target(args.plot)  # before any work: a missing matplotlib is one line, exit 2
     plan = build(args)
+    if args.emit is not None:
+        return _emit(plan, args)
     if args.plot is not None:
         from hal.planner.plot import plot
 

@@ -160,6 +160,8 @@ FIELDS: dict[str, tuple[int, int]] = {
     # GPT-2 names
     "n_embd": (1, _SIZE), "n_layer": (1, _COUNT), "n_head": (1, _COUNT), "n_inner": (1, _SIZE),
     "n_positions": (1, _POSITIONS),
+    # Falcon names (hal.planner.families.ALIASES)
+    "ffn_hidden_size": (1, _SIZE), "num_kv_heads": (1, _COUNT),
 }
 _FLAGS = ("tie_word_embeddings", "attention_bias", "use_sliding_window")
 
@@ -186,6 +188,9 @@ def check_config(cfg: Mapping[str, Any], where: str = "config") -> None:
     text_cfg = cfg.get("text_config")
     if isinstance(text_cfg, Mapping) and "hidden_size" not in cfg:
         cfg, where = text_cfg, f"{where} (text_config)"
+    from hal.planner.families import canonical
+
+    cfg = canonical(cfg)
     v = {key: _field(cfg, key, where) for key in FIELDS}
     for key in _FLAGS:
         if cfg.get(key) is not None and not isinstance(cfg.get(key), bool):

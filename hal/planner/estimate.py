@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from hal import dtypes
 from hal.errors import ConfigError
+from hal.planner import formats
 from hal.planner.models import ModelSpec, resolve
 
 Mode = Literal["inference", "train"]
@@ -21,38 +22,10 @@ Mode = Literal["inference", "train"]
 Attention = Literal["fused", "materialized"]
 
 
-@dataclass(frozen=True)
-class WeightFormat:
-    """A weight storage format: bits a weight, plus one scale of ``scale_bits`` per group."""
-
-    name: str
-    bits: int
-    group_size: int = 0  # weights sharing one scale; 0: no scales
-    scale_bits: int = 0
-    quantized: bool = False  # embeddings and lm_head stay in 16-bit
-
-    @property
-    def scale_bits_per_weight(self) -> float:
-        """Scale overhead in bits a weight (int4 with fp16 per 128: 0.125)."""
-        return self.scale_bits / self.group_size if self.group_size else 0.0
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Bits a weight including scales (int4 with fp16 per 128: 4.125)."""
-        return self.bits + self.scale_bits_per_weight
-
-
-def _format(name: str, group_size: int = 0, scale: str | None = None) -> WeightFormat:
-    """A weight format with its element and scale sizes from :mod:`hal.dtypes`; scaled = quantized."""
-    scale_bits = int(dtypes.get(scale).bits) if scale else 0
-    return WeightFormat(name, int(dtypes.get(name).bits), group_size, scale_bits, quantized=bool(scale))
-
-
-#: Weight formats.  Scales: int4 and int8 one fp16 per 128 weights (GPTQ/AWQ group size);
-#: fp8 one fp32 per 128x128 block (the DeepSeek-V3 checkpoint layout).
-WEIGHT_FORMATS: dict[str, WeightFormat] = {f.name: f for f in (
-    _format("fp32"), _format("fp16"), _format("bf16"), _format("fp8", 128 * 128, "fp32"),
-    _format("int8", 128, "fp16"), _format("int4", 128, "fp16"))}
+#: Weight formats, by name: the table in :mod:`hal.planner.formats` (16-bit floats, block-
+#: scaled fp8 as DeepSeek-V3 ships it, int8 W8A16 and W8A8, int4/AWQ/GPTQ with their scales,
+#: NVFP4/MXFP4, GGUF k- and i-quants, Unsloth's dynamic R1 quants), each with its source.
+WEIGHT_FORMATS = formats.FORMATS
 #: KV-cache element sizes in bytes, by format (fp32 fp16 bf16 fp8 int8 int4): the registry's.
 KV_BYTES: dict[str, float] = {d.short: d.bytes for d in dtypes.REGISTRY if d.has(dtypes.KV) and not d.family}
 #: Runtime context (driver context, kernels, library workspaces) on an accelerator.
@@ -73,8 +46,13 @@ def dtype_name(value: str, *, kv: bool = False) -> str:
     ConfigError names the accepted names.
     """
     what = "KV-cache dtype" if kv else "dtype"
+    table = formats.lookup(value) if not kv else None
+    if table is not None:
+        return table.name
     entry = dtypes.lookup(value)
     accepted = KV_BYTES if kv else WEIGHT_FORMATS
+    if entry is None and not kv:
+        formats.get(value)  # raises, naming the weight formats
     if entry is None or entry.kind not in accepted:
         role = dtypes.KV if kv else dtypes.WEIGHTS
         dtypes.parse(value, role=role, what=what)  # raises, naming what is accepted
@@ -212,23 +190,16 @@ def estimate(
         raise ConfigError("runtime_bytes must be >= 0 and fragmentation in [0, 1)")
     compute = fmt.name if not fmt.quantized else "fp16"
     kv_name = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else compute
-    act_bytes = WEIGHT_FORMATS[compute].bits // 8
+    act_bytes = int(WEIGHT_FORMATS[compute].bits) // 8
     notes: list[str] = list(spec.notes)
     mib = 2**20
 
     # -- weights
     kept = spec.embedding_params + spec.lm_head_params
     if fmt.quantized:
-        quantized = spec.quantizable_params
-        weights = quantized * fmt.bits / 8 + kept * 2
-        scales = quantized * fmt.scale_bits_per_weight / 8
-        notes.append(
-            f"weights = {quantized:,} quantized params x {fmt.bits} bits / 8"
-            + (f" + {kept:,} embedding/lm_head params x 2 bytes (left in 16-bit)" if kept else "")
-        )
-        notes.append(f"weight_scales = {quantized:,} x {fmt.scale_bits} bits / {fmt.group_size} "
-                     f"= {fmt.scale_bits_per_weight:g} bits a weight "
-                     f"({fmt.bits_per_weight:g} bits a weight with scales)")
+        sized = formats.model_bytes(fmt, spec)
+        weights, scales = sized.weights, sized.scales
+        notes.append(f"weights = {sized.note}")
     else:
         weights = spec.params_total * fmt.bits / 8
         scales = 0
@@ -239,7 +210,7 @@ def estimate(
     if mode == "train":
         if fmt.quantized:
             raise ConfigError(f"dtype {fmt.name!r} cannot be trained; expected fp32, fp16 or bf16")
-        gradients = spec.params_total * fmt.bits // 8
+        gradients = int(spec.params_total * fmt.bits // 8)
         master = ADAM_MASTER if fmt.bits < 32 else 0
         optimizer = spec.params_total * (master + ADAM_MOMENTS)
         notes.append(f"gradients = params x {fmt.bits // 8} bytes; optimizer = params x "
@@ -301,7 +272,7 @@ def estimate(
     if pp > 1:
         share = -(-spec.num_layers // pp) / spec.num_layers
         kept_each = max(spec.embedding_params, spec.lm_head_params or spec.embedding_params)
-        kept_bytes = 2 if fmt.quantized else fmt.bits / 8
+        kept_bytes = fmt.kept_bits / 8
         body_weights = weights - kept * kept_bytes
         weights = body_weights * share + kept_each * kept_bytes
         scales = scales * share

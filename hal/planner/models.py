@@ -111,33 +111,62 @@ def _opt_int(cfg: Mapping[str, Any], key: str, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _flag(cfg: Mapping[str, Any], fixed: bool | None, key: str) -> bool:
+    return fixed if fixed is not None else bool(cfg.get(key, False))
+
+
+def _norm_params(norm: str, hidden: int) -> int:
+    return {"rms": hidden, "layer": 2 * hidden, "none": 0}[norm]
+
+
 def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "config") -> ModelSpec:
     """Count parameters and KV-cache width from a Hugging Face ``config.json`` mapping.
 
-    Handles Llama-style decoders (Llama, Qwen2, Mistral: grouped-query attention, gated MLP),
-    GPT-2, Mixtral/Qwen-MoE experts, and DeepSeek-V2/V3 (multi-head latent attention, MoE).
+    The family's implicit layout (biases, norms a layer, q/k norms, gated or plain MLP) comes
+    from :mod:`hal.planner.families` by ``model_type``; MoE experts (Mixtral, Qwen-MoE,
+    DeepSeek), multi-head latent attention (DeepSeek-V2/V3) and GPT-2 are counted too.  A
+    structure hal does not count (state-space layers, encoders) is refused naming the field.
     """
+    from hal.planner import families
+
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{where}: expected a JSON object, got {type(cfg).__name__}")
+    notes: list[str] = []
     text_cfg = cfg.get("text_config")
     if isinstance(text_cfg, Mapping) and "hidden_size" not in cfg:
+        others = sorted(k for k, v in cfg.items() if k.endswith("_config") and k != "text_config"
+                        and isinstance(v, Mapping))
+        if others:
+            notes.append(f"only the language model (text_config) is counted, not {', '.join(others)}")
         cfg = text_cfg
-    if cfg.get("model_type") == "gpt2" or ("n_embd" in cfg and "hidden_size" not in cfg):
+    cfg = families.canonical(cfg)
+    families.refuse_unsupported(cfg, where)
+    if cfg.get("model_type") in ("gpt2", "gpt_bigcode", "gpt-sw3") \
+            or ("n_embd" in cfg and "hidden_size" not in cfg):
         return _gpt2(cfg, name, where)
+    fam, checked = families.family(cfg)
+    model_type = str(cfg.get("model_type", ""))
+    if not checked:
+        notes.append(f"model_type {model_type or '(none)'!r} is not among the families hal's count "
+                     "is checked against; counted as a Llama-style decoder (RMSNorm, gated MLP)")
     hidden = _need(cfg, "hidden_size", where)
     layers = _need(cfg, "num_hidden_layers", where)
     heads = _need(cfg, "num_attention_heads", where)
     vocab = _need(cfg, "vocab_size", where)
-    inter = _opt_int(cfg, "intermediate_size", 0)
+    inter = _opt_int(cfg, "intermediate_size", fam.inner_default * hidden)
     kv_heads = _opt_int(cfg, "num_key_value_heads", heads)
+    if fam.falcon and not cfg.get("new_decoder_architecture"):
+        kv_heads = 1 if cfg.get("multi_query", True) else heads
     head_dim = _opt_int(cfg, "head_dim", hidden // heads)
-    tied = bool(cfg.get("tie_word_embeddings", False))
-    model_type = str(cfg.get("model_type", ""))
-    notes: list[str] = []
+    tied = bool(cfg.get("tie_word_embeddings", fam.tied_default))
+    norm = _norm_params(fam.norm, hidden)
 
     embed = vocab * hidden
     lm_head = 0 if tied else vocab * hidden
-    norms = hidden  # final norm
+    lm_bias = fam.lm_head_bias if isinstance(fam.lm_head_bias, bool) \
+        else bool(cfg.get(fam.lm_head_bias, False))
+    if lm_bias and not tied:
+        lm_head += vocab
     mla = "kv_lora_rank" in cfg and cfg.get("kv_lora_rank") is not None
 
     # -- attention, per layer
@@ -160,40 +189,65 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
         notes.append(f"MLA: KV cache per token per layer = kv_lora_rank + qk_rope_head_dim "
                      f"= {rank} + {rope} = {kv_per_token_layer} elements")
     else:
-        bias = bool(cfg.get("attention_bias", model_type in ("qwen2", "qwen2_moe")))
         q_width = heads * head_dim
         kv_width = kv_heads * head_dim
         attn = hidden * q_width + 2 * hidden * kv_width + q_width * hidden
-        if bias:
+        if _flag(cfg, fam.qkv_bias, fam.bias_field):
             attn += q_width + 2 * kv_width
+        if _flag(cfg, fam.o_bias, fam.o_bias_field or fam.bias_field):
+            attn += hidden
+        if fam.qk_norm and (not fam.qk_norm_field or cfg.get(fam.qk_norm_field)):
+            attn += {"head": 2 * head_dim, "width": q_width + kv_width,
+                     "head_bias": 4 * head_dim}[fam.qk_norm]
         kv_per_token_layer = 2 * kv_width
         attention = "mha" if kv_heads == heads else ("mqa" if kv_heads == 1 else "gqa")
         if attention != "mha":
             notes.append(f"{attention.upper()}: {kv_heads} KV heads for {heads} query heads; KV "
                          f"cache per token per layer = 2 x {kv_heads} x {head_dim} "
                          f"= {kv_per_token_layer} elements")
-    per_layer_norms = 2 * hidden
+    layer_norms = fam.layer_norms
+    if fam.falcon:
+        two = cfg.get("num_ln_in_parallel_attn") == 2 or (
+            cfg.get("num_ln_in_parallel_attn") is None and bool(cfg.get("new_decoder_architecture")))
+        layer_norms = 2 if not cfg.get("parallel_attn", True) or two else 1
+    elif model_type == "stablelm" and cfg.get("use_parallel_residual"):
+        layer_norms = 1
+    per_layer_norms = layer_norms * norm
 
     # -- MLP / experts, per layer
-    dense_mlp = 3 * hidden * inter
+    mats = 3 if fam.mlp == "gated" else 2
+    mlp_bias = _flag(cfg, fam.mlp_bias, fam.mlp_bias_field)
+    dense_mlp = mats * hidden * inter + ((mats - 1) * inter + hidden if mlp_bias else 0)
     n_routed = _opt_int(cfg, "n_routed_experts", 0) or _opt_int(cfg, "num_local_experts", 0) \
         or _opt_int(cfg, "num_experts", 0)
     kind = "dense"
     top_k = routed = 0
     if n_routed > 1:
         kind = "moe"
-        top_k = _need(cfg, "num_experts_per_tok", where)
+        top_k_value = cfg.get("num_experts_per_tok")
         expert_inter = _opt_int(cfg, "moe_intermediate_size", inter)
         if expert_inter <= 0:
             raise ConfigError(f"{where}: field 'moe_intermediate_size' or 'intermediate_size' "
                               "is missing; expected a positive integer")
-        expert = 3 * hidden * expert_inter
+        if top_k_value is None:
+            top_k = n_routed
+            notes.append("num_experts_per_tok is null: active parameters counted with every "
+                         "routed expert (an upper bound); give the model's top-k for the real figure")
+        else:
+            top_k = _need(cfg, "num_experts_per_tok", where)
+        expert = mats * hidden * expert_inter
         n_shared = _opt_int(cfg, "n_shared_experts", 0)
         shared_inter = _opt_int(cfg, "shared_expert_intermediate_size", 0)
         shared = n_shared * expert + (3 * hidden * shared_inter + hidden if shared_inter else 0)
-        router = hidden * n_routed + (n_routed if "n_routed_experts" in cfg else 0)
-        dense_layers = min(layers, _opt_int(cfg, "first_k_dense_replace", 0))
-        moe_layers = layers - dense_layers
+        router_bias = fam.router_bias or cfg.get("topk_method") == "noaux_tc"
+        router = hidden * n_routed + (n_routed if router_bias else 0)
+        first_dense = min(layers, _opt_int(cfg, "first_k_dense_replace", 0))
+        step = max(1, _opt_int(cfg, "decoder_sparse_step", 1))
+        mlp_only = cfg.get("mlp_only_layers") or []
+        mlp_only = set(mlp_only) if isinstance(mlp_only, list) else set()
+        moe_layers = sum(1 for i in range(first_dense, layers)
+                         if i not in mlp_only and (i + 1) % step == 0)
+        dense_layers = layers - moe_layers
         if dense_layers and inter <= 0:
             raise ConfigError(f"{where}: field 'intermediate_size' is missing; expected a "
                               "positive integer for the dense layers")
@@ -204,7 +258,7 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
                            (top_k + n_shared) * expert_inter + shared_inter)
         notes.append(f"MoE: {n_routed} routed experts, {top_k} active per token"
                      + (f", {n_shared} shared" if n_shared else "")
-                     + (f"; first {dense_layers} layers dense" if dense_layers else ""))
+                     + (f"; {dense_layers} of {layers} layers dense" if dense_layers else ""))
     else:
         if inter <= 0:
             raise ConfigError(f"{where}: field 'intermediate_size' is missing; expected a "
@@ -212,7 +266,7 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
         mlp_total = mlp_active = layers * dense_mlp
         active_inter = inter
 
-    body_common = layers * (attn + per_layer_norms) + norms
+    body_common = layers * (attn + per_layer_norms) + norm  # + the final norm
     total = embed + lm_head + body_common + mlp_total
     active = embed + lm_head + body_common + mlp_active
 
@@ -247,24 +301,30 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
 
 
 def _gpt2(cfg: Mapping[str, Any], name: str, where: str) -> ModelSpec:
+    """GPT-2 and GPT-BigCode (its multi-query variant): learned positions, biases everywhere."""
     hidden = _need(cfg, "n_embd", where)
     layers = _need(cfg, "n_layer", where)
     heads = _need(cfg, "n_head", where)
     vocab = _need(cfg, "vocab_size", where)
     positions = _opt_int(cfg, "n_positions", 1024)
     inter = _opt_int(cfg, "n_inner", 4 * hidden)
+    mqa = bool(cfg.get("multi_query", False)) and cfg.get("model_type") == "gpt_bigcode"
+    kv_width = hidden // heads if mqa else hidden
     embed = vocab * hidden + positions * hidden
+    qkv = hidden + 2 * kv_width
     per_layer = (4 * hidden  # two LayerNorms, weight and bias
-                 + hidden * 3 * hidden + 3 * hidden + hidden * hidden + hidden  # attention
+                 + hidden * qkv + qkv + hidden * hidden + hidden  # attention
                  + 2 * hidden * inter + inter + hidden)  # MLP with biases
     total = embed + layers * per_layer + 2 * hidden
     return ModelSpec(
         name=name, kind="dense", params_total=total, params_active=total,
         embedding_params=embed, lm_head_params=0, num_layers=layers, hidden_size=hidden,
-        intermediate_size=inter, vocab_size=vocab, num_heads=heads, num_kv_heads=heads,
-        head_dim=hidden // heads, attention="mha", kv_per_token_layer=2 * hidden,
+        intermediate_size=inter, vocab_size=vocab, num_heads=heads,
+        num_kv_heads=1 if mqa else heads, head_dim=hidden // heads,
+        attention="mqa" if mqa else "mha", kv_per_token_layer=2 * kv_width,
         full_layers=layers, max_context=positions, source=where,
-        notes=("GPT-2: learned positions, tied lm_head, non-gated MLP",),
+        notes=("GPT-2: learned positions, tied lm_head, non-gated MLP"
+               + (", one KV head (multi-query)" if mqa else ""),),
     )
 
 

@@ -24,6 +24,7 @@ from hal.planner.estimate import (
     kv_split_note,
 )
 from hal.planner.fit import Headroom
+from hal.planner.formats import FormatError, for_card
 from hal.planner.models import ModelSpec, resolve
 from hal.planner.speed import Efficiency, Rates, Speed, efficiency, speed
 
@@ -91,6 +92,13 @@ class Placement:
     fails: tuple[Attempt, ...]  # the least-memory layout of each smaller count
     max_context: int | None  # tokens that fit at the requested batch, at that layout
     speed: Speed | None
+    converted_to: str = ""  # the format the card runs instead of ``dtype`` ("" when native)
+    reason: str = ""  # why it was converted, or why it cannot run (--no-convert)
+
+    @property
+    def runs(self) -> str:
+        """The format the card runs: ``dtype``, or what it is converted to."""
+        return self.converted_to or self.dtype
 
     @property
     def feasible(self) -> bool:
@@ -103,7 +111,8 @@ class Placement:
         if self.layout is None:
             return "-"
         return f"{self.layout.count} x {self.card.name}" + (
-            f" ({self.layout.label})" if self.layout.count > 1 else "")
+            f" ({self.layout.label})" if self.layout.count > 1 else "") + (
+            f" as {self.converted_to}" if self.converted_to else "")
 
     @property
     def memory_total(self) -> int:
@@ -123,6 +132,7 @@ class Placement:
             "per_device": self.per_device.as_dict() if self.per_device else None,
             "fails": [a.as_dict() for a in self.fails], "max_context": self.max_context,
             "speed": self.speed.as_dict() if self.speed else None,
+            "converted_to": self.converted_to or None, "reason": self.reason or None,
         }
 
 
@@ -355,6 +365,7 @@ def plan(
     max_tp: int = MAX_TP,
     efficiency_overrides: Mapping[str, float | None] | None = None,
     local_devices: Callable[[], list[tuple[Any, ...]]] | None = None,
+    convert: bool = True,
 ) -> Plan:
     """Plan ``model`` at ``dtype``: the estimate, per card and format the smallest layout that
     holds it with its speed, the local devices (``local=True``: probes them, imports torch),
@@ -362,7 +373,10 @@ def plan(
 
     ``cards`` picks catalogue ids or name parts (None: all; empty: none).
     ``local_devices`` replaces the device probe (tests): it returns (backend, index, name,
-    selected, total, free, is_cpu) tuples.
+    selected, total, free, is_cpu) tuples.  A format a card does not compute natively is
+    converted (:func:`hal.planner.formats.for_card`: fp8 to W8A8 or bf16...) and the row says
+    so; with ``convert=False`` that row cannot run, and when every named card is such, a
+    one-line FormatError says what would work.
     """
     dtype = dtype_name(dtype)
     kv = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else None
@@ -390,16 +404,32 @@ def plan(
     speed_kv = main.kv_dtype
 
     placements = []
+    refusals: list[FormatError] = []
     for card in chosen:
         for f in fmts:
-            layout, fails = p.place(card, f)
-            per_device = p.est(f, layout) if layout else None
-            room = p.max_context(f, layout, card.memory_bytes) if layout else None
+            choice = for_card(f, card)
+            if choice.converted and not convert:
+                try:
+                    for_card(f, card, convert=False)
+                except FormatError as exc:
+                    if f == dtype:
+                        refusals.append(exc)
+                    placements.append(Placement(card, f, None, None, (), None, None,
+                                                reason=str(exc)))
+                continue
+            g = choice.used
+            layout, fails = p.place(card, g)
+            per_device = p.est(g, layout) if layout else None
+            room = p.max_context(g, layout, card.memory_bytes) if layout else None
             sp = None
             if layout and not train:
-                sp = speed(spec, f, per_device.kv_dtype if per_device else speed_kv, batch,
+                sp = speed(spec, g, per_device.kv_dtype if per_device else speed_kv, batch,
                            context, _rates(card), layout.tp, layout.pp, eff)
-            placements.append(Placement(card, f, layout, per_device, fails, room, sp))
+            placements.append(Placement(card, f, layout, per_device, fails, room, sp,
+                                        converted_to=g if choice.converted else "",
+                                        reason=choice.reason))
+    if refusals and cards is not None and len(refusals) == len(chosen):
+        raise refusals[0]
 
     local_rows = None
     if local:
@@ -414,11 +444,28 @@ def plan(
         f"speed at the full context ({context:,} tokens) for every sequence; prefill of a "
         f"{context:,}-token prompt for each of the {batch} sequences",
         "catalogue cards are taken as empty; figures per device",
+        *_conversions(placements),
     )
     answer = _answer(spec, req, placements, ranking, rank or "memory", p)
     return Plan(spec=spec, request=req, estimate=main, placements=tuple(placements),
                 local=local_rows, ranking=ranking, answer=answer, efficiency=eff,
                 assumptions=assumptions)
+
+
+def _conversions(placements: Sequence[Placement]) -> list[str]:
+    """One line per (format, conversion): which cards convert the checkpoint, and why."""
+    groups: dict[tuple[str, str], list[Placement]] = {}
+    for pl in placements:
+        if pl.converted_to:
+            groups.setdefault((pl.dtype, pl.converted_to), []).append(pl)
+    lines = []
+    for (asked, _), rows in groups.items():
+        more = f" and {len(rows) - 4} more" if len(rows) > 4 else ""
+        names = ", ".join(r.card.id for r in rows[:4]) + more
+        why = rows[0].reason.split(": ", 1)[-1]
+        lines.append(f"{asked} on {names} (no native {asked} compute): {why}; --no-convert "
+                     "refuses instead")
+    return lines
 
 
 def _local(p: _Planner, spec: ModelSpec, req: Request, eff: Efficiency,

@@ -96,7 +96,9 @@ COMPUTE_DTYPES = {
 
 def compute_tflops(rates: Rates, dtype: str) -> tuple[str, float] | None:
     """(compute dtype, dense TFLOP/s) a weight format's matmuls run at; None when unknown."""
-    for name in COMPUTE_DTYPES[dtype]:
+    from hal.planner.formats import compute_order
+
+    for name in COMPUTE_DTYPES.get(dtype) or compute_order(dtype):
         if name in rates.tflops:
             return name, float(rates.tflops[name])
     return None
