@@ -321,3 +321,38 @@ def test_a_slow_kernel_cannot_make_the_run_outlast_its_budget_by_more_than_one_c
     if at_256 > share:  # the first size's warm-up spent it all: that call is the measurement
         assert all(m["n"] == 256 and m["calls"] == 1 for m in data["matmul"])
         assert all("time budget" in m["reason"] for m in data["matmul"])
+
+
+class GarbageHost(CpuBackend):
+    """The host CPU behind a plugin whose devices() and dtypes() return garbage."""
+
+    name = "garbagehost"
+    priority = 5
+
+    def devices(self) -> list[hal.DeviceInfo]:
+        return "not a list of DeviceInfo"  # type: ignore[return-value]
+
+    def dtypes(self, index: int = 0) -> list[torch.dtype]:
+        return [1, "bf16"]  # type: ignore[list-item]
+
+
+def test_garbage_from_a_plugins_devices_and_dtypes_is_checked_at_the_boundary(
+        short_budget: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 20: bench called backend.devices()/dtypes() directly; garbage raised inside bench.
+    from hal.errors import PluginError
+
+    class Plugin:
+        @hal.hookimpl
+        def hal_backends(self) -> list[CpuBackend]:
+            return [GarbageHost()]
+
+    with registered(Plugin(), "test-garbagehost"):
+        monkeypatch.setenv("HAL_DEVICE", "garbagehost")
+        selection.reset()
+        with pytest.raises(PluginError, match=r"backend 'garbagehost': dtypes\(\) returned a int"):
+            _run(capsys)
+        code, data, _ = _run(capsys, "fp32")  # what was asked for is measured all the same
+        assert code == 0 and data["name"] == "cpu" and data["matmul"][0]["status"] == "ok"
+        assert data["matmul"][0]["native"] is False
+    selection.reset()

@@ -107,11 +107,33 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
+def _checked_dtypes(backend: Any, index: int) -> list[Any]:
+    """``backend.dtypes(index)`` through the plugin boundary; HalError when it gives no list."""
+    from hal.errors import PluginError
+    from hal.validate import call_plugin, check_dtypes
+
+    outcome = call_plugin(lambda: backend.dtypes(index), f"backend {backend.name!r}: dtypes()")
+    try:
+        if outcome.state == "ok":
+            return check_dtypes(outcome.value)
+        problem = outcome.describe("dtypes()")
+    except ValueError as exc:
+        problem = str(exc)
+    raise PluginError(f"backend {backend.name!r}: {problem}; hal bench needs the dtypes it "
+                      "runs (`hal doctor` says more)", plugin=backend.name)
+
+
 def _wanted(backend: Any, index: int, wanted: list[str] | None) -> list[tuple[DType, bool]]:
     """(dtype, native) pairs to measure: the device's native matmul dtypes, or those asked for."""
     from hal import dtypes
+    from hal.errors import PluginError
 
-    native = [dtypes.lookup(d) for d in backend.dtypes(index)]
+    try:
+        native = [dtypes.lookup(d) for d in _checked_dtypes(backend, index)]
+    except PluginError:
+        if not wanted:
+            raise
+        native = []  # the dtypes asked for are measured; none is known to be native
     native_set = {d.short for d in native if d is not None}
     if not wanted:
         return [(d, True) for d in native if d is not None and d.has(dtypes.MATMUL)]
@@ -244,10 +266,10 @@ def measure(wanted: list[str] | None = None, progress: Callable[[str], None] | N
     backend, index = sel.backend, sel.index or 0
     device = sel.device
     plan = _wanted(backend, index, wanted)
-    try:
-        info = next((d for d in backend.devices() if d.index == index), None)
-    except Exception:  # a backend that cannot describe its device can still be measured
-        info = None
+    from hal.validate import checked_devices
+
+    # A backend that cannot describe its device (raises, hangs, garbage) can still be measured.
+    info = next((d for d in checked_devices(backend) or () if d.index == index), None)
     name = info.name if info is not None else str(device)
     total = info.total_memory if info is not None else 0
     entry = _catalogue_entry(backend, name, total)
