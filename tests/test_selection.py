@@ -334,7 +334,7 @@ def test_hal_strict_accepts_its_documented_switch_words(value: str) -> None:
     decide(_world(gpu=True), {"HAL_STRICT": value})
 
 
-_FORK_DURING_TORCH_IMPORT = r"""
+_FORK_DURING_AN_IMPORT = r"""
 import os, sys, threading
 import hal
 inside, release = threading.Event(), threading.Event()
@@ -342,7 +342,7 @@ inside, release = threading.Event(), threading.Event()
 def hold(event, args):
     # Park the selecting thread inside torch's import (torch's module lock held), so the fork
     # below lands there every time, however loaded the machine is.
-    if (event == "import" and str(args[0]).startswith("torch.") and not inside.is_set()
+    if (event == "import" and str(args[0]).startswith(sys.argv[1]) and not inside.is_set()
             and threading.current_thread().name == "selecting"):
         inside.set()
         release.wait(60)
@@ -364,15 +364,20 @@ print("parent", os.waitstatus_to_exitcode(status), hal.get_device(), flush=True)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_child_forked_while_another_thread_imports_torch_inside_select_refuses_at_once() -> None:
-    # Before: the child waited forever on torch's import lock, held by a thread it does not have.
+@pytest.mark.parametrize(("parked_at", "named"), [
+    ("torch.", "'torch"),  # select() importing torch before its probes
+    ("hal.backends.", "'hal.backends."),  # select() loading the built-in plugins
+])
+def test_a_child_forked_while_another_thread_imports_inside_select_refuses_at_once(
+        parked_at: str, named: str) -> None:
+    # Before: the child waited forever on the import lock of a thread it does not have.
     env = {**os.environ, "HAL_PROBE_TIMEOUT": "30"}
     env.pop("HAL_DEVICE", None)
-    proc = subprocess.run([sys.executable, "-c", _FORK_DURING_TORCH_IMPORT], capture_output=True,
-                          text=True, timeout=120, env=env)
+    proc = subprocess.run([sys.executable, "-c", _FORK_DURING_AN_IMPORT, parked_at],
+                          capture_output=True, text=True, timeout=120, env=env)
     lines = proc.stdout.splitlines()
     assert len(lines) == 2, (proc.stdout, proc.stderr[-2000:])
     assert lines[0].startswith("child refused: this process was forked while another thread was "
-                               "importing 'torch"), lines
+                               f"importing {named}"), lines
     assert "'spawn'" in lines[0]
     assert lines[1] == "parent 0 cpu"  # the parent's own selection is unharmed
