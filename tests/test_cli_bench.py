@@ -356,3 +356,15 @@ def test_garbage_from_a_plugins_devices_and_dtypes_is_checked_at_the_boundary(
         assert code == 0 and data["name"] == "cpu" and data["matmul"][0]["status"] == "ok"
         assert data["matmul"][0]["native"] is False
     selection.reset()
+
+
+def test_a_calibration_that_cannot_be_saved_still_prints_the_rows(
+        short_budget: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HAL_CACHE_DIR", str(tmp_path))
+    newer = tmp_path / "calibration.json"
+    newer.write_text('{"schema": "hal.calibration/9", "entries": []}')  # another hal's file
+    code, data, err = _run(capsys, "fp32", save=True)
+    assert code == 1 and data["matmul"][0]["status"] == "ok"  # measured and printed
+    assert err.startswith("hal: error: calibration file") and "not replaced" in err
+    assert newer.read_text() == '{"schema": "hal.calibration/9", "entries": []}'

@@ -419,8 +419,14 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         data["interrupted"] = True
+    from hal.errors import HalError
+
+    save_error = None
     if args.save and not interrupted and data.get("matmul") is not None:
-        data["calibration"] = _save(data)
+        try:
+            data["calibration"] = _save(data)
+        except HalError as exc:  # the rows are printed all the same, then the error
+            save_error = str(exc)
     if args.json:
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -430,6 +436,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.write("hal: interrupted\n")
         return 130
+    if save_error is not None:
+        sys.stdout.flush()
+        sys.stderr.write(f"hal: error: {save_error}\n")
+        return 1
     failed = [r for r in (*data.get("matmul", ()), *data.get("bandwidth", ()))
               if r["status"] == "failed"]
     if failed:
