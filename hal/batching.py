@@ -10,6 +10,7 @@ All three retry only what ``hal.is_oom`` calls an out-of-memory error, and only 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import gc
 import itertools
@@ -193,6 +194,44 @@ def find_batch_size(fn: Callable[[int], Any], start: int = 1024, min: int = 1, *
     return good
 
 
+def _lazy_kind(fn: Any) -> str | None:
+    """"generator"/"coroutine"/"async generator" when calling ``fn`` only makes an object whose
+    body runs later (when iterated or awaited), None for a plain function."""
+    import inspect
+
+    for target in (fn, getattr(fn, "__call__", None)):  # noqa: B004 - a callable object's method
+        if target is None:
+            continue
+        if inspect.isasyncgenfunction(target):
+            return "async generator"
+        if inspect.isgeneratorfunction(target):
+            return "generator"
+        if inspect.iscoroutinefunction(target):
+            return "coroutine"
+    return None
+
+
+def _lazy_result(value: Any) -> str | None:
+    """The kind of a generator, coroutine or async generator object (None for anything else)."""
+    import inspect
+
+    if inspect.isgenerator(value):
+        return "generator"
+    if inspect.iscoroutine(value):
+        return "coroutine"
+    if inspect.isasyncgen(value):
+        return "async generator"
+    return None
+
+
+def _lazy_refusal(fn: Any, kind: str) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return (f"find_executable_batch_size cannot retry {name!r}: it is a {kind} function, so its "
+            "body (where memory runs out) runs only after the wrapper has returned, and a retry "
+            "at a smaller size would repeat what it already yielded; make it return its results "
+            "(a list), or stream with hal.AdaptiveBatcher")
+
+
 class ExecutableBatchSize(Generic[P, R]):
     """``fn(batch_size, *args, **kwargs)`` called as ``wrapper(*args, **kwargs)``: retried at half
     the size on OOM, returning the result of the first size that works (made by
@@ -206,8 +245,16 @@ class ExecutableBatchSize(Generic[P, R]):
         self.batch_size = start
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        size, result, _, _ = _first_fit(lambda n: self.fn(n, *args, **kwargs), self.batch_size,
-                                        self.min)
+        def attempt(n: int) -> R:
+            out = self.fn(n, *args, **kwargs)
+            kind = _lazy_result(out)
+            if kind is not None:  # a lambda or partial returning a generator, say
+                with contextlib.suppress(Exception):
+                    out.close()  # type: ignore[attr-defined]
+                raise ConfigError(_lazy_refusal(self.fn, kind))
+            return out
+
+        size, result, _, _ = _first_fit(attempt, self.batch_size, self.min)
         self.batch_size = size
         return result  # type: ignore[no-any-return]
 
@@ -243,6 +290,9 @@ def find_executable_batch_size(fn: Callable[Concatenate[int, P], R] | None = Non
     def wrap(f: Callable[Concatenate[int, P], R]) -> ExecutableBatchSize[P, R]:
         if not callable(f):
             raise ConfigError(f"find_executable_batch_size wraps a function, not {f!r}")
+        lazy = _lazy_kind(f)
+        if lazy is not None:
+            raise ConfigError(_lazy_refusal(f, lazy))
         return ExecutableBatchSize(f, start, low_bound)
 
     return wrap if fn is None else wrap(fn)

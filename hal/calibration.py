@@ -3,8 +3,9 @@
 One JSON file holds one entry per (backend, device name): matmul TFLOPS per dtype (keys are
 :mod:`hal.dtypes` family names, ``fp8`` for every 8-bit float, so they line up with the
 catalogue's peaks) and device-memory copy bandwidth.  Writes are atomic (a temporary file in
-the same folder, then a rename), and a file that cannot be read or is corrupt is ignored with a
-warning, never a traceback.  Torch-free.
+the same folder, then a rename) and keep every other entry as it is, also one this hal cannot
+read; a file that cannot be read, is corrupt or claims implausible figures is ignored with a
+warning, never a traceback, and never replaced without saying so.  Torch-free.
 """
 
 from __future__ import annotations
@@ -57,9 +58,38 @@ def path() -> Path:
     return Path(folder) / FILENAME
 
 
+#: Plausible measured figures: anything outside is a broken measurement or an edited file (the
+#: fastest card's dense peak is ~10^4 TFLOPS, the fastest memory ~10^13 bytes/s; a slow host's
+#: emulated matmul ~10^-3 TFLOPS).  Outside them an entry is not trusted: the spec sheet is used.
+TFLOPS_RANGE = (1e-6, 1e5)
+BANDWIDTH_RANGE = (1e6, 1e14)
+
+
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
         math.isfinite(value) and value > 0
+
+
+def _implausible(cal: Calibration) -> str | None:
+    """Which figure of ``cal`` is outside the plausible ranges (None when all are inside)."""
+    for key, value in cal.tflops.items():
+        lo, hi = TFLOPS_RANGE
+        if not lo <= value <= hi:
+            return f"{key} {value:.3g} TFLOPS is outside {lo:g}..{hi:g}"
+    if cal.bandwidth is not None and not BANDWIDTH_RANGE[0] <= cal.bandwidth <= BANDWIDTH_RANGE[1]:
+        lo, hi = BANDWIDTH_RANGE
+        return f"bandwidth {cal.bandwidth:.3g} bytes/s is outside {lo:g}..{hi:g}"
+    return None
+
+
+def _key(raw: Any) -> tuple[str, str] | None:
+    """(backend, device_name) of a raw entry, or None when it has no usable pair."""
+    if not isinstance(raw, Mapping):
+        return None
+    backend, name = raw.get("backend"), raw.get("device_name")
+    if not isinstance(backend, str) or not isinstance(name, str) or not backend or not name:
+        return None
+    return backend, name
 
 
 def _entry(raw: Any) -> Calibration:
@@ -68,9 +98,10 @@ def _entry(raw: Any) -> Calibration:
 
     if not isinstance(raw, Mapping):
         raise ConfigError("an entry is not an object")
-    backend, name = raw.get("backend"), raw.get("device_name")
-    if not isinstance(backend, str) or not isinstance(name, str) or not backend or not name:
+    key = _key(raw)
+    if key is None:
         raise ConfigError("an entry lacks its backend or device_name")
+    backend, name = key
     tflops = raw.get("tflops") or {}
     if not isinstance(tflops, Mapping) or not all(_positive(v) for v in tflops.values()):
         raise ConfigError(f"entry {backend}/{name}: tflops must map dtypes to positive numbers")
@@ -84,34 +115,60 @@ def _entry(raw: Any) -> Calibration:
         measured_at=str(raw.get("measured_at", "")), hal_version=str(raw.get("hal_version", "")))
 
 
-def _read(file: Path) -> list[Calibration]:
-    """Every entry of ``file``; [] when absent; ConfigError when unreadable or corrupt."""
+def _read_raw(file: Path) -> list[Any]:
+    """The raw entries of ``file`` (as JSON gave them); [] when absent; ConfigError when the
+    file cannot be read or is not a calibration file at all."""
     from hal.planner.configfile import read_json_file
 
-    if not file.exists():
+    if not file.exists() and not file.is_symlink():
         return []
     data = read_json_file(str(file), what="calibration file", max_bytes=MAX_BYTES, max_depth=8)
-    if not isinstance(data, Mapping) or data.get("schema") != SCHEMA \
-            or not isinstance(data.get("entries"), list):
+    if not isinstance(data, Mapping) or not isinstance(data.get("entries"), list):
         raise ConfigError(f"calibration file {str(file)!r} is not a {SCHEMA} file")
-    try:
-        return [_entry(e) for e in data["entries"]]
-    except ConfigError as exc:
-        raise ConfigError(f"calibration file {str(file)!r}: {exc}") from None
+    schema = data.get("schema")
+    if schema != SCHEMA:
+        newer = isinstance(schema, str) and schema.startswith(SCHEMA.rsplit("/", 1)[0] + "/")
+        raise _OtherSchema(f"calibration file {str(file)!r} is a {str(schema)[:40]!r} file, "
+                           f"not {SCHEMA}" + (" (written by another hal version)" if newer else ""),
+                           newer)
+    return list(data["entries"])
+
+
+class _OtherSchema(ConfigError):
+    """The file holds another schema; ``versioned`` when it is another hal's calibration schema."""
+
+    def __init__(self, message: str, versioned: bool) -> None:
+        super().__init__(message)
+        self.versioned = versioned
 
 
 def load(backend: str, device_name: str) -> Calibration | None:
-    """The saved calibration of this device, or None; a bad file is ignored with a warning."""
+    """The saved calibration of this device, or None.  A bad file, an entry this hal cannot
+    read and a figure outside the plausible ranges are each ignored with a warning."""
     file = path()
     try:
-        entries = _read(file)
+        raws = _read_raw(file)
+        if any(_key(r) is None for r in raws):
+            raise ConfigError(f"calibration file {str(file)!r}: an entry lacks its backend or "
+                              "device_name")
+        mine = [r for r in raws if _key(r) == (backend, device_name)]
+        try:
+            cal = _entry(mine[-1]) if mine else None
+        except ConfigError as exc:
+            raise ConfigError(f"calibration file {str(file)!r}: {exc}") from None
     except (ConfigError, OSError) as exc:
         if not isinstance(exc, ConfigError):
             exc = ConfigError(f"calibration file {str(file)!r} cannot be read: {exc.strerror or exc}")
         warnings.warn(f"calibration ignored: {exc} (run 'hal bench --save' to write it again)",
                       UserWarning, stacklevel=2)
         return None
-    return next((e for e in entries if e.backend == backend and e.device_name == device_name), None)
+    problem = _implausible(cal) if cal is not None else None
+    if problem is not None:
+        warnings.warn(f"calibration ignored: {backend}/{device_name} in {str(file)!r}: {problem}, "
+                      "not a real measurement; using the spec sheet (run 'hal bench --save' to "
+                      "measure again)", UserWarning, stacklevel=2)
+        return None
+    return cal
 
 
 def save(backend: str, device_name: str, tflops: Mapping[str, float],
@@ -152,14 +209,26 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _write(file: Path, entry: Calibration) -> None:
-    """Merge ``entry`` into ``file`` (replacing its device's) through a temporary file and a rename."""
+    """Merge ``entry`` into ``file`` (replacing its device's) through a temporary file and a rename.
+
+    Every other entry is kept as it is, also one this hal cannot read (a newer hal's dtype, say).
+    A file that is not a calibration file at all is moved aside to ``<name>.bad`` with a
+    warning; another hal version's schema is not touched (HalError).
+    """
+    aside: str | None = None
     try:
-        others = [e for e in _read(file)
-                  if (e.backend, e.device_name) != (entry.backend, entry.device_name)]
-    except (ConfigError, OSError):
-        others = []  # a corrupt file is replaced, not merged
-    text = json.dumps({"schema": SCHEMA, "entries": [e.as_dict() for e in (*others, entry)]},
-                      indent=2) + "\n"
+        raws = _read_raw(file)
+    except _OtherSchema as exc:
+        if exc.versioned:
+            raise HalError(f"{exc}; not replaced: set {CACHE_ENV} to another folder for this "
+                           "hal, or remove the file") from None
+        aside = str(exc)
+        raws = []
+    except (ConfigError, OSError) as exc:
+        aside = str(exc) if isinstance(exc, ConfigError) else f"cannot be read: {exc.strerror or exc}"
+        raws = []
+    others = [r for r in raws if _key(r) != (entry.backend, entry.device_name)]
+    text = json.dumps({"schema": SCHEMA, "entries": [*others, entry.as_dict()]}, indent=2) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=".calibration-", suffix=".tmp", dir=file.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -167,9 +236,13 @@ def _write(file: Path, entry: Calibration) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from the user's other tools
+        if aside is not None:
+            backup = file.with_name(file.name + ".bad")
+            os.replace(file, backup)
+            warnings.warn(f"{aside}; it was moved to {str(backup)!r} and a new one written",
+                          UserWarning, stacklevel=4)
         os.replace(tmp, file)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-

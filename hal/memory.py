@@ -1,22 +1,25 @@
 """Memory figures that mean the same on every backend: info, summary, empty_cache, track.
 
 Everything asks the selected backend (or the backend owning ``device``) through the Backend
-contract.  On the host CPU, allocated/peak are the process's resident set and its high-water
-mark, and total/free are the host's (or its memory cgroup's) figures; ``source`` says so.
+contract, and ``memory()`` through the plugin boundary (checked, bounded in time).  On the
+host CPU, allocated/peak are the process's resident set and its high-water mark,
+and total/free are the host's (or its memory cgroup's) figures; ``source`` says so.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from hal.contract import Backend, MemoryInfo
-from hal.errors import ConfigError
+from hal.errors import ConfigError, DeviceUnavailableError, PluginError
 from hal.selection import list_backends, select
 from hal.units import format_bytes
+from hal.validate import TIMEOUT_ENV, checked_memory
 
 if TYPE_CHECKING:
     import torch
@@ -25,44 +28,76 @@ DeviceLike = Union[None, int, str, "torch.device", Backend]
 
 
 def resolve(device: DeviceLike = None) -> tuple[Backend, int]:
-    """Backend and index for ``device``: None (selected), an index, a device, or a Backend."""
+    """Backend and index for ``device``: None (selected), an index, a device, or a Backend.
+
+    An index the backend does not have (``42``, ``cpu:7`` on a one-device host) is a
+    ConfigError, and a backend that is not available a DeviceUnavailableError with its reason.
+    """
     if device is None:
         sel = select()
         return sel.backend, sel.index or 0
     if isinstance(device, Backend):
         return device, 0
+    torch = sys.modules.get("torch")  # a torch.device implies torch is imported
+    is_torch_device = torch is not None and isinstance(device, torch.device)
+    if isinstance(device, bool) or not (isinstance(device, (int, str)) or is_torch_device):
+        raise ConfigError(f"device {device!r} is not a device; expected an index, a device "
+                          "string such as 'cpu' or 'name:0', a torch.device or a hal.Backend")
     sel = select()
-    backends = list_backends
-    if isinstance(device, bool):
-        raise ConfigError(f"device {device!r} is not a device; expected an index or a device")
     if isinstance(device, int):
         if device < 0:
             raise ConfigError(f"device index {device} is negative; expected 0 or more")
-        return sel.backend, device
+        return _known(sel, sel.backend, device, str(device))
     text = str(device)
-    kind, _, idx = text.partition(":")
-    if idx and not idx.isdigit():
-        raise ConfigError(f"device {text!r}: index {idx!r} is not a non-negative integer")
-    index = int(idx) if idx else (sel.index or 0)
-    if kind in (sel.backend.name, sel.backend.device_type):
-        return sel.backend, index
-    for b in backends():
-        if kind in (b.name, b.device_type):
-            return b, index
-    names = sorted({b.name for b in backends()} | {b.device_type for b in backends()})
-    raise ConfigError(f"device {text!r}: no loaded backend drives it; accepted: {', '.join(names)}")
+    kind, _, idx = text.strip().lower().partition(":")
+    if idx and not (idx.isascii() and idx.isdigit() and len(idx) <= 6):
+        raise ConfigError(f"device {text[:80]!r}: index {idx[:20]!r} is not a non-negative integer")
+    index = int(idx) if idx else None
+    backends = [sel.backend, *(b for b in list_backends() if b is not sel.backend)]
+    for b in backends:
+        if kind in (b.name.lower(), b.device_type.lower()):
+            if index is None:
+                index = (sel.index or 0) if b is sel.backend else 0
+            return _known(sel, b, index, text)
+    names = sorted({b.name for b in backends} | {b.device_type for b in backends})
+    raise ConfigError(f"device {text[:80]!r}: no loaded backend drives it; accepted: "
+                      f"{', '.join(names)}")
+
+
+def _known(sel: Any, backend: Backend, index: int, text: str) -> tuple[Backend, int]:
+    """``(backend, index)`` once selection's probe says the backend is there and has ``index``."""
+    probe = next((c for c in sel.candidates if c.name == backend.name), None)
+    if probe is None:
+        return backend, index
+    if not probe.available:
+        raise DeviceUnavailableError(f"{backend.name}: {probe.reason}")
+    count = max(probe.device_count, 1)
+    if index >= count:
+        raise ConfigError(f"device {text[:80]!r}: {backend.name} has {count} device(s) here "
+                          f"(index 0..{count - 1})")
+    return backend, index
+
+
+def _memory(backend: Backend, index: int) -> MemoryInfo:
+    """``backend.memory(index)`` through the plugin boundary: checked, bounded in time."""
+    m = checked_memory(backend, index)
+    if m is None:
+        raise PluginError(f"backend {backend.name!r}: memory({index}) gave no usable answer (it "
+                          f"raised, took longer than {TIMEOUT_ENV} or returned something other "
+                          "than a valid hal.MemoryInfo); `hal doctor` shows why", plugin=backend.name)
+    return m
 
 
 def info(device: DeviceLike = None) -> MemoryInfo:
     """Total, free, allocated, reserved and peak bytes of ``device`` (default: the selected)."""
     backend, index = resolve(device)
-    return backend.memory(index)
+    return _memory(backend, index)
 
 
 def summary(device: DeviceLike = None) -> str:
     """The memory figures of ``device`` as a few readable lines."""
     backend, index = resolve(device)
-    m = backend.memory(index)
+    m = _memory(backend, index)
     where = backend.device_type if backend.device_type == "cpu" else f"{backend.device_type}:{index}"
     lines = [
         f"{backend.name} ({where}) memory",
@@ -142,18 +177,18 @@ def track(device: DeviceLike = None, *, collect: bool = True) -> Iterator[Tracke
     if collect:
         gc.collect()
     backend.synchronize(index)
-    start = backend.memory(index)
+    start = _memory(backend, index)
     backend.reset_peak_memory(index)
     tracker = Tracker(backend, index)
     try:
         yield tracker
     finally:
         backend.synchronize(index)
-        last = backend.memory(index)
+        last = _memory(backend, index)
         peak = max(last.peak, start.allocated)
         if collect:
             gc.collect()
-            last = backend.memory(index)  # after the collection; else the reading above serves
+            last = _memory(backend, index)  # after the collection; else the reading above serves
         end = last
         tracker.usage = Usage(start.allocated, max(peak, end.allocated), end.allocated,
                               end.source)

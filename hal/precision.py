@@ -95,9 +95,12 @@ _measured: dict[tuple[str, int], tuple[float, str]] = {}
 _measure_lock = threading.Lock()
 
 
-def measure_host_speedup(dtype: torch.dtype, size: int = 256, repeats: int = 5) -> float:
-    """fp32 matmul time over ``dtype`` matmul time on one host core (best of ``repeats``)."""
+def measure_host_speedup(dtype: str | torch.dtype, size: int = 256, repeats: int = 5) -> float:
+    """fp32 matmul time over ``dtype`` matmul time on one host core (best of ``repeats``);
+    ``dtype`` is any matmul dtype name hal.dtypes knows, or a torch.dtype."""
     import torch
+
+    dtype = dtypes.to_torch(dtypes.parse(dtype, role=dtypes.MATMUL, what="dtype"))
 
     def once(x: torch.Tensor) -> float:
         start = time.perf_counter()
@@ -214,13 +217,27 @@ def _policy(backend: Backend, index: int, raw: str | None) -> Policy:
                   f"(native: {names}; {how})", dt)
 
 
-def autocast(dtype: torch.dtype | None = None, *, device: Any = None,
+def autocast_dtype(value: object) -> torch.dtype:
+    """The ``torch.dtype`` for an autocast ``dtype`` argument: any name hal.dtypes knows
+    (``'bf16'``, ``'float16'``) or a torch.dtype, autocast ones or fp32 (autocast off); anything
+    else (``'float64'``, ``torch.int8``, ``42``) is a one-line ConfigError naming those."""
+    entry = dtypes.parse(value, what="autocast dtype")
+    if entry.short != "fp32" and not entry.has(dtypes.AUTOCAST):
+        accepted = ", ".join(dtypes.names(dtypes.AUTOCAST))
+        raise ConfigError(f"autocast dtype {dtypes.short(value)[:40]!r} is not an autocast dtype; "
+                          f"expected one of: {accepted} (or fp32 for no autocast)")
+    return dtypes.to_torch(entry)
+
+
+def autocast(dtype: str | torch.dtype | None = None, *, device: Any = None,
              enabled: bool = True) -> AbstractContextManager[Any]:
-    """``torch.autocast`` for the selected device with the policy's dtype; a no-op for fp32."""
+    """``torch.autocast`` for the selected device with the policy's dtype (or ``dtype``, a hal or
+    torch name or a torch.dtype; see ``autocast_dtype``); a no-op for fp32."""
     if dtype is None:
         pol = policy(device)
         dtype, device_type = pol.autocast_dtype, pol.device_type
     else:
+        dtype = autocast_dtype(dtype)
         device_type = _resolve_device(device)[0].device_type
     import torch
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hal.contract import Backend, Probe
 from hal.errors import ConfigError, DeviceUnavailableError, HalFallbackWarning
-from hal.locks import ForkSafeLock
+from hal.locks import ForkSafeLock, orphaned_import
 from hal.parse import parse_bool, parse_int
 from hal.plugins import load_plugins, reset_plugins
 from hal.validate import MAX_DEVICES, PendingCall, check_probe, forbid_reentry, timeout_from_env
@@ -339,6 +339,7 @@ def select() -> Selection:
     if sel is not None:
         return sel
     forbid_reentry("hal.select()/hal.get_device()")
+    _refuse_orphaned_imports()
     with _lock:
         if _selection is None:
             sel = decide(load_plugins().backends())
@@ -346,6 +347,18 @@ def select() -> Selection:
                 warnings.warn(sel.warning, HalFallbackWarning, stacklevel=3)
             _selection = sel
         return _selection
+
+
+def _refuse_orphaned_imports() -> None:
+    """In a child forked while another thread was importing torch or hal (inside ``select()``,
+    say), selecting would wait forever on that import's lock: say so in one line instead."""
+    name = orphaned_import("torch", "hal")
+    if name is not None:
+        raise DeviceUnavailableError(
+            f"this process was forked while another thread was importing {name!r}; that import "
+            "cannot finish in the child (its lock belongs to a thread that is not here), so no "
+            "device can be selected: import torch (or call hal.get_device()) before starting "
+            "threads, or start processes with 'spawn' or 'forkserver'")
 
 
 def get_device() -> torch.device:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hal import batching
-from hal.batching import AdaptiveBatcher, find_batch_size
+from hal.batching import AdaptiveBatcher, find_batch_size, find_executable_batch_size
 from hal.errors import BatchSizeError, ConfigError, HalError
 
 # Each OOM costs a full gc.collect() (tens of ms with torch loaded): keep examples few.
@@ -382,3 +384,39 @@ def test_short_streams_still_learn_a_probe_ending_with_the_stream_is_decided() -
     for _ in range(6):  # 24 items: a probe's two batches rarely fit in one stream
         assert list(b(range(24))) == [x * x for x in range(24)]
     assert b.size == 16
+
+
+def _gen(batch_size: int) -> Iterator[int]:
+    yield batch_size
+
+
+async def _coro(batch_size: int) -> int:
+    return batch_size
+
+
+async def _agen(batch_size: int) -> AsyncIterator[int]:
+    yield batch_size
+
+
+class _GenCall:
+    def __call__(self, batch_size: int) -> Iterator[int]:
+        yield batch_size
+
+
+@pytest.mark.parametrize(("fn", "kind"), [
+    (_gen, "generator"), (_coro, "coroutine"), (_agen, "async generator"),
+    (functools.partial(_gen), "generator"), (_GenCall(), "generator")])
+def test_a_generator_function_is_refused_at_decoration(fn: Any, kind: str) -> None:
+    # Issue 20: the decorator returned the generator, so the OOM escaped at the first step
+    # with one size tried.
+    with pytest.raises(ConfigError, match=f"it is a {kind} function.*return its results") as info:
+        find_executable_batch_size(fn)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=f"a {kind} function"):
+        find_executable_batch_size(start=8)(fn)
+
+
+def test_a_function_returning_a_generator_is_refused_when_called() -> None:
+    wrapped = find_executable_batch_size(lambda n: (i for i in range(n)), start=4)
+    with pytest.raises(ConfigError, match="generator function"):
+        wrapped()

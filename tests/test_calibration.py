@@ -81,8 +81,10 @@ def test_a_fifo_or_a_huge_file_is_ignored_without_reading_it(cache: Path) -> Non
 def test_save_replaces_a_corrupt_file(cache: Path) -> None:
     cache.parent.mkdir(parents=True)
     cache.write_text("{ not json")
-    calibration.save("cpu", "A", {"fp32": 1.0}, None)
+    with pytest.warns(UserWarning, match=r"is not JSON .*moved to .*calibration\.json\.bad"):
+        calibration.save("cpu", "A", {"fp32": 1.0}, None)
     assert calibration.load("cpu", "A") is not None
+    assert (cache.parent / "calibration.json.bad").read_text() == "{ not json"  # kept, not lost
 
 
 def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary(
@@ -142,3 +144,65 @@ def test_the_module_does_not_import_torch() -> None:
             "calibration.load('cpu', 'A')\nprint('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def _file(cache: Path, *entries: dict[str, object], schema: str = calibration.SCHEMA) -> None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"schema": schema, "entries": list(entries)}))
+
+
+H100 = {"backend": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "tflops": {"bf16": 700.0},
+        "bandwidth": 2.9e12, "measured_at": "2026-12-01T00:00:00+00:00", "hal_version": "0.9"}
+NEWER = {"backend": "cuda", "device_name": "NVIDIA B300", "tflops": {"mxfp4": 14000.0},
+         "bandwidth": 7e12, "future_field": [1, 2], "hal_version": "9.0"}
+NAMELESS = {"tflops": {"fp32": 1.0}, "note": "written by some other tool"}
+
+
+@pytest.mark.parametrize("unknown", [NEWER, NAMELESS], ids=["newer-dtype", "no-device-name"])
+def test_save_keeps_every_other_entry_also_one_this_hal_cannot_read(
+        cache: Path, unknown: dict[str, object]) -> None:
+    # Issue 20: one unreadable entry made save() drop every other device's entry, silently.
+    _file(cache, H100, unknown)
+    calibration.save("cpu", "A", {"fp32": 1.0}, 1e9)
+    entries = json.loads(cache.read_text())["entries"]
+    assert entries[:2] == [H100, unknown]  # byte for byte what was there
+    assert entries[2]["device_name"] == "A"
+    h100 = calibration.load("cuda", "NVIDIA H100 80GB HBM3") if unknown is NEWER else None
+    assert unknown is NAMELESS or (h100 is not None and h100.tflops == {"bf16": 700.0})
+    calibration.save("cuda", "NVIDIA H100 80GB HBM3", {"bf16": 710.0}, None)  # replaces its own
+    entries = json.loads(cache.read_text())["entries"]
+    assert [e.get("device_name") for e in entries] == [unknown.get("device_name"), "A",
+                                                       "NVIDIA H100 80GB HBM3"]
+
+
+def test_another_hal_versions_file_is_not_replaced(cache: Path) -> None:
+    _file(cache, H100, schema="hal.calibration/2")
+    before = cache.read_bytes()
+    with pytest.raises(HalError, match=r"'hal.calibration/2'.*another hal version.*not replaced"):
+        calibration.save("cpu", "A", {"fp32": 1.0}, None)
+    assert cache.read_bytes() == before
+    assert sorted(p.name for p in cache.parent.iterdir()) == [".calibration.lock",
+                                                              "calibration.json"]
+
+
+@pytest.mark.parametrize("figures", [
+    {"tflops": {"fp32": 1e308}}, {"tflops": {"bf16": 1e-308}}, {"tflops": {"fp32": 2e5}},
+    {"tflops": {"fp32": 1.0}, "bandwidth": 1e308}, {"tflops": {"fp32": 1.0}, "bandwidth": 1e-308},
+    {"bandwidth": 10.0},
+])
+def test_implausible_measured_figures_are_not_trusted(cache: Path,
+                                                      figures: dict[str, object]) -> None:
+    # Issue 20: a file claiming 1e308 TFLOPS made hal plan print 298-digit speeds; 1e-308 Infinity.
+    _file(cache, {"backend": "cpu", "device_name": "A", **figures}, H100)
+    with pytest.warns(UserWarning, match=r"calibration ignored: cpu/A .* is outside .*spec sheet") \
+            as record:
+        assert calibration.load("cpu", "A") is None
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert calibration.load("cuda", "NVIDIA H100 80GB HBM3") is not None  # the others stand
+
+
+def test_plausible_extremes_are_kept(cache: Path) -> None:
+    _file(cache, {"backend": "cpu", "device_name": "A", "tflops": {"fp8": 0.003, "fp32": 9e4},
+                  "bandwidth": 8e12})
+    cal = calibration.load("cpu", "A")
+    assert cal is not None and cal.tflops == {"fp8": 0.003, "fp32": 9e4}

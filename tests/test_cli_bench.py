@@ -170,6 +170,7 @@ def test_a_failure_at_a_larger_size_keeps_the_smaller_ones(
         short_budget: None, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(bench, "GROWTH", 0.0)  # always try the next size
+    monkeypatch.setenv(bench.BUDGET_ENV, "0.1")  # the sweep's deadline leaves room for both sizes
     _failing_mm(monkeypatch, torch.float32, above=64)
     code, data, _ = _run(capsys, "fp32")
     (row,) = data["matmul"]
@@ -281,3 +282,89 @@ def test_a_device_listing_fp8_is_benched_without_torch_mm_on_fp8(
         assert [m["status"] for m in data["matmul"]] == ["ok", "skipped", "ok"]
     selection.reset()
 
+
+
+@pytest.mark.parametrize("at_256", [1.2, 0.004])  # s a call: fp8 on a host CPU; a quick kernel
+def test_a_slow_kernel_cannot_make_the_run_outlast_its_budget_by_more_than_one_call(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        at_256: float) -> None:
+    """Issue 20: the budget was checked only between calls, so fp8 at 8 s a call never ended.
+
+    Stand-in kernels advance bench's clock by a cost growing as n**3, so no real second passes.
+    """
+    import time
+
+    monkeypatch.setenv("HAL_DEVICE", "cpu")
+    monkeypatch.setenv(bench.BUDGET_ENV, "0.05")
+    skew = [0.0]
+    monkeypatch.setattr(bench, "_now", lambda: time.perf_counter() + skew[0])
+    costs: dict[torch.dtype, list[float]] = {}
+
+    def charge(a: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        cost = at_256 * (a.shape[0] / 256) ** 3
+        costs.setdefault(a.dtype, []).append(cost)
+        skew[0] += cost
+        return torch.zeros(2, 2, dtype=out_dtype)
+
+    def scaled_mm(a: torch.Tensor, b: torch.Tensor, *, scale_a: torch.Tensor,
+                  scale_b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+        return charge(a, out_dtype)
+
+    monkeypatch.setattr(torch, "_scaled_mm", scaled_mm)
+    monkeypatch.setattr(torch, "mm", lambda a, b: charge(a, a.dtype))
+    code, data, _ = _run(capsys, "fp32", "bf16", "fp8")
+    assert code == 0 and [m["status"] for m in data["matmul"]] == ["ok", "ok", "ok"]
+    share = bench.SWEEP_SHARE * 0.05 * len(bench.HOST_SIZES)  # one dtype's sweep
+    assert len(costs) == 3
+    for dtype, spent in costs.items():
+        assert sum(spent) <= share + max(spent), (dtype, spent)
+    if at_256 > share:  # the first size's warm-up spent it all: that call is the measurement
+        assert all(m["n"] == 256 and m["calls"] == 1 for m in data["matmul"])
+        assert all("time budget" in m["reason"] for m in data["matmul"])
+
+
+class GarbageHost(CpuBackend):
+    """The host CPU behind a plugin whose devices() and dtypes() return garbage."""
+
+    name = "garbagehost"
+    priority = 5
+
+    def devices(self) -> list[hal.DeviceInfo]:
+        return "not a list of DeviceInfo"  # type: ignore[return-value]
+
+    def dtypes(self, index: int = 0) -> list[torch.dtype]:
+        return [1, "bf16"]  # type: ignore[list-item]
+
+
+def test_garbage_from_a_plugins_devices_and_dtypes_is_checked_at_the_boundary(
+        short_budget: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 20: bench called backend.devices()/dtypes() directly; garbage raised inside bench.
+    from hal.errors import PluginError
+
+    class Plugin:
+        @hal.hookimpl
+        def hal_backends(self) -> list[CpuBackend]:
+            return [GarbageHost()]
+
+    with registered(Plugin(), "test-garbagehost"):
+        monkeypatch.setenv("HAL_DEVICE", "garbagehost")
+        selection.reset()
+        with pytest.raises(PluginError, match=r"backend 'garbagehost': dtypes\(\) returned a int"):
+            _run(capsys)
+        code, data, _ = _run(capsys, "fp32")  # what was asked for is measured all the same
+        assert code == 0 and data["name"] == "cpu" and data["matmul"][0]["status"] == "ok"
+        assert data["matmul"][0]["native"] is False
+    selection.reset()
+
+
+def test_a_calibration_that_cannot_be_saved_still_prints_the_rows(
+        short_budget: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HAL_CACHE_DIR", str(tmp_path))
+    newer = tmp_path / "calibration.json"
+    newer.write_text('{"schema": "hal.calibration/9", "entries": []}')  # another hal's file
+    code, data, err = _run(capsys, "fp32", save=True)
+    assert code == 1 and data["matmul"][0]["status"] == "ok"  # measured and printed
+    assert err.startswith("hal: error: calibration file") and "not replaced" in err
+    assert newer.read_text() == '{"schema": "hal.calibration/9", "entries": []}'

@@ -82,3 +82,49 @@ def test_a_device_this_torch_cannot_drive_is_a_clean_unavailable_error(device: s
         info(device)
     message = str(raised.value)
     assert "\n" not in message and message.split(":")[0] in ("cuda", "rocm", "ascend", "xpu")
+
+
+@pytest.mark.parametrize("device", [42, 1, "cpu:7", "cpu:1", torch.device("cpu", 3), "cpu:٣",
+                                    "cpu:" + "9" * 5000, 2.5, object()])
+def test_a_device_the_host_does_not_have_is_an_error_not_cpu0(device: object) -> None:
+    # Issue 20: summary(device=42) and device='cpu:7' on a one-device CPU reported cpu:0.
+    with pytest.raises(ConfigError) as raised:
+        summary(device)  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300
+    if isinstance(device, (int, str, torch.device)) and not isinstance(device, bool):
+        assert "has 1 device(s) here (index 0..0)" in message or "not a non-negative" in message
+    assert summary("cpu:0") and summary(0) and summary(torch.device("cpu"))
+
+
+class _Garbage(hal.Backend):
+    """A plugin backend whose memory() returns garbage (or raises) instead of a MemoryInfo."""
+
+    name, device_type, priority = "garbage", "meta", -1
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def probe(self) -> hal.Probe:
+        return hal.Probe(True, "here", 1)
+
+    def memory(self, index: int = 0) -> hal.MemoryInfo:
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("answer", [
+    None, "lots", hal.MemoryInfo(total=-1, free=0, allocated=0, reserved=0, peak=0),
+    hal.MemoryInfo(total=float("nan"), free=0, allocated=0, reserved=0, peak=0),  # type: ignore[arg-type]
+    ZeroDivisionError("inside the plugin")])
+def test_garbage_from_a_plugins_memory_is_one_plugin_error(answer: object) -> None:
+    # Issue 20: hal.memory called backend.memory() directly; garbage raised inside hal.memory.
+    from hal.errors import PluginError
+
+    backend = _Garbage(answer)
+    for call in (info, summary):
+        with pytest.raises(PluginError, match=r"backend 'garbage': memory\(0\) gave no usable"):
+            call(backend)
+    with pytest.raises(PluginError), track(backend):
+        pass

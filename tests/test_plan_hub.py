@@ -67,3 +67,34 @@ def test_a_cached_config_with_an_impossible_shape_is_refused(tmp_path: Path) -> 
     out = _plan(cache, REPO)
     assert out.returncode == 2 and "num_key_value_heads" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once closed
+
+
+@pytest.mark.parametrize("repo", [REPO, "meta-llama/Llama-2-7b-hf"])
+def test_an_unreachable_hub_is_said_in_one_line_and_a_same_named_preset_stands_in(
+        tmp_path: Path, repo: str) -> None:
+    # Issue 20: offline without HF_HUB_OFFLINE took 24 s, printed 11 lines of retries, then
+    # claimed the model "has no config.json on the Hub".
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HTTPS_PROXY",
+                                                           "https_proxy", "ALL_PROXY", "all_proxy")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HUB_CACHE=str(tmp_path / "hub"),
+               HF_HOME=str(tmp_path / "hf-home"))
+    out = subprocess.run([sys.executable, "-m", "hal", "plan", repo, "--no-local", "--json"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    (line,) = out.stderr.strip().splitlines()
+    assert "cannot be reached" in line and "no config.json on the Hub" not in line
+    if repo == REPO:  # hal has a preset of that name: it stands in, with a warning
+        assert out.returncode == 0 and line.startswith("hal: warning: ")
+        assert "using hal's built-in preset 'deepseek-r1-distill-qwen-14b'" in line
+        data = json.loads(out.stdout)
+        assert data["model"]["params_total"] == preset("deepseek-r1-distill-qwen-14b").params_total
+    else:
+        assert out.returncode == 2 and line.startswith("hal: error: ")
+        assert "hf download meta-llama/Llama-2-7b-hf config.json" in line

@@ -286,3 +286,30 @@ def test_a_huge_hal_precision_value_is_cut_in_the_message() -> None:
     with pytest.raises(ConfigError) as info:
         parse_precision("9" * 5000)
     assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("name", ["bf16", "bfloat16", "BF16", "torch.bfloat16", "brain16"])
+def test_autocast_takes_hals_own_dtype_names(name: str) -> None:
+    # Issue 20: hal.autocast(dtype='bf16') raised torch's TypeError from inside torch.
+    with hal.autocast(dtype=name, device="cpu"):
+        out = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert out.dtype == torch.bfloat16
+    with hal.autocast(dtype="fp32", device="cpu"):  # fp32: autocast off
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("bad", ["float64", torch.int8, torch.float64, "fp8", "int4", "warp9",
+                                 42, 1.5])
+def test_autocast_refuses_what_is_not_an_autocast_dtype_in_one_line(bad: object) -> None:
+    # Issue 20: 'float64' raised a raw TypeError; torch.int8 was accepted silently.
+    with pytest.raises(ConfigError, match=r"autocast dtype .*(fp16, bf16|expected one of)") as info:
+        hal.autocast(dtype=bad, device="cpu")  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+
+
+def test_the_host_speedup_takes_hal_names_too() -> None:
+    from hal.precision import measure_host_speedup
+
+    assert measure_host_speedup("bf16", size=16, repeats=1) > 0
+    with pytest.raises(ConfigError, match="'bool'"):
+        measure_host_speedup("bool", size=16, repeats=1)

@@ -332,3 +332,52 @@ def test_unicode_digits_and_huge_numbers_are_config_errors(env: dict[str, str], 
 @pytest.mark.parametrize("value", ["1", "true", "YES", "on", "0", "false", "No", "off", ""])
 def test_hal_strict_accepts_its_documented_switch_words(value: str) -> None:
     decide(_world(gpu=True), {"HAL_STRICT": value})
+
+
+_FORK_DURING_AN_IMPORT = r"""
+import os, sys, threading
+import hal
+inside, release = threading.Event(), threading.Event()
+
+def hold(event, args):
+    # Park the selecting thread inside torch's import (torch's module lock held), so the fork
+    # below lands there every time, however loaded the machine is.
+    if (event == "import" and str(args[0]).startswith(sys.argv[1]) and not inside.is_set()
+            and threading.current_thread().name == "selecting"):
+        inside.set()
+        release.wait(60)
+
+sys.addaudithook(hold)
+threading.Thread(target=hal.select, name="selecting", daemon=True).start()
+assert inside.wait(60)
+pid = os.fork()
+if pid == 0:
+    try:
+        print("child", hal.get_device(), flush=True)
+    except hal.HalError as exc:
+        print("child refused:", exc, flush=True)
+    os._exit(0)
+release.set()
+_, status = os.waitpid(pid, 0)
+print("parent", os.waitstatus_to_exitcode(status), hal.get_device(), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize(("parked_at", "named"), [
+    ("torch.", "'torch"),  # select() importing torch before its probes
+    ("hal.backends.", "'hal.backends."),  # select() loading the built-in plugins
+])
+def test_a_child_forked_while_another_thread_imports_inside_select_refuses_at_once(
+        parked_at: str, named: str) -> None:
+    # Before: the child waited forever on the import lock of a thread it does not have.
+    env = {**os.environ, "HAL_PROBE_TIMEOUT": "30"}
+    env.pop("HAL_DEVICE", None)
+    proc = subprocess.run([sys.executable, "-c", _FORK_DURING_AN_IMPORT, parked_at],
+                          capture_output=True, text=True, timeout=120, env=env)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, (proc.stdout, proc.stderr[-2000:])
+    assert lines[0].startswith("child refused: this process was forked while another thread was "
+                               f"importing {named}"), lines
+    assert "'spawn'" in lines[0]
+    assert lines[1] == "parent 0 cpu"  # the parent's own selection is unharmed

@@ -301,3 +301,43 @@ def test_live_view_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.parametrize("content", ["my notes\n", "a,b,c\n1,2,3\n",
+                                     "time,device,name\n1.0,cpu:0,x\n"])  # an older, shorter log
+def test_csv_refuses_a_file_that_is_not_its_log_and_leaves_it_alone(
+        tmp_path: Path, content: str) -> None:
+    # Issue 20: rows were appended, without a header, into whatever file --csv named.
+    notes = tmp_path / "notes.txt"
+    notes.write_text(content)
+    proc = run_hal("watch", "--once", "--csv", str(notes))
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"hal: error: --csv {str(notes)!r} already holds something that is "
+                           "not a `hal watch --csv` log")
+    assert notes.read_text() == content
+
+
+def test_csv_appends_to_its_own_log_under_one_header(tmp_path: Path) -> None:
+    from hal.commands import watch
+    from hal.telemetry import DeviceReading
+
+    log = tmp_path / "log.csv"
+    reading = DeviceReading(backend="cpu", index=0, time=1.5, telemetry=None, error=None)
+    for _ in range(2):
+        writer = watch.CsvLog(str(log))
+        writer.write([reading])
+        writer.close()
+        assert writer.error is None
+    header, *rows = log.read_text().splitlines()
+    assert header == ",".join(watch.CSV_FIELDS) and len(rows) == 2 and rows[0] == rows[1]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_csv_disk_is_blamed_on_the_csv_and_the_snapshot_still_printed() -> None:
+    # Issue 20: --csv /dev/full said "cannot write the output" and printed no snapshot.
+    proc = run_hal("watch", "--once", "--csv", "/dev/full")
+    assert proc.returncode == 1
+    assert "cpu:0" in proc.stdout  # the snapshot meant for stdout
+    assert proc.stderr.splitlines()[-1] == ("hal: error: --csv '/dev/full' cannot be written: "
+                                            "No space left on device")

@@ -3,7 +3,9 @@
 Runs on the selected device.  Each dtype is probed with a tiny matmul first (fp8 through
 ``torch._scaled_mm``, the only fp8 GEMM torch has on accelerators), so a dtype the device
 cannot multiply is a skipped row with the reason, never a crash.  Matmul sizes double until
-the rate stops rising, and the size that reached it is reported.  A failing measurement is a
+the rate stops rising, and the size that reached it is reported.  Every dtype's sweep and every
+copy has a deadline that no call starts after, so a run ends within its budget plus one call
+per measurement however slow a kernel is.  A failing measurement is a
 row with its reason; rows already measured are kept.  ``--save`` records the figures for
 ``hal plan`` (hal.calibration).  When the device is in the catalogue, each figure is also a
 share of the card's published peak.
@@ -23,10 +25,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hal.dtypes import DType
 
-#: Seconds each matmul size or copy repeats for (after one warm-up call); ``HAL_BENCH_SECONDS``
-#: overrides it (tests use a short one).
+#: Seconds each matmul size or copy repeats for (after one warm-up call); a dtype's whole sweep
+#: has twice this a size (SWEEP_SHARE), a copy twice this; ``HAL_BENCH_SECONDS`` overrides it.
 BUDGET_S = 0.5
 BUDGET_ENV = "HAL_BENCH_SECONDS"
+#: A dtype's sweep may take this many budgets a size (each size's budget, and as much again for
+#: warm-up calls and operands); no call starts after that.
+SWEEP_SHARE = 2
 #: The next size must beat the best rate so far by this factor, else the sweep stops.
 GROWTH = 1.05
 #: Matmul sizes tried in turn: a host CPU saturates near 512, a large accelerator near 8192.
@@ -59,19 +64,41 @@ def _budget() -> float:
     return parse_float(BUDGET_ENV, text, lo=0.0, hi=60.0, lo_inclusive=False)
 
 
-def _timed(fn: Callable[[], Any], sync: Callable[[], None], budget: float) -> tuple[float, int]:
-    """(seconds a call, calls) of ``fn`` repeated for about ``budget`` seconds after a warm-up."""
+def _now() -> float:
+    """The clock every deadline is read from (one name, so a test can stand in a kernel's time)."""
+    return time.perf_counter()
+
+
+def _timed(fn: Callable[[], Any], sync: Callable[[], None], budget: float,
+           deadline: float | None = None) -> tuple[float, int]:
+    """(seconds a call, calls) of ``fn`` repeated for about ``budget`` seconds after a warm-up.
+
+    No call starts once ``deadline`` (a ``_now()`` time) has passed, and calls run in batches
+    sized by the time a call takes to fit what is left, so a slow kernel (fp8 on a host CPU:
+    seconds a call) overruns the deadline by at most one call; when even the warm-up ended past
+    it, that one call is the measurement.
+    """
+    start = _now()
     fn()
     sync()
-    calls, start = 0, time.perf_counter()
+    first = _now() - start
+    end = start + first + budget if deadline is None else min(start + first + budget, deadline)
+    calls, begin = 0, _now()
+    per_call = first
     while True:
-        fn()
-        calls += 1
-        if calls % 2 == 0 or calls == 1:
-            sync()
-            elapsed = time.perf_counter() - start
-            if elapsed >= budget and calls >= 2:
-                return elapsed / calls, calls
+        now = _now()
+        if now >= end and (calls >= 2 or (deadline is not None and now >= deadline)):
+            break
+        left = max(end - now, 0.0)
+        batch = max(1, min(1 << 16, int(left / per_call) if per_call > 0 else 1 << 16))
+        for _ in range(batch):
+            fn()
+        sync()
+        calls += batch
+        per_call = (_now() - begin) / calls
+    if calls == 0:
+        return first, 1
+    return (_now() - begin) / calls, calls
 
 
 def _reason(exc: BaseException) -> str:
@@ -80,11 +107,33 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
+def _checked_dtypes(backend: Any, index: int) -> list[Any]:
+    """``backend.dtypes(index)`` through the plugin boundary; HalError when it gives no list."""
+    from hal.errors import PluginError
+    from hal.validate import call_plugin, check_dtypes
+
+    outcome = call_plugin(lambda: backend.dtypes(index), f"backend {backend.name!r}: dtypes()")
+    try:
+        if outcome.state == "ok":
+            return check_dtypes(outcome.value)
+        problem = outcome.describe("dtypes()")
+    except ValueError as exc:
+        problem = str(exc)
+    raise PluginError(f"backend {backend.name!r}: {problem}; hal bench needs the dtypes it "
+                      "runs (`hal doctor` says more)", plugin=backend.name)
+
+
 def _wanted(backend: Any, index: int, wanted: list[str] | None) -> list[tuple[DType, bool]]:
     """(dtype, native) pairs to measure: the device's native matmul dtypes, or those asked for."""
     from hal import dtypes
+    from hal.errors import PluginError
 
-    native = [dtypes.lookup(d) for d in backend.dtypes(index)]
+    try:
+        native = [dtypes.lookup(d) for d in _checked_dtypes(backend, index)]
+    except PluginError:
+        if not wanted:
+            raise
+        native = []  # the dtypes asked for are measured; none is known to be native
     native_set = {d.short for d in native if d is not None}
     if not wanted:
         return [(d, True) for d in native if d is not None and d.has(dtypes.MATMUL)]
@@ -140,11 +189,19 @@ def _matmul_row(torch: Any, device: Any, entry: DType, native: bool, sync: Calla
         row.update(status="skipped", reason=f"{how} refused {entry.short} here ({_reason(exc)})")
         return row
     sizes = HOST_SIZES if device.type == "cpu" else DEVICE_SIZES
+    deadline = _now() + SWEEP_SHARE * budget * len(sizes)  # the whole sweep's share of the run
     best = 0.0
+    last: tuple[int, float] | None = None  # (n, seconds a call) of the size before
     for n in sizes:
+        if last is not None and last[1] >= budget:  # a slow kernel (not a loaded machine's
+            guess = last[1] * (n / last[0]) ** 3     # jitter): a call grows as n**3, and one
+            if _now() + guess > deadline:            # that cannot end in time is not started
+                row["reason"] = (f"stopped before {n}x{n}: a call would take about {guess:.2g} s, "
+                                 "past this dtype's time budget")
+                break
         step(f"matmul {entry.short} {n}x{n}")
         try:  # the operands live only as long as this call
-            seconds, calls = _timed(build(n), sync, budget)
+            seconds, calls = _timed(build(n), sync, budget, deadline)
         except Exception as exc:  # out of memory at a size: keep the smaller ones
             if not row["sizes"]:
                 row.update(status="failed", reason=f"{how} at {n}x{n}: {_reason(exc)}")
@@ -153,11 +210,16 @@ def _matmul_row(torch: Any, device: Any, entry: DType, native: bool, sync: Calla
             break
         rate = 2 * n**3 / seconds / 1e12
         row["sizes"].append({"n": n, "tflops": rate, "calls": calls})
+        last = (n, seconds)
         if rate > best:
             row.update(n=n, tflops=rate, calls=calls)
         if best and rate < best * GROWTH:
             break
         best = max(best, rate)
+        if _now() >= deadline:
+            if n != sizes[-1]:
+                row["reason"] = f"stopped after {n}x{n}: this dtype's time budget is spent"
+            break
     if row["peak_tflops"]:
         row["percent_of_peak"] = 100 * row["tflops"] / row["peak_tflops"]
     return row
@@ -204,10 +266,10 @@ def measure(wanted: list[str] | None = None, progress: Callable[[str], None] | N
     backend, index = sel.backend, sel.index or 0
     device = sel.device
     plan = _wanted(backend, index, wanted)
-    try:
-        info = next((d for d in backend.devices() if d.index == index), None)
-    except Exception:  # a backend that cannot describe its device can still be measured
-        info = None
+    from hal.validate import checked_devices
+
+    # A backend that cannot describe its device (raises, hangs, garbage) can still be measured.
+    info = next((d for d in checked_devices(backend) or () if d.index == index), None)
     name = info.name if info is not None else str(device)
     total = info.total_memory if info is not None else 0
     entry = _catalogue_entry(backend, name, total)
@@ -239,7 +301,7 @@ def measure(wanted: list[str] | None = None, progress: Callable[[str], None] | N
         src = torch.empty(size, dtype=torch.uint8, device=device)
         dst = torch.empty_like(src)
         src.fill_(1)
-        return _timed(lambda: dst.copy_(src), sync, budget)
+        return _timed(lambda: dst.copy_(src), sync, budget, _now() + 2 * budget)
 
     results["bandwidth"].append(_bandwidth_row(  # a copy reads and writes every byte
         "device memory (copy: read + write)", size, device_copy, 2,
@@ -261,11 +323,13 @@ def measure(wanted: list[str] | None = None, progress: Callable[[str], None] | N
 
     def to_device() -> tuple[float, int]:
         host, dev = pair()
-        return _timed(lambda: dev.copy_(host, non_blocking=True), sync, budget)
+        return _timed(lambda: dev.copy_(host, non_blocking=True), sync, budget,
+                      _now() + 2 * budget)
 
     def to_host() -> tuple[float, int]:
         host, dev = pair()
-        return _timed(lambda: host.copy_(dev, non_blocking=True), sync, budget)
+        return _timed(lambda: host.copy_(dev, non_blocking=True), sync, budget,
+                      _now() + 2 * budget)
 
     step("host to device")
     results["bandwidth"].append(_bandwidth_row("host to device" + where, host_size, to_device,
@@ -355,8 +419,14 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
         data["interrupted"] = True
+    from hal.errors import HalError
+
+    save_error = None
     if args.save and not interrupted and data.get("matmul") is not None:
-        data["calibration"] = _save(data)
+        try:
+            data["calibration"] = _save(data)
+        except HalError as exc:  # the rows are printed all the same, then the error
+            save_error = str(exc)
     if args.json:
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -366,6 +436,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.write("hal: interrupted\n")
         return 130
+    if save_error is not None:
+        sys.stdout.flush()
+        sys.stderr.write(f"hal: error: {save_error}\n")
+        return 1
     failed = [r for r in (*data.get("matmul", ()), *data.get("bandwidth", ()))
               if r["status"] == "failed"]
     if failed:

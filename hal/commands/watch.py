@@ -166,6 +166,74 @@ def _csv_rows(readings: list[DeviceReading]) -> Iterator[list[Any]]:
                  for f in CSV_FIELDS[3:-1]), r.error or ""]
 
 
+class CsvLog:
+    """The ``--csv`` log: rows appended under hal's header, never into a file that holds something
+    else, and its own write errors kept apart from stdout's (the snapshot is still printed)."""
+
+    def __init__(self, path: str) -> None:
+        from hal.errors import ConfigError
+
+        self.path = path
+        #: why the log stopped (a full disk, say); the command fails with it after its output
+        self.error: str | None = None
+        try:
+            self._header = self._needs_header()
+            self._file: TextIO | None = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"--csv {path!r} cannot be written: {exc.strerror or exc}") from None
+        self._writer = csv.writer(self._file)
+
+    def _needs_header(self) -> bool:
+        """True for a new or empty file (or a device, a pipe); ConfigError for a regular file whose
+        first line is not hal's header: appending rows to notes or another tool's CSV corrupts it."""
+        import stat
+
+        from hal.errors import ConfigError
+
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            return True
+        with open(self.path, "rb") as f:
+            first = f.readline(4096).rstrip(b"\r\n")
+        if first != ",".join(CSV_FIELDS).encode():
+            raise ConfigError(
+                f"--csv {self.path!r} already holds something that is not a `hal watch --csv` "
+                f"log (its first line is not {','.join(CSV_FIELDS[:3])},...); give a new file "
+                "or one this command wrote")
+        return False
+
+    def write(self, readings: list[DeviceReading]) -> None:
+        """Append one row per reading; a write error stops the log and is kept in ``error``."""
+        if self._file is None:
+            return
+        try:
+            if self._header:
+                self._writer.writerow(CSV_FIELDS)
+                self._header = False
+            self._writer.writerows(_csv_rows(readings))
+            self._file.flush()
+        except OSError as exc:
+            self.error = f"--csv {self.path!r} cannot be written: {exc.strerror or exc}"
+            self.close()
+
+    def check(self) -> None:
+        """Fail (one HalError line) once the log could not be written: after the tick's output."""
+        from hal.errors import HalError
+
+        if self.error is not None:
+            raise HalError(self.error)
+
+    def close(self) -> None:
+        """Close the file; a flush that fails again changes nothing (the error is kept)."""
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+
 @contextmanager
 def _keys(stream: TextIO) -> Iterator[int | None]:
     """cbreak mode on a terminal stdin (keys arrive unbuffered); always restored; None if no tty."""
@@ -287,34 +355,26 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     live = out.isatty() and not args.json and not args.once
     once = args.once or (not live and not args.json and count is None)
-    log = None
-    if args.csv:
-        try:
-            new = not os.path.exists(args.csv) or os.path.getsize(args.csv) == 0
-            log = open(args.csv, "a", newline="", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise ConfigError(f"--csv {args.csv!r} cannot be written: {exc.strerror or exc}") \
-                from None
+    log = CsvLog(args.csv) if args.csv else None
     sampler = _sampler(timeout)
     try:
-        writer = csv.writer(log) if log is not None else None
-        if writer is not None and new:
-            writer.writerow(CSV_FIELDS)
         sampler.sample()  # primes rate figures (utilisation, energy) so the first row is real
         time.sleep(min(interval, 0.25))  # so the first printed rate spans a real interval
         view = View(interval)
         view.unavailable = dict(sampler.unavailable)
         if live:
-            return _live(sampler, view, interval, count, writer, log)
+            return _live(sampler, view, interval, count, log)
         tick = 0
         while True:
-            readings = _step(sampler, view, writer, log)
+            readings = _step(sampler, view, log)
             tick += 1
             if args.json:
                 out.write(_tick_json(tick, readings, view.unavailable) + "\n")
                 out.flush()
             elif once or count is not None:
                 _print(view, out)
+            if log is not None:
+                log.check()
             if once or (count is not None and tick >= count):
                 return 0
             time.sleep(interval)
@@ -326,13 +386,12 @@ def run(args: argparse.Namespace) -> int:
             log.close()
 
 
-def _step(sampler: Sampler, view: View, writer: Any, log: TextIO | None) -> list[DeviceReading]:
+def _step(sampler: Sampler, view: View, log: CsvLog | None) -> list[DeviceReading]:
     """One tick of either view: sample every backend, update the view, log the rows to --csv."""
     readings = sampler.sample()
     view.update(readings)
-    if writer is not None and log is not None:
-        writer.writerows(_csv_rows(readings))
-        log.flush()
+    if log is not None:
+        log.write(readings)
     return readings
 
 
@@ -354,7 +413,7 @@ def _columns() -> int:
 
 
 def _live(sampler: Sampler, view: View, interval: float, count: int | None,
-          writer: Any, log: TextIO | None) -> int:
+          log: CsvLog | None) -> int:
     """The refreshing terminal view; q or Ctrl-C ends it and the terminal is restored."""
     from rich.console import Console, Group
     from rich.live import Live
@@ -367,9 +426,11 @@ def _live(sampler: Sampler, view: View, interval: float, count: int | None,
                                        transient=False) as live:
         try:
             while True:
-                _step(sampler, view, writer, log)
+                _step(sampler, view, log)
                 tick += 1
                 live.update(Group(header, view.table()), refresh=True)
+                if log is not None:
+                    log.check()
                 if count is not None and tick >= count:
                     return 0
                 if _wait(fd, interval):
