@@ -102,7 +102,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--master-port", "--master_port", type=_checked("--master-port", _port),
                    help="static master port")
     p.add_argument("--cuda-compat", action="store_true",
-                   help="run CUDA-only code unchanged on the selected backend (docs/cuda-compat.md)")
+                   help="map code written for torch's GPU-only device API to the selected backend "
+                   "(docs/cuda-compat.md)")
     p.add_argument("script", help="the Python script to run in every process")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(run=run)

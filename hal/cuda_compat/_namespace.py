@@ -1,4 +1,4 @@
-"""The ``torch.cuda`` that CUDA-only code sees while the mode is on: mapped names, refusals, torch's own privates.
+"""The torch.cuda that CUDA-only code sees while the mode is on: mapped names, refusals, privates.
 
 ``MAPPED`` is the one list of the public ``torch.cuda`` names the mode answers (the docs list it
 and a test checks both agree, and that each exists in the pinned torch).  Any other public name is
@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import torch
-
     from hal.cuda_compat._target import Target
 
 #: Public torch.cuda names the mode answers on the selected backend (``torch.cuda.amp`` apart).
@@ -101,7 +99,8 @@ def _host_event_class(target: Target) -> type:
         def __init__(self, enable_timing: bool = False, blocking: bool = False,
                      interprocess: bool = False) -> None:
             super().__init__()
-            self._timing, self._at = enable_timing, None
+            self._timing = enable_timing
+            self._at: float | None = None
 
         def record(self, stream: Any = None) -> None:
             super().record(stream)

@@ -114,9 +114,8 @@ def make_mode(target: Target) -> Any:
             if func is pin and target.host:
                 return args[0]  # host memory is already where a host device reads it
             for i, arg in enumerate(args):
-                if arg.__class__ is str or arg.__class__ is device_type:
-                    if is_source(arg):
-                        args = (*args[:i], mapped(arg), *args[i + 1:])
+                if (arg.__class__ is str or arg.__class__ is device_type) and is_source(arg):
+                    args = (*args[:i], mapped(arg), *args[i + 1:])
             return func(*args, **kwargs)
 
     return CudaCompatMode()

@@ -69,7 +69,7 @@ def main():
 
     # dynamic batch: double while memory use stays under the budget
     budget, batch, chosen = 0.9, 4, []
-    for step in range(3):
+    for _ in range(3):
         x = torch.randn(batch, 64, device=device)
         y = torch.randn(batch, 1).to("cuda")
         optimizer.zero_grad(set_to_none=True)
