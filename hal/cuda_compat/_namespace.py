@@ -59,6 +59,18 @@ class Refused:
         return f"<{self._call}: no equivalent on {self._target.where}>"
 
 
+def refused_class(target: Target, call: str) -> type:
+    """A class name with no equivalent (``torch.cuda.CUDAGraph``): a real class, so annotations
+    (``CUDAGraph | None``) and ``isinstance`` work, that refuses to be instantiated."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise target.refuse(call)
+
+    return type(call.rsplit(".", 1)[-1], (), {
+        "__init__": __init__, "__module__": call.rsplit(".", 1)[0],
+        "__doc__": f"{call}: no equivalent on {target.where} (hal's cuda-compat mode)"})
+
+
 class Stats(dict):  # type: ignore[type-arg]
     """memory_stats(): the keys the backend has; any other key is refused, not defaulted."""
 
@@ -327,4 +339,7 @@ class _Namespace(types.ModuleType):
         real = self.__dict__["_hal_real"]
         if name.startswith("_"):
             return getattr(real, name)
-        return Refused(self.__dict__["_hal_target"], f"{self.__name__}.{name}")
+        target, call = self.__dict__["_hal_target"], f"{self.__name__}.{name}"
+        value = refused_class(target, call) if name[:1].isupper() else Refused(target, call)
+        self.__dict__[name] = value  # one object per name, as a module attribute is
+        return value
