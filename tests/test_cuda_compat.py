@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+import torch.utils._device
 from torch.nn.parallel import DistributedDataParallel
 
 import hal
@@ -40,7 +41,8 @@ def snapshot() -> dict[str, Any]:
     """Every attribute of every object the mode may patch, by identity, plus the mode stack."""
     owners = {"torch": torch, "torch.amp": torch.amp, "torch.distributed": dist,
               "DDP": DistributedDataParallel, "torch.Tensor": torch.Tensor,
-              "torch.nn.Module": torch.nn.Module}
+              "torch.nn.Module": torch.nn.Module,
+              "DeviceContext": torch.utils._device.DeviceContext}
     seen: dict[str, Any] = {f"{name}.{k}": id(v) for name, owner in owners.items()
                             for k, v in vars(owner).items()}
     seen.update({f"sys.modules[{k}]": id(v) for k, v in sys.modules.items()
@@ -58,9 +60,10 @@ def test_disable_restores_every_object_the_mode_patched() -> None:
     finally:
         cuda_compat.disable()
     after = snapshot()
-    changed = sorted(k for k in before if during.get(k) != before[k])
+    changed = sorted(k for k in before.keys() | during.keys() if during.get(k) != before.get(k))
     assert {"torch.cuda", "torch.autocast", "sys.modules[torch.cuda]", "DDP.__init__",
-            "torch.distributed.init_process_group", "torch function modes"} <= set(changed)
+            "torch.distributed.init_process_group", "torch.zeros", "torch.zeros_like",
+            "torch.Tensor.to", "torch.Tensor.cuda", "DeviceContext.__init__"} <= set(changed)
     assert after == before
     assert not torch.cuda.is_available()  # the real CPU build's answer again
     assert not cuda_compat.is_enabled()
@@ -79,12 +82,18 @@ def test_importing_the_package_changes_nothing() -> None:
 
 def test_devices_map_in_factories_to_cuda_and_constructors(compat: cuda_compat.Mapping) -> None:
     assert (compat.backend, compat.device_type, compat.active) == ("cpu", "cpu", True)
-    assert torch.device("cuda") == torch.device("cuda", 1) == torch.device("cpu")
     x = torch.ones(2, 3, device="cuda:0")
+    assert torch.zeros_like(x, device="cuda").device.type == "cpu"
+    assert torch.arange(3, device=torch.device("cuda", 1)).device.type == "cpu"
+    assert torch.nn.Linear(2, 2, device="cuda").weight.device.type == "cpu"
+    with torch.device("cuda"):
+        assert torch.empty(1).device.type == "cpu"
     assert x.device.type == "cpu"
     assert torch.empty(2, device=torch.device("cuda")).device.type == "cpu"
     assert x.new_zeros(4, device="cuda").device.type == "cpu"
     assert x.cuda().device.type == x.cuda(0).device.type == x.to("cuda").device.type == "cpu"
+    assert x.to(torch.device("cuda", 0), torch.float64).dtype == torch.float64
+    assert x.to(device="cuda:1").device.type == "cpu"
     m = torch.nn.Linear(3, 2).cuda()
     assert m.weight.device.type == "cpu"
     assert m.to("cuda:0")(x.cuda(non_blocking=True)).shape == (2, 2)
@@ -221,5 +230,5 @@ def test_every_mapped_name_exists_in_the_pinned_torch() -> None:
 def test_the_docs_list_exactly_the_mapped_names() -> None:
     text = DOC.read_text(encoding="utf-8")
     section = text.split("<!-- mapped-names -->", 2)[1]
-    documented = set(re.findall(r"`torch\.cuda\.([A-Za-z_.]+)`", section))
+    documented = set(re.findall(r"`torch\.cuda\.([A-Za-z0-9_.]+)`", section))
     assert documented == set(cuda_compat.mapped_names())

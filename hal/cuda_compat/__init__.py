@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hal.errors import HalError, UnmappedCallError
 
@@ -51,14 +51,13 @@ class Mapping:
 
 
 class _State:
-    """The process's one mode: its target, patches and entered TorchFunctionMode."""
+    """The process's one mode: its target and the patches that undo it."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.mapping: Mapping | None = None
         self.target: Target | None = None
         self.patches: Patches | None = None
-        self.mode: Any = None
         self.said = False
 
 
@@ -106,7 +105,7 @@ def enable(*, quiet: bool = False) -> Mapping:
                 target.set_index(sel.index or 0, "hal.cuda_compat.enable")
             patches = Patches()
             try:
-                _state.mode = install(target, patches)
+                install(target, patches)
             except BaseException:
                 patches.undo()
                 raise
@@ -121,11 +120,9 @@ def enable(*, quiet: bool = False) -> Mapping:
 def disable() -> None:
     """Undo ``enable()``: every patched torch object is the original again."""
     with _state.lock:
-        if _state.mode is not None:
-            _state.mode.__exit__(None, None, None)
         if _state.patches is not None:
             _state.patches.undo()
-        _state.mapping = _state.target = _state.patches = _state.mode = None
+        _state.mapping = _state.target = _state.patches = None
 
 
 def run_path(script: str) -> int:

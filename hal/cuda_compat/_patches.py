@@ -1,11 +1,12 @@
-"""The mode's patches: a TorchFunctionMode for devices, and the few entry points torch calls no hook for.
+"""The mode's patches: the entry points that take a device, and the few CUDA-named ones.
 
-Device strings and ``torch.device("cuda"[, N])`` reach torch functions and Tensor methods
-(factories, ``.to()``, ``.cuda()``, ``new_*``) through ``__torch_function__``, so no list of
-function names is kept.  What torch offers no hook for is patched by attribute and recorded in
-``Patches`` so ``disable()`` puts every object back: ``torch.cuda`` (module attribute and
-``sys.modules``), ``torch.autocast``/``torch.amp.autocast``, ``torch.amp.GradScaler``,
-``torch.load``'s ``map_location``, the process-group backend name and DDP's ``device_ids``.
+Devices: torch's device-constructor list (``torch.utils._device``) and the ``*_like`` factories,
+``Tensor.to``/``.cuda``/``.pin_memory``/``new_*`` and ``DeviceContext`` map a "cuda" device to the
+target; a TorchFunctionMode would catch every call without a list, but costs a Python call per
+torch operation (0.5-0.8 of native speed on small CPU models, docs/cuda-compat.md).  Then
+``torch.cuda`` (module attribute and ``sys.modules``), ``torch.autocast``/``torch.amp.autocast``,
+``torch.amp.GradScaler``, ``torch.load``'s ``map_location``, the process-group backend name and
+DDP's ``device_ids``.  Every replacement is recorded in ``Patches`` so ``disable()`` undoes it.
 """
 
 from __future__ import annotations
@@ -81,44 +82,70 @@ def device_mapper(target: Target) -> Callable[[Any], Any]:
     return mapped
 
 
-def make_mode(target: Target) -> Any:
-    """A TorchFunctionMode that maps "cuda" devices in every torch call's arguments."""
+def device_entry_points() -> tuple[list[str], list[str]]:
+    """The torch functions and Tensor methods that take a device, found by torch's own rules.
+
+    Functions: torch's device-constructor list (``torch.utils._device``, what
+    ``torch.set_default_device`` redirects) plus the ``*_like`` factories; methods: ``to``,
+    ``cuda``, ``pin_memory`` and the ``new_*`` factories.
+    """
     import torch
-    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import _device_constructors
 
-    mapped = device_mapper(target)
-    tensor_cuda = torch.Tensor.cuda
-    pin = torch.Tensor.pin_memory
-    device_type = torch.device
+    ctors = _device_constructors()
+    functions = sorted(name for name, fn in vars(torch).items()
+                       if callable(fn) and not name.startswith("_")
+                       and (fn in ctors or name.endswith("_like")))
+    methods = sorted(["to", "cuda", "pin_memory",
+                      *(n for n in vars(torch._C.TensorBase) if n.startswith("new_"))])
+    return functions, methods
 
-    class CudaCompatMode(TorchFunctionMode):
-        """Rewrites "cuda" devices to hal's selected device; every other call passes through."""
 
-        def __torch_function__(self, func: Any, types: Any, args: Any = (),
-                               kwargs: Any = None) -> Any:
-            if kwargs:
-                dev = kwargs.get("device")
-                if dev is not None and is_source(dev):
-                    kwargs = {**kwargs, "device": mapped(dev)}
-            else:
-                kwargs = {}
-            if func is device_type:  # torch.device("cuda"[, N]) itself goes through the mode
-                made = func(*args, **kwargs)
-                return target.device(made.index) if made.type == SOURCE_TYPE else made
-            if func is tensor_cuda:
-                tensor, *rest = args
-                where = rest[0] if rest else kwargs.pop("device", None)
-                index = where if isinstance(where, int) else (
-                    None if where is None else device_type(where).index)
-                return tensor.to(target.device(index), **kwargs)
-            if func is pin and target.host:
-                return args[0]  # host memory is already where a host device reads it
-            for i, arg in enumerate(args):
-                if (arg.__class__ is str or arg.__class__ is device_type) and is_source(arg):
-                    args = (*args[:i], mapped(arg), *args[i + 1:])
-            return func(*args, **kwargs)
+def wrap_factory(fn: Callable[..., Any], mapped: Callable[[Any], Any]) -> Callable[..., Any]:
+    """A torch factory whose ``device="cuda..."`` means the target."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        dev = kwargs.get("device")
+        if dev is not None and is_source(dev):
+            kwargs["device"] = mapped(dev)
+        return fn(*args, **kwargs)
 
-    return CudaCompatMode()
+    return call
+
+
+def wrap_to(fn: Callable[..., Any], mapped: Callable[[Any], Any]) -> Callable[..., Any]:
+    """Tensor.to with a "cuda" device, positional or keyword, meaning the target."""
+    @functools.wraps(fn)
+    def to(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args and is_source(args[0]):
+            args = (mapped(args[0]), *args[1:])
+        dev = kwargs.get("device")
+        if dev is not None and is_source(dev):
+            kwargs["device"] = mapped(dev)
+        return fn(self, *args, **kwargs)
+
+    return to
+
+
+def wrap_cuda(target: Target, to: Callable[..., Any]) -> Callable[..., Any]:
+    """Tensor.cuda(device=None, non_blocking=False, ...) as ``.to()`` the target device."""
+    import torch
+
+    def cuda(self: Any, device: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
+        index = device if isinstance(device, int) or device is None else torch.device(device).index
+        return to(self, target.device(index), non_blocking=non_blocking, **kwargs)
+
+    cuda.__doc__ = f"Tensor.cuda mapped to {target.where} by hal's cuda-compat mode."
+    return cuda
+
+
+def wrap_device_context(init: Callable[..., Any], mapped: Callable[[Any], Any]) -> Callable[..., Any]:
+    """torch.utils._device.DeviceContext (``with torch.device("cuda")``, set_default_device)."""
+    @functools.wraps(init)
+    def call(self: Any, device: Any) -> None:
+        init(self, mapped(device))
+
+    return call
 
 
 def precision_kwargs(target: Target, enabled: bool) -> tuple[Any, bool]:
@@ -249,8 +276,20 @@ def wrap_load(target: Target, load: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def install(target: Target, patches: Patches) -> Any:
-    """Apply every patch for ``target``; returns the entered TorchFunctionMode."""
+def wrap_method(fn: Callable[..., Any], mapped: Callable[[Any], Any]) -> Callable[..., Any]:
+    """A Tensor ``new_*`` factory whose ``device="cuda..."`` means the target."""
+    @functools.wraps(fn)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        dev = kwargs.get("device")
+        if dev is not None and is_source(dev):
+            kwargs["device"] = mapped(dev)
+        return fn(self, *args, **kwargs)
+
+    return call
+
+
+def install(target: Target, patches: Patches) -> None:
+    """Apply every patch for ``target``, each recorded in ``patches``."""
     import torch
     import torch.amp
     import torch.distributed as dist
@@ -276,6 +315,17 @@ def install(target: Target, patches: Patches) -> Any:
         patches.set(dist, "is_nccl_available", lambda: dist.is_backend_available(want))
         ddp = torch.nn.parallel.DistributedDataParallel
         patches.set(ddp, "__init__", wrap_ddp_init(target, ddp.__init__))
-    mode = make_mode(target)
-    mode.__enter__()
-    return mode
+    mapped = device_mapper(target)
+    functions, methods = device_entry_points()
+    for name in functions:
+        patches.set(torch, name, wrap_factory(getattr(torch, name), mapped))
+    for name in methods:
+        method = getattr(torch.Tensor, name)
+        if name == "cuda":
+            patches.set(torch.Tensor, name, wrap_cuda(target, torch.Tensor.to))
+        elif name == "pin_memory" and target.host:
+            patches.set(torch.Tensor, name, lambda self, *a, **k: self)  # no device to copy to
+        else:
+            patches.set(torch.Tensor, name, (wrap_to if name == "to" else wrap_method)(method, mapped))
+    context = torch.utils._device.DeviceContext
+    patches.set(context, "__init__", wrap_device_context(context.__init__, mapped))
