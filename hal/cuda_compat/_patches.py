@@ -12,6 +12,7 @@ DDP's ``device_ids``.  Every replacement is recorded in ``Patches`` so ``disable
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,10 +151,20 @@ def wrap_device_context(init: Callable[..., Any], mapped: Callable[[Any], Any]) 
 
 def precision_kwargs(target: Target, enabled: bool) -> tuple[Any, bool]:
     """(dtype, enabled) of hal's precision policy for an autocast CUDA code asked for."""
+    from hal.precision import PRECISION_ENV
+
+    dtype = _autocast_dtype(target, target.index, os.environ.get(PRECISION_ENV))
+    return dtype, bool(enabled and dtype is not None)
+
+
+@functools.lru_cache(maxsize=64)
+def _autocast_dtype(target: Target, index: int, requested: str | None) -> Any:
+    """The policy's autocast dtype for the target's device ``index``, per HAL_PRECISION value
+    (asked once each; hal's policy would warn once per value anyway)."""
     from hal.precision import policy
 
-    pol = policy(target.backend if target.host else target.device(target.index))
-    return pol.autocast_dtype, bool(enabled and pol.autocast_dtype is not None)
+    return policy(target.backend if target.host else target.device(index),
+                  requested=requested).autocast_dtype
 
 
 def autocast_class(target: Target, original: type) -> type:

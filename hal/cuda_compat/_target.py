@@ -36,7 +36,7 @@ DEFAULT_HINT = ("guard the call with `if not hal.cuda_compat.is_enabled():` or a
                 "backend-neutral API (hal.get_backend(), hal.memory, hal.precision)")
 
 
-@dataclass
+@dataclass(eq=False)  # one object per enable(): hashed by identity (caches key on it)
 class Target:
     """The selected backend as the target of "cuda": its device type, current index and devices."""
 
