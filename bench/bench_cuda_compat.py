@@ -12,6 +12,7 @@ shared machine lands on both.  Prints one line per workload and the ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ def hal_infer(model: nn.Module, x: torch.Tensor, steps: int) -> None:
 def timed(fn: Callable[[], None], mapped: bool) -> float:
     if mapped:
         cuda_compat.enable(quiet=True)
+    gc.collect()  # enable()/disable() make garbage: collect it outside the timed part, both ways
     try:
         start = time.perf_counter()
         fn()

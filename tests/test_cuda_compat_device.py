@@ -8,6 +8,7 @@ are ``halsim`` tensors again.  No hal plugin: hal finds it through ``torch.accel
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,14 +21,15 @@ from helpers import ISOLATED_VARS, make_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "tests" / "cuda_only"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not hasattr(torch.utils.backend_registration, "_setup_privateuseone_for_python_backend")
-        or torch.accelerator.current_accelerator() is not None,
-        reason=f"torch {torch.__version__} has no Python-only PrivateUse1 route, or is a build "
-               "whose current accelerator is already set"),
-]
+pytestmark = pytest.mark.slow
+python_route = pytest.mark.skipif(
+    not hasattr(torch.utils.backend_registration, "_setup_privateuseone_for_python_backend")
+    or torch.accelerator.current_accelerator() is not None,
+    reason=f"torch {torch.__version__} has no Python-only PrivateUse1 route, or is a build whose "
+           "current accelerator is already set")
+openreg = pytest.mark.skipif(
+    importlib.util.find_spec("torch_openreg") is None,
+    reason="needs torch_openreg built and installed (tox -e openreg)")
 
 DEVICE_MODULE = '''
     """halsim: a PrivateUse1 device whose kernels run on the host data each tensor wraps."""
@@ -104,6 +106,7 @@ def _run(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, cwd=site)
 
 
+@python_route
 def test_the_cuda_only_inference_script_runs_unchanged_on_the_privateuse1_device(
         halsim_site: Path) -> None:
     done = _run(halsim_site, "-m", "hal.cuda_compat", str(SCRIPTS / "inference.py"))
@@ -118,6 +121,7 @@ def test_the_cuda_only_inference_script_runs_unchanged_on_the_privateuse1_device
     assert got["probs_sum"] == 8.0
 
 
+@python_route
 def test_memory_figures_the_device_does_not_report_are_refused_not_zero(halsim_site: Path) -> None:
     code = ("import hal.cuda_compat as c, torch; c.enable(quiet=True)\n"
             "x = torch.ones(4, device='cuda'); print(x.device)\n"
@@ -129,3 +133,15 @@ def test_memory_figures_the_device_does_not_report_are_refused_not_zero(halsim_s
     assert last.startswith("hal.errors.UnmappedCallError: torch.cuda.memory_allocated has no "
                            "equivalent on accelerator (halsim) under hal's cuda-compat mode: "
                            "accelerator does not report memory figures (not reported: ")
+
+
+@openreg
+def test_the_inference_script_runs_unchanged_on_torch_openreg(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
+    done = subprocess.run([sys.executable, "-m", "hal.cuda_compat", str(SCRIPTS / "inference.py")],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.startswith("hal: cuda-compat: 'cuda' maps to openreg (backend accelerator)")
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["device"] == "openreg:0"
+    assert got["labels"] == got["expected"] and got["probs_sum"] == 8.0

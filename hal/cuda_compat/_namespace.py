@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 MAPPED = (
     "Event", "OutOfMemoryError", "Stream", "StreamContext", "amp", "current_device",
     "current_stream", "default_stream", "device", "device_count", "empty_cache", "get_device_name",
-    "get_device_properties", "get_rng_state", "init", "initial_seed", "is_available",
+    "get_device_properties", "get_rng_state", "init", "initial_seed", "ipc_collect", "is_available",
     "is_bf16_supported", "is_initialized", "is_tf32_supported", "manual_seed", "manual_seed_all",
     "max_memory_allocated", "mem_get_info", "memory_allocated", "memory_cached",
     "memory_reserved", "memory_stats", "memory_summary", "reset_max_memory_allocated",
@@ -290,6 +290,7 @@ def build(target: Target, real: types.ModuleType, autocast: type,
         "device": device_ctx,
         "synchronize": synchronize,
         "empty_cache": empty_cache,
+        "ipc_collect": lambda: None,  # memory shared with other processes: none off CUDA
         "memory_allocated": mem("memory_allocated"),
         "max_memory_allocated": mem("max_memory_allocated"),
         "memory_reserved": mem("memory_reserved"),
