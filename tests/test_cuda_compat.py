@@ -17,12 +17,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.utils._device
+from helpers import BackendsPlugin
 from torch.nn.parallel import DistributedDataParallel
 
 import hal
 from hal import cuda_compat
+from hal.contract import Backend, Probe
 from hal.cuda_compat import _namespace, _patches
 from hal.errors import UnmappedCallError
+from hal.plugins import registered
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "cuda-compat.md"
@@ -232,3 +235,47 @@ def test_the_docs_list_exactly_the_mapped_names() -> None:
     section = text.split("<!-- mapped-names -->", 2)[1]
     documented = set(re.findall(r"`torch\.cuda\.([A-Za-z0-9_.]+)`", section))
     assert documented == set(cuda_compat.mapped_names())
+
+
+class _TwoDevices(Backend):
+    """A two-device backend on torch's meta device that records what it is asked to bind."""
+
+    name, device_type, priority = "twodev", "meta", 300
+
+    def __init__(self) -> None:
+        self.bound: list[int] = []
+
+    def probe(self) -> Probe:
+        return Probe(True, "two test devices", 2)
+
+    def set_device(self, index: int) -> None:
+        self.bound.append(index)
+
+
+def test_each_rank_binds_its_own_device_and_cuda_n_is_device_n(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = _TwoDevices()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with registered(BackendsPlugin(backend), "test-twodev"):
+        hal.reset()
+        mapping = cuda_compat.enable(quiet=True)
+        try:
+            assert (mapping.backend, mapping.device_type) == ("twodev", "meta")
+            assert backend.bound == [1]  # the rank's own device, bound at enable()
+            assert torch.cuda.current_device() == 1 and torch.cuda.device_count() == 2
+            assert torch.zeros(2, device="cuda:0").device.type == "meta"  # meta keeps no index
+            assert torch.ones(1).cuda().device.type == "meta"
+            target = cuda_compat._state.target
+            assert target is not None
+            mapped = _patches.device_mapper(target)
+            assert mapped("cuda:1") == mapped(torch.device("cuda", 1)) == torch.device("meta", 1)
+            assert mapped("cuda") == torch.device("meta")  # bare: the current device
+            torch.cuda.set_device(0)
+            assert backend.bound == [1, 0]
+            with pytest.raises(UnmappedCallError, match="device 2 does not exist: twodev sees 2"):
+                torch.cuda.set_device(2)
+            with pytest.raises(UnmappedCallError, match="twodev does not report memory"):
+                torch.cuda.memory_allocated()
+        finally:
+            cuda_compat.disable()
+            hal.reset()
