@@ -45,7 +45,9 @@ def snapshot() -> dict[str, Any]:
     owners = {"torch": torch, "torch.amp": torch.amp, "torch.distributed": dist,
               "DDP": DistributedDataParallel, "torch.Tensor": torch.Tensor,
               "torch.nn.Module": torch.nn.Module,
-              "DeviceContext": torch.utils._device.DeviceContext}
+              "DeviceContext": torch.utils._device.DeviceContext,
+              "torch.multiprocessing": torch.multiprocessing,
+              "torch.multiprocessing.spawn": sys.modules["torch.multiprocessing.spawn"]}
     seen: dict[str, Any] = {f"{name}.{k}": id(v) for name, owner in owners.items()
                             for k, v in vars(owner).items()}
     seen.update({f"sys.modules[{k}]": id(v) for k, v in sys.modules.items()
@@ -66,7 +68,8 @@ def test_disable_restores_every_object_the_mode_patched() -> None:
     changed = sorted(k for k in before.keys() | during.keys() if during.get(k) != before.get(k))
     assert {"torch.cuda", "torch.autocast", "sys.modules[torch.cuda]", "DDP.__init__",
             "torch.distributed.init_process_group", "torch.zeros", "torch.zeros_like",
-            "torch.Tensor.to", "torch.Tensor.cuda", "DeviceContext.__init__"} <= set(changed)
+            "torch.Tensor.to", "torch.Tensor.cuda", "DeviceContext.__init__",
+            "torch.multiprocessing.spawn.start_processes"} <= set(changed)
     assert after == before
     assert not torch.cuda.is_available()  # the real CPU build's answer again
     assert not cuda_compat.is_enabled()

@@ -110,3 +110,14 @@ def test_libraries_that_branch_on_is_available_take_their_gpu_path_mapped() -> N
     assert got["transformers_cuda"] is True  # transformers' own check says a GPU is there
     assert got["accelerate_device"] == "cpu"  # and accelerate's state lands on hal's device
     assert got["pipeline_device"] == "cpu" and got["pipeline_ok"] is True
+
+
+def test_workers_started_with_torch_multiprocessing_spawn_are_mapped_too() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    done = run_compat(str(SCRIPTS / "spawn_allreduce.py"), "2", port)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json_lines(done.stdout) == [{"sum": [3.0, 3.0, 3.0], "device": "cpu", "backend": "gloo"}]

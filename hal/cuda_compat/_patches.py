@@ -299,11 +299,35 @@ def wrap_method(fn: Callable[..., Any], mapped: Callable[[Any], Any]) -> Callabl
     return call
 
 
+class InChild:
+    """A ``torch.multiprocessing.spawn`` target that enables the mode in the child first: spawned
+    children are fresh interpreters, and a CUDA-only script's workers need the mapping too."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from hal.cuda_compat import enable
+
+        enable(quiet=True)
+        return self.fn(*args, **kwargs)
+
+
+def wrap_start_processes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """torch.multiprocessing's start_processes with each child's function run under the mode."""
+    @functools.wraps(fn)
+    def call(target_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return fn(InChild(target_fn), *args, **kwargs)
+
+    return call
+
+
 def install(target: Target, patches: Patches) -> None:
     """Apply every patch for ``target``, each recorded in ``patches``."""
     import torch
     import torch.amp
     import torch.distributed as dist
+    import torch.multiprocessing
     import torch.nn.parallel
 
     from hal.cuda_compat._namespace import build
@@ -338,5 +362,9 @@ def install(target: Target, patches: Patches) -> None:
             patches.set(torch.Tensor, name, lambda self, *a, **k: self)  # no device to copy to
         else:
             patches.set(torch.Tensor, name, (wrap_to if name == "to" else wrap_method)(method, mapped))
+    spawn = sys.modules["torch.multiprocessing.spawn"]  # spawn() calls this module's global
+    starter = wrap_start_processes(spawn.start_processes)
+    patches.set(spawn, "start_processes", starter)
+    patches.set(torch.multiprocessing, "start_processes", starter)
     context = torch.utils._device.DeviceContext
     patches.set(context, "__init__", wrap_device_context(context.__init__, mapped))
