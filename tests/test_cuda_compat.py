@@ -81,9 +81,12 @@ def test_importing_the_package_changes_nothing() -> None:
             " hal.cuda_compat._namespace; after = (torch.cuda, torch.autocast, torch.load, "
             "torch._C._len_torch_function_stack()); print(before == after, "
             "hal.cuda_compat.is_enabled())")
+    lazy = ("import sys, hal; m = hal.cuda_compat; print(m.is_enabled(), 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "False"], done.stderr
     assert done.stderr == ""
+    done = subprocess.run([sys.executable, "-c", lazy], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr  # hal.cuda_compat: lazy, torch-free
 
 
 def test_devices_map_in_factories_to_cuda_and_constructors(compat: cuda_compat.Mapping) -> None:
