@@ -52,7 +52,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 # first attribute access keeps ``import hal`` cheap without exporting modules as values.
 _SUBMODULES = frozenset(
     {"memory", "precision", "batching", "distributed", "planner", "plugins", "selection",
-     "telemetry"}
+     "telemetry", "cuda_compat"}
 )
 
 # Old name -> (new public name, how to get the old value). Kept one release; each warns once.
@@ -96,6 +96,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from hal import batching as batching
+    from hal import cuda_compat as cuda_compat
     from hal import distributed as distributed
     from hal import memory as memory
     from hal import planner as planner

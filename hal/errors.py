@@ -35,6 +35,11 @@ class DistributedError(HalError, RuntimeError):
     """A rank is missing, crashed or stalled, or the rendezvous point cannot be used."""
 
 
+class UnmappedCallError(HalError, RuntimeError):
+    """Code written for one vendor's device API called something the selected backend has no
+    equivalent for; the message names the call, the backend and what to do instead."""
+
+
 class HalFallbackWarning(UserWarning):
     """The requested backend is unavailable, so hal fell back down the chain."""
 

@@ -101,6 +101,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--master-addr", "--master_addr", help="static rendezvous master address")
     p.add_argument("--master-port", "--master_port", type=_checked("--master-port", _port),
                    help="static master port")
+    p.add_argument("--cuda-compat", action="store_true",
+                   help="map code written for torch's GPU-only device API to the selected backend "
+                   "(docs/cuda-compat.md)")
     p.add_argument("script", help="the Python script to run in every process")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(run=run)
@@ -262,6 +265,10 @@ def run(args: argparse.Namespace) -> int:
     cut = len(argv) - 1 - len(args.script_args)  # where the script starts
     argv = [*argv[:cut], "--module", BOOTSTRAP, *argv[cut:]]
     os.environ[LAUNCHER_VAR] = str(os.getpid())
+    if args.cuda_compat:  # every rank's bootstrap enables the mode before the script runs
+        from hal.cuda_compat import ENV_VAR
+
+        os.environ[ENV_VAR] = "1"
     received = _note_signals()
     try:
         torchrun.run(torchrun.parse_args(argv))

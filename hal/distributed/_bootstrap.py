@@ -44,6 +44,10 @@ def main() -> None:
     script = sys.argv[1]
     sys.argv = sys.argv[1:]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
+    from hal.cuda_compat import ENV_VAR, run_path  # torch-free: the mode loads on enable()
+
+    if os.environ.get(ENV_VAR) == "1":  # set by ``hal run --cuda-compat``
+        raise SystemExit(run_path(script))
     runpy.run_path(script, run_name="__main__")
 
 
