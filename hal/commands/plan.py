@@ -47,13 +47,25 @@ def add_parser(sub: Any) -> None:
                    "(default all; 'none' for none)")
     p.add_argument("--max-tp", type=int, default=8, metavar="N",
                    help="largest tensor-parallel degree (devices a node; default 8)")
+    p.add_argument("--layout", default=None, metavar="KIND",
+                   help="use only this layout kind: tp (tensor x pipeline parallel), "
+                   "layer-split (llama.cpp --split-mode layer), ... (default: the usual one "
+                   "for each card)")
+    p.add_argument("--gpu-memory-utilization", default=None, metavar="F",
+                   help="share of each card's memory a deployment may fill (default 0.9, "
+                   "vLLM's default; the rest is the engine's margin)")
     for name, what in (("bw-efficiency", "decode's share of peak memory bandwidth"),
                        ("compute-efficiency", "prefill's share of peak dense TFLOPS"),
                        ("link-efficiency", "all-reduce's share of the link bandwidth"),
-                       ("allreduce-latency", "seconds a small all-reduce costs"),
-                       ("layer-overhead", "fixed seconds a layer costs a decode step")):
+                       ("allreduce-latency", "seconds a small all-reduce costs in a node"),
+                       ("node-latency", "seconds a small all-reduce costs across nodes"),
+                       ("layer-overhead", "fixed seconds a layer costs a decode step"),
+                       ("moe-layer-overhead", "seconds an MoE layer adds (routing, dispatch)"),
+                       ("hop-latency", "seconds a pipeline stage takes to pass a token on"),
+                       ("host-bw-efficiency", "offloaded experts' share of host bandwidth")):
         p.add_argument(f"--{name}", default=None, metavar="X",
-                       help=f"{what} (default in docs/planner.md; HAL_PLAN_* variables too)")
+                       help=f"{what} (default: the engine class's, hal/data/engines.json; "
+                       "HAL_PLAN_* variables too)")
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="write a PNG or SVG: memory by term against context, and the ranking "
                    "(needs matplotlib: pip install torch-hal[plot])")
@@ -73,11 +85,14 @@ def build(args: argparse.Namespace) -> Any:
             [c for c in (x.strip() for x in args.cards.split(",")) if c]
     overrides = {"bandwidth": args.bw_efficiency, "compute": args.compute_efficiency,
                  "link": args.link_efficiency, "allreduce_latency_s": args.allreduce_latency,
-                 "layer_overhead_s": args.layer_overhead}
+                 "layer_overhead_s": args.layer_overhead, "node_latency_s": args.node_latency,
+                 "moe_layer_s": args.moe_layer_overhead, "hop_s": args.hop_latency,
+                 "host_bandwidth": args.host_bw_efficiency}
     return plan(args.model, args.dtype, kv_dtype=args.kv_dtype, batch=args.batch,
                 context=args.context, train=args.train, checkpointing=args.checkpointing,
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
-                rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides)
+                rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides,
+                gpu_memory_utilization=args.gpu_memory_utilization, layout=args.layout)
 
 
 def bar(value: float | None, top: float) -> str:

@@ -19,13 +19,15 @@ from hal.planner.catalogue import Accelerator, catalogue, find, match_device
 from hal.planner.estimate import (
     DEFAULT_RUNTIME_BYTES,
     Breakdown,
+    Workload,
     dtype_name,
-    estimate,
     kv_split_note,
+    memory,
 )
 from hal.planner.fit import Headroom
+from hal.planner.layouts import Layout, Search, TensorPipeline, kinds, tp_degrees
 from hal.planner.models import ModelSpec, resolve
-from hal.planner.speed import Efficiency, Rates, Speed, efficiency, speed
+from hal.planner.speed import Efficiency, Rates, Speed, efficiency, engines, speed
 
 Rank = Literal["memory", "speed", "power"]
 RANKS: tuple[str, ...] = ("memory", "speed", "power")
@@ -36,26 +38,11 @@ TABLE_FORMATS = ("bf16", "fp8", "int8", "int4")
 MAX_TP = 8
 #: Context searched up to this many tokens when the model states no limit.
 CONTEXT_LIMIT = 1 << 22
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Tensor-parallel degree x pipeline stages: how many devices and how they split a model."""
-
-    tp: int = 1
-    pp: int = 1
-
-    @property
-    def count(self) -> int:
-        """Devices in all."""
-        return self.tp * self.pp
-
-    @property
-    def label(self) -> str:
-        """``TP 8 x PP 2``, ``TP 8`` or ``1 device``."""
-        if self.count == 1:
-            return "1 device"
-        return f"TP {self.tp}" + (f" x PP {self.pp}" if self.pp > 1 else "")
+#: The share of a card's memory a deployment may fill: vLLM's ``gpu_memory_utilization``
+#: default (0.9; SGLang sizes its pool as a similar fraction).  The rest is the engine's
+#: margin for CUDA graphs, NCCL buffers, the sampler and fragmentation at scale, which the
+#: live-tensor estimate does not count; a plan at 99 % of a card is not one anyone runs.
+GPU_MEMORY_UTILIZATION = 0.9
 
 
 @dataclass(frozen=True)
@@ -76,7 +63,7 @@ class Attempt:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"count": self.layout.count, "tp": self.layout.tp, "pp": self.layout.pp,
+        return {"count": self.layout.count, "layout": self.layout.as_dict(),
                 "needed": self.needed, "capacity": self.capacity, "reason": self.reason}
 
 
@@ -91,6 +78,12 @@ class Placement:
     fails: tuple[Attempt, ...]  # the least-memory layout of each smaller count
     max_context: int | None  # tokens that fit at the requested batch, at that layout
     speed: Speed | None
+    capacity: int = 0  # usable bytes a device: memory x the utilisation cap
+
+    @property
+    def headroom(self) -> int | None:
+        """Usable bytes a device left after the estimate (None: nothing fits)."""
+        return self.capacity - self.per_device.total if self.per_device else None
 
     @property
     def feasible(self) -> bool:
@@ -116,19 +109,23 @@ class Placement:
             "card": self.card.id, "name": self.card.name, "dtype": self.dtype,
             "feasible": self.feasible, "config": self.config,
             "count": self.layout.count if self.layout else None,
-            "tp": self.layout.tp if self.layout else None,
-            "pp": self.layout.pp if self.layout else None,
+            "layout": self.layout.as_dict() if self.layout else None,
             "needed_per_device": self.per_device.total if self.per_device else None,
-            "capacity_per_device": self.card.memory_bytes, "memory_total": self.memory_total,
-            "per_device": self.per_device.as_dict() if self.per_device else None,
+            "capacity_per_device": self.card.memory_bytes, "usable_per_device": self.capacity,
+            "headroom_per_device": self.headroom, "memory_total": self.memory_total,
             "fails": [a.as_dict() for a in self.fails], "max_context": self.max_context,
             "speed": self.speed.as_dict() if self.speed else None,
         }
 
+    def as_dict_full(self) -> dict[str, Any]:
+        """JSON form with the per-device breakdown and its formulas (``--json --all``)."""
+        return self.as_dict() | {
+            "per_device": self.per_device.as_dict() if self.per_device else None}
+
 
 @dataclass(frozen=True)
-class LocalDevice(Headroom):
-    """A device of an available local backend against the estimate, and its speed."""
+class LocalDevice:
+    """A device of an available local backend as the probe found it."""
 
     backend: str
     index: int
@@ -136,9 +133,47 @@ class LocalDevice(Headroom):
     selected: bool
     total: int
     free: int
+    is_cpu: bool = False
+
+
+@dataclass(frozen=True)
+class LocalFit(Headroom):
+    """A local device against the estimate, and its speed."""
+
+    device: LocalDevice
     needed: int
     speed: Speed | None
     rates_basis: str  # "measured by hal bench ...", "spec sheet (<card>)" or "" (none known)
+
+    @property
+    def backend(self) -> str:
+        """The device's backend."""
+        return self.device.backend
+
+    @property
+    def index(self) -> int:
+        """The device's index in its backend."""
+        return self.device.index
+
+    @property
+    def name(self) -> str:
+        """The device's name."""
+        return self.device.name
+
+    @property
+    def selected(self) -> bool:
+        """Whether hal.get_device() picks this backend."""
+        return self.device.selected
+
+    @property
+    def total(self) -> int:  # type: ignore[override]
+        """Device memory in bytes."""
+        return self.device.total
+
+    @property
+    def free(self) -> int:  # type: ignore[override]
+        """Free device memory in bytes."""
+        return self.device.free
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -157,6 +192,7 @@ class RankRow:
     config: str
     kind: str  # "card" or "local"
     id: str
+    layout: str  # the layout's label ("TP 8 x PP 2", "layer split 16", "1 device")
     count: int
     memory_total: int
     needed_per_device: int
@@ -185,6 +221,8 @@ class Request:
     rank: str | None
     formats: tuple[str, ...]
     cards: tuple[str, ...] | None  # None: every catalogue card
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
+    layout: str | None = None  # a forced layout kind
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -202,7 +240,7 @@ class Plan:
     request: Request
     estimate: Breakdown
     placements: tuple[Placement, ...]
-    local: tuple[LocalDevice, ...] | None
+    local: tuple[LocalFit, ...] | None
     ranking: tuple[RankRow, ...]
     answer: str
     efficiency: Efficiency
@@ -238,60 +276,60 @@ class Plan:
         }
 
 
-def tp_degrees(spec: ModelSpec, max_tp: int = MAX_TP) -> tuple[int, ...]:
-    """Tensor-parallel degrees a serving engine accepts for this model, up to ``max_tp``.
-
-    The degree divides the attention heads; with grouped KV heads it also divides them, or is a
-    multiple of them (each rank then keeps one KV head, replicated), as vLLM requires.
-    """
-    out = []
-    for t in range(1, max_tp + 1):
-        if spec.num_heads % t:
-            continue
-        kv = spec.num_kv_heads
-        if spec.attention != "mla" and kv % t and t % kv:
-            continue
-        out.append(t)
-    return tuple(out)
-
-
 class _Planner:
     """One plan's computation: the estimate memo and the searches that share it."""
 
-    def __init__(self, spec: ModelSpec, req: Request, runtime_bytes: int) -> None:
+    def __init__(self, spec: ModelSpec, req: Request, runtime_bytes: int,
+                 overrides: Mapping[str, float | None] | None = None) -> None:
         self.spec, self.req, self.runtime = spec, req, runtime_bytes
         self.memo: dict[tuple[Any, ...], Breakdown] = {}
         self.degrees = tp_degrees(spec, req.max_tp)
         self.limit = spec.max_context or CONTEXT_LIMIT
+        self.kinds = kinds(req.layout)
+        self.overrides = overrides
+        self.factors: dict[str, Efficiency] = {}
+        self.work = Workload(spec, req.dtype, req.kv_dtype, req.batch, req.context,
+                             "train" if req.mode == "train" else "inference",
+                             req.checkpointing, runtime_bytes=runtime_bytes)
 
     def est(self, dtype: str, layout: Layout, context: int | None = None,
             runtime: int | None = None, batch: int | None = None) -> Breakdown:
-        key = (dtype, layout.tp, layout.pp, context or self.req.context,
+        """The memory estimate at ``layout`` (computed once per distinct argument set)."""
+        key = (dtype, layout, context or self.req.context,
                self.runtime if runtime is None else runtime, batch or self.req.batch)
         hit = self.memo.get(key)
         if hit is None:
-            hit = self.memo[key] = estimate(
-                self.spec, dtype=dtype, kv_dtype=self.req.kv_dtype, batch=key[5],
-                context=key[3], mode="train" if self.req.mode == "train" else "inference",
-                checkpointing=self.req.checkpointing, tensor_parallel=layout.tp,
-                pipeline_parallel=layout.pp, runtime_bytes=key[4])
+            work = self.work.but(dtype=dtype, context=key[2], runtime_bytes=key[3],
+                                 batch=key[4])
+            hit = self.memo[key] = memory(work, layout)
         return hit
 
-    @functools.cached_property
-    def layouts(self) -> tuple[Layout, ...]:
-        """TP-only layouts, fewest devices first; then whole nodes of the largest TP degree
-        (at most ``max_tp``) as pipeline stages, 2 stages up to one a layer."""
-        single = [Layout(t, 1) for t in self.degrees]
-        top = self.degrees[-1]
-        multi = [Layout(top, p) for p in range(2, self.spec.num_layers + 1)]
-        return tuple(single + multi)
+    def eff(self, layout: Layout) -> Efficiency:
+        """The efficiency factors of the layout's engine class, with env and flag overrides."""
+        hit = self.factors.get(layout.engine)
+        if hit is None:
+            known = engines()
+            base = known[layout.engine].factors if layout.engine in known else None
+            hit = self.factors[layout.engine] = efficiency(self.overrides, base=base)
+        return hit
+
+    def layouts(self, card: Accelerator | None) -> list[Layout]:
+        """Every candidate layout for ``card``, fewest devices first, the usual one first
+        among equals (:meth:`Layout.rank_on`)."""
+        search = Search(self.degrees, self.req.max_tp, card)
+        found = [lay for cls in self.kinds for lay in cls.candidates(self.spec, search)]
+        return sorted(found, key=lambda lay: (lay.count, lay.rank_on(card)))
+
+    def usable(self, card: Accelerator) -> int:
+        """Bytes of a card a deployment may fill: memory x the utilisation cap."""
+        return int(card.memory_bytes * self.req.gpu_memory_utilization)
 
     def place(self, card: Accelerator, dtype: str) -> tuple[Layout | None, tuple[Attempt, ...]]:
-        """The first layout (in :attr:`layouts` order) that fits the card, and why each smaller
+        """The first layout (in :meth:`layouts` order) that fits the card, and why each smaller
         count did not (its least-memory layout); (None, the widest attempt) when none fits."""
-        cap = card.memory_bytes
+        cap = self.usable(card)
         tried: dict[int, Attempt] = {}
-        for lay in self.layouts:
+        for lay in self.layouts(card):
             need = self.est(dtype, lay).total
             if need <= cap:
                 return lay, tuple(a for c, a in sorted(tried.items()) if c < lay.count)
@@ -330,12 +368,15 @@ class _Planner:
         return self.est(dtype, layout, context=context).total
 
 
+#: The inter-node link a card's nodes use when its entry names none (catalogue data).
 def _rates(card: Accelerator) -> Rates:
-    link = card.interconnect
+    link, node = card.interconnect, card.node_link
     return Rates(bandwidth=card.memory_bandwidth, tflops=dict(card.tflops),
                  link_bandwidth=link.per_direction if link else None,
                  link=link.link if link else "", power_w=card.board_power_w,
-                 basis=f"spec sheet ({card.name})")
+                 basis=f"spec sheet ({card.name})",
+                 node_link_bandwidth=node.per_direction if node else None,
+                 node_link=node.link if node else "", devices_per_node=card.devices_per_node)
 
 
 def plan(
@@ -354,16 +395,21 @@ def plan(
     rank: str | None = None,
     max_tp: int = MAX_TP,
     efficiency_overrides: Mapping[str, float | None] | None = None,
-    local_devices: Callable[[], list[tuple[Any, ...]]] | None = None,
+    local_devices: Callable[[], Sequence[LocalDevice]] | None = None,
+    gpu_memory_utilization: float | None = None,
+    layout: str | None = None,
 ) -> Plan:
     """Plan ``model`` at ``dtype``: the estimate, per card and format the smallest layout that
     holds it with its speed, the local devices (``local=True``: probes them, imports torch),
     and the feasible configurations ranked by ``rank`` (memory, speed or power).
 
     ``cards`` picks catalogue ids or name parts (None: all; empty: none).
-    ``local_devices`` replaces the device probe (tests): it returns (backend, index, name,
-    selected, total, free, is_cpu) tuples.
+    ``local_devices`` replaces the device probe (tests): it returns :class:`LocalDevice` values.
+    ``gpu_memory_utilization``: the share of a card a placement may fill (default 0.9, vLLM's).
+    ``layout``: a layout kind (``tp``, ``layer-split``, ...) to use alone.
     """
+    from hal.parse import parse_float
+
     dtype = dtype_name(dtype)
     kv = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else None
     if checkpointing and not train:
@@ -375,6 +421,9 @@ def plan(
     if rank is not None and not local and cards is not None and not cards:
         raise ConfigError(f"--rank {rank} has nothing to rank: --no-local and no cards selected; "
                           "drop --no-local or name cards with --cards")
+    util = GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None else parse_float(
+        "--gpu-memory-utilization", gpu_memory_utilization, lo=0.0, hi=1.0, lo_inclusive=False)
+    kinds(layout)  # an unknown kind is one line naming the known ones
     fmts = tuple(dict.fromkeys([dtype_name(f) for f in formats if not (
         train and dtype_name(f) in ("fp8", "int8", "int4"))] + [dtype]))
     spec = resolve(model)
@@ -383,32 +432,36 @@ def plan(
     req = Request(model=spec.name, dtype=dtype, kv_dtype=kv, batch=batch, context=context,
                   mode="train" if train else "inference", checkpointing=checkpointing,
                   tensor_parallel=tensor_parallel, max_tp=max_tp, rank=rank, formats=fmts,
-                  cards=None if cards is None else tuple(a.id for a in chosen))
-    eff = efficiency(efficiency_overrides)
-    p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES)
-    main = p.est(dtype, Layout(tensor_parallel, 1))
-    speed_kv = main.kv_dtype
+                  cards=None if cards is None else tuple(a.id for a in chosen),
+                  gpu_memory_utilization=util, layout=layout)
+    p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides)
+    main = p.est(dtype, TensorPipeline(tensor_parallel, 1))
+    eff = p.eff(TensorPipeline())
 
     placements = []
     for card in chosen:
         for f in fmts:
-            layout, fails = p.place(card, f)
-            per_device = p.est(f, layout) if layout else None
-            room = p.max_context(f, layout, card.memory_bytes) if layout else None
+            lay, fails = p.place(card, f)
+            per_device = p.est(f, lay) if lay else None
+            cap = p.usable(card)
+            room = p.max_context(f, lay, cap) if lay else None
             sp = None
-            if layout and not train:
-                sp = speed(spec, f, per_device.kv_dtype if per_device else speed_kv, batch,
-                           context, _rates(card), layout.tp, layout.pp, eff)
-            placements.append(Placement(card, f, layout, per_device, fails, room, sp))
+            if lay and not train:
+                sp = speed(p.work.but(dtype=f), lay, _rates(card), p.eff(lay))
+            placements.append(Placement(card, f, lay, per_device, fails, room, sp, cap))
 
     local_rows = None
     if local:
-        local_rows = tuple(_local(p, spec, req, eff, entries, local_devices))
+        local_rows = tuple(_local(p, req, entries, local_devices))
     ranking = _rank(placements, local_rows, dtype, rank or "memory")
     assumptions = (
+        f"a deployment fills at most {util:.0%} of a card's memory (--gpu-memory-utilization; "
+        "vLLM's default 0.9: the rest is its margin for CUDA graphs, collective buffers and "
+        "fragmentation)",
         f"tensor parallelism within a node, at most {max_tp} devices (--max-tp); when TP "
         "alone cannot hold the model, pipeline stages of whole nodes at the largest TP degree "
-        "(TP 8 x PP 2 = 16 devices)",
+        "(TP 8 x PP 2 = 16 devices) over the inter-node link; cards with no fast link "
+        "(PCIe only) split layers across cards instead (llama.cpp --split-mode layer)",
         "TP degrees divide the attention heads and divide or are a multiple of the KV heads "
         "(vLLM's rule); " + kv_split_note(spec, max(p.degrees)),
         f"speed at the full context ({context:,} tokens) for every sequence; prefill of a "
@@ -421,20 +474,18 @@ def plan(
                 assumptions=assumptions)
 
 
-def _local(p: _Planner, spec: ModelSpec, req: Request, eff: Efficiency,
-           entries: Sequence[Accelerator],
-           provider: Callable[[], list[tuple[Any, ...]]] | None) -> list[LocalDevice]:
+def _local(p: _Planner, req: Request, entries: Sequence[Accelerator],
+           provider: Callable[[], Sequence[LocalDevice]] | None) -> list[LocalFit]:
     rows = []
-    for backend, index, name, selected, total, free, is_cpu in (provider or _probe)():
-        runtime = 0 if is_cpu else DEFAULT_RUNTIME_BYTES
-        est = p.est(req.dtype, Layout(req.tensor_parallel, 1), runtime=runtime)
-        rates, basis = _local_rates(backend, name, total, entries)
+    lay = TensorPipeline(req.tensor_parallel, 1)
+    for dev in (provider or _probe)():
+        runtime = 0 if dev.is_cpu else DEFAULT_RUNTIME_BYTES
+        est = p.est(req.dtype, lay, runtime=runtime)
+        rates, basis = _local_rates(dev.backend, dev.name, dev.total, entries)
         sp = None
         if rates is not None and req.mode == "inference":
-            sp = speed(spec, req.dtype, est.kv_dtype, req.batch, req.context, rates,
-                       req.tensor_parallel, 1, eff)
-        rows.append(LocalDevice(backend, index, name, selected, total, free, est.total, sp,
-                                basis))
+            sp = speed(p.work.but(runtime_bytes=runtime), lay, rates, p.eff(lay))
+        rows.append(LocalFit(dev, est.total, sp, basis))
     return rows
 
 
@@ -457,8 +508,8 @@ def _local_rates(backend: str, name: str, total: int,
     return None, ""
 
 
-def _probe() -> list[tuple[Any, ...]]:
-    """(backend, index, name, selected, total, free, is_cpu) of every available local device.
+def _probe() -> list[LocalDevice]:
+    """Every available local device, fetched through the plugin boundary.
 
     Backends come from the one selection probe; a backend whose devices() or memory() raises is
     left out (``hal devices`` and ``hal doctor`` say why), never fatal to the plan.
@@ -470,7 +521,7 @@ def _probe() -> list[tuple[Any, ...]]:
     available = {c.name for c in selected.candidates if c.available}
     from hal.validate import checked_devices, checked_memory
 
-    out: list[tuple[Any, ...]] = []
+    out: list[LocalDevice] = []
     for backend in load_plugins().backends():
         if backend.name not in available:
             continue
@@ -479,21 +530,24 @@ def _probe() -> list[tuple[Any, ...]]:
             mem = checked_memory(backend, info.index)
             if mem is None or mem.total <= 0:
                 continue
-            out.append((backend.name, info.index, info.name,
-                        backend.name == selected.backend.name, mem.total, mem.free,
-                        backend.device_type == "cpu"))
+            out.append(LocalDevice(backend.name, info.index, info.name,
+                                   backend.name == selected.backend.name, mem.total, mem.free,
+                                   backend.device_type == "cpu"))
     return out
 
 
-def _rank(placements: Sequence[Placement], local: Sequence[LocalDevice] | None, dtype: str,
+def _rank(placements: Sequence[Placement], local: Sequence[LocalFit] | None, dtype: str,
           by: str) -> tuple[RankRow, ...]:
-    rows = [RankRow(p.config, "card", p.card.id, p.layout.count, p.memory_total,
-                    p.per_device.total if p.per_device else 0, p.card.memory_bytes, p.speed)
+    """The one ranking table of the plan and the command: feasible rows, best first."""
+    rows = [RankRow(p.config, "card", p.card.id, p.layout.label, p.layout.count,
+                    p.memory_total, p.per_device.total if p.per_device else 0,
+                    p.card.memory_bytes, p.speed)
             for p in placements if p.dtype == dtype and p.layout is not None]
     for d in local or ():
         if d.fits_total:
             rows.append(RankRow(f"local {d.backend}:{d.index} ({d.name})", "local",
-                                f"{d.backend}:{d.index}", 1, d.total, d.needed, d.total, d.speed))
+                                f"{d.backend}:{d.index}", "1 device", 1, d.total, d.needed,
+                                d.total, d.speed))
 
     def key(r: RankRow) -> tuple[float, ...]:
         s = r.speed
@@ -525,8 +579,8 @@ def _answer(spec: ModelSpec, req: Request, placements: Sequence[Placement],
         return text
     if not placements:
         return f"{head}: no cards selected"
-    total = p.est(req.dtype, Layout(1, 1)).total
-    widest = Layout(max(p.degrees), spec.num_layers)
+    total = p.est(req.dtype, TensorPipeline(1, 1)).total
+    widest = TensorPipeline(max(p.degrees), spec.num_layers)
     split = p.est(req.dtype, widest).total
     biggest = max(placements, key=lambda x: x.card.memory_bytes).card
     text = (f"{head}: fits on none of the {len({x.card.id for x in placements})} cards: needs "

@@ -1,0 +1,123 @@
+"""The layout seam: a layout is one class; the estimate, speed, search and table ask it only."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+
+from hal.errors import ConfigError
+from hal.planner import preset
+from hal.planner.estimate import Workload, estimate, memory
+from hal.planner.layouts import (
+    LayerSplit,
+    Layout,
+    Search,
+    Shares,
+    TensorPipeline,
+    register,
+    unregister,
+)
+from hal.planner.models import ModelSpec
+from hal.planner.planning import plan
+from hal.planner.speed import Efficiency, Rates, speed
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Mirrored(Layout):
+    """A toy: every one of ``n`` devices holds a quarter of the weights and nothing else."""
+
+    n: int = 2
+    kind: ClassVar[str] = "toy-quarter"
+    preference: ClassVar[int] = 0
+
+    @property
+    def count(self) -> int:
+        return self.n
+
+    @property
+    def label(self) -> str:
+        return f"toy {self.n}"
+
+    def shares(self, spec: ModelSpec) -> Shares:
+        return Shares(body=0.25, kept_params=spec.embedding_params + spec.lm_head_params,
+                      kept_split=0.25, kv=0.25, transient=0.25, stored=0.25)
+
+    @classmethod
+    def candidates(cls, spec: ModelSpec, search: Search) -> Iterator[Layout]:
+        yield cls(2)
+
+
+@pytest.fixture
+def toy() -> Iterator[type[Layout]]:
+    register(Mirrored)
+    yield Mirrored
+    unregister(Mirrored.kind)
+
+
+def test_a_toy_layout_in_one_class_is_ranked_by_hal_plan(toy: type[Layout]) -> None:
+    from hal.cli import main
+
+    p = plan("deepseek-r1-distill-llama-70b", "bf16", local=False, cards=["h100-sxm"],
+             rank="memory")
+    h100 = p.placement("h100-sxm")
+    # 2 devices holding a quarter each fit where TP needs 4: the toy wins the count
+    assert h100.layout == Mirrored(2) and h100.config == "2 x NVIDIA H100 SXM 80GB (toy 2)"
+    assert p.ranking[0].layout == "toy 2"
+    assert h100.per_device is not None
+    assert h100.per_device.weights == pytest.approx(
+        memory(Workload(p.spec, "bf16"), TensorPipeline()).weights * 0.25, rel=1e-6)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["plan", "deepseek-r1-distill-llama-70b", "--no-local", "--cards",
+                     "h100-sxm", "--rank", "memory", "--layout", "toy-quarter"]) == 0
+    assert "toy 2" in out.getvalue()
+
+
+def test_tensor_pipeline_is_the_keyword_estimate() -> None:
+    spec = preset("deepseek-r1-distill-llama-70b")
+    for tp, pp in ((1, 1), (4, 1), (8, 2), (2, 5)):
+        kw = estimate(spec, dtype="bf16", context=8192, tensor_parallel=tp, pipeline_parallel=pp)
+        seam = memory(Workload(spec, "bf16", context=8192), TensorPipeline(tp, pp))
+        assert kw == seam and (kw.tensor_parallel, kw.pipeline_parallel) == (tp, pp)
+
+
+def test_layer_split_divides_memory_but_not_a_tokens_time() -> None:
+    spec = preset("deepseek-r1-distill-llama-70b")  # 80 layers
+    work = Workload(spec, "int4", context=4096)
+    one, four = memory(work, TensorPipeline()), memory(work, LayerSplit(4))
+    assert four.kv_cache == pytest.approx(one.kv_cache / 4, rel=1e-6)
+    assert one.weights / 4 < four.weights < one.weights / 3  # a stage also holds the head
+    rates = Rates(bandwidth=1e12)
+    bare = Efficiency(bandwidth=1.0)
+    s1, s4 = speed(work, TensorPipeline(), rates, bare), speed(work, LayerSplit(4), rates, bare)
+    assert s4.decode_tokens_s == pytest.approx(s1.decode_tokens_s, rel=1e-9)  # in turn
+    hop = Efficiency(bandwidth=1.0, hop_s=1e-3)
+    assert 1 / speed(work, LayerSplit(4), rates, hop).decode_tokens_s == pytest.approx(
+        1 / s1.decode_tokens_s + 3e-3, rel=1e-9)
+    # tensor parallel 4 reads a quarter a device: faster than the same cards in turn
+    assert speed(work, TensorPipeline(4), rates, bare).decode_tokens_s > 3 * s4.decode_tokens_s
+
+
+def test_consumer_cards_split_layers_and_servers_use_tensor_parallel() -> None:
+    p = plan("deepseek-r1-distill-llama-70b", "bf16", local=False,
+             cards=["rtx-4090", "h100-sxm"])
+    assert isinstance(p.placement("h100-sxm").layout, TensorPipeline)
+    lay = p.placement("rtx-4090").layout
+    assert lay is not None and lay.count >= 7
+    # past one 8-card node a PCIe box splits layers rather than pipeline over nodes
+    assert isinstance(lay, LayerSplit) or lay.count <= 8
+
+
+def test_a_forced_tp_that_does_not_divide_the_heads_names_what_would() -> None:
+    spec = preset("deepseek-r1-distill-qwen-14b")  # 40 heads, 8 KV heads
+    with pytest.raises(ConfigError, match="expected one of: 1, 2, 4, 8"):
+        memory(Workload(spec), TensorPipeline(5))
+    with pytest.raises(ConfigError, match="layout 'nope' is unknown"):
+        plan(spec, local=False, layout="nope")
