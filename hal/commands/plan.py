@@ -51,6 +51,10 @@ def add_parser(sub: Any) -> None:
                    help="use only this layout kind: tp (tensor x pipeline parallel), "
                    "layer-split (llama.cpp --split-mode layer), ... (default: the usual one "
                    "for each card)")
+    p.add_argument("--host", default=None, metavar="ID",
+                   help="host platform whose memory may hold an MoE's routed experts (tries "
+                   "expert offload): desktop-ddr5-6000, xeon-8ch-ddr5-4800, "
+                   "xeon-8ch-ddr5-4800-x2, epyc-12ch-ddr5-4800, epyc-12ch-ddr5-6000")
     p.add_argument("--gpu-memory-utilization", default=None, metavar="F",
                    help="share of each card's memory a deployment may fill (default 0.9, "
                    "vLLM's default; the rest is the engine's margin)")
@@ -92,7 +96,8 @@ def build(args: argparse.Namespace) -> Any:
                 context=args.context, train=args.train, checkpointing=args.checkpointing,
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
                 rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides,
-                gpu_memory_utilization=args.gpu_memory_utilization, layout=args.layout)
+                gpu_memory_utilization=args.gpu_memory_utilization, layout=args.layout,
+                host=args.host)
 
 
 def bar(value: float | None, top: float) -> str:

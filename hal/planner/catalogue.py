@@ -58,6 +58,7 @@ class Accelerator:
     devices_per_board: int = 1
     node_link: Interconnect | None = None  # across nodes, a device (scale-out NIC)
     devices_per_node: int = 8
+    gpu_share: float | None = None  # unified memory: the share the GPU may use by default
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, the same fields as the data file."""
@@ -71,7 +72,7 @@ class Accelerator:
             "interconnect": self.interconnect.as_dict() if self.interconnect else None,
             "board": self.board, "devices_per_board": self.devices_per_board,
             "node_link": self.node_link.as_dict() if self.node_link else None,
-            "devices_per_node": self.devices_per_node,
+            "devices_per_node": self.devices_per_node, "gpu_share": self.gpu_share,
         }
 
 
@@ -128,7 +129,16 @@ def from_mapping(entry: Mapping[str, Any], provider: str = "hal",
         board=str(entry.get("board", "")), devices_per_board=per_board,
         node_link=_interconnect(entry.get("node_link", node_link), ident),
         devices_per_node=_count(entry.get("devices_per_node", 8), ident, "devices_per_node"),
+        gpu_share=_share(entry.get("gpu_share"), ident),
     )
+
+
+def _share(value: Any, ident: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"accelerator {ident!r}: gpu_share {value!r} must be in (0, 1] or null")
+    return float(value)
 
 
 def _count(value: Any, ident: Any, name: str) -> int:
@@ -208,3 +218,35 @@ def match_device(device_name: str, total_memory: int,
     if not hits:
         return None
     return min(hits, key=lambda a: abs(a.memory_bytes - total_memory))
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host platform whose memory holds offloaded experts: bandwidth and a typical size."""
+
+    id: str
+    name: str
+    memory_bandwidth: int  # bytes/s, peak
+    memory_bytes: int
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, the same fields as the data file."""
+        return {"id": self.id, "name": self.name, "memory_bandwidth": self.memory_bandwidth,
+                "memory_bytes": self.memory_bytes, "source": self.source}
+
+
+def hosts() -> list[Host]:
+    """The host platforms shipped in hal/data/hosts.json."""
+    text = resources.files("hal").joinpath("data/hosts.json").read_text(encoding="utf-8")
+    return [Host(h["id"], h["name"], int(h["memory_bandwidth"]), int(h["memory_bytes"]),
+                 h["source"]) for h in json.loads(text)["hosts"]]
+
+
+def find_host(name: str) -> Host:
+    """A host platform by id; a ConfigError lists the known ones."""
+    known = hosts()
+    for h in known:
+        if h.id == name.strip().lower():
+            return h
+    raise ConfigError(f"unknown host {name!r}; expected one of: {', '.join(h.id for h in known)}")

@@ -110,6 +110,7 @@ class Breakdown:
     activations: int
     overhead: int
     notes: tuple[str, ...] = field(default=())
+    host: int = 0  # bytes the host's memory holds (offloaded experts), not in ``total``
 
     @property
     def total(self) -> int:
@@ -346,7 +347,7 @@ def memory(work: Workload, layout: Layout) -> Breakdown:
 
     # -- the layout: each device holds its share of every term
     sh = layout.shares(spec)
-    if (layout.count, sh.body, sh.kv, sh.transient) != (1, 1.0, 1.0, 1.0):
+    if (layout.count, sh.body, sh.kv, sh.transient, sh.routed) != (1, 1.0, 1.0, 1.0, None):
         kept_bytes = 2 if fmt.quantized else fmt.bits / 8
         body_weights = weights - kept * kept_bytes
         routed_share = sh.body if sh.routed is None else sh.routed
@@ -368,6 +369,12 @@ def memory(work: Workload, layout: Layout) -> Breakdown:
                      + (kv_split_note(spec, layout.tp) if layout.tp > 1 else "the stage's layers")
                      + f"); activations x {sh.transient:.4g}")
 
+    host = 0
+    if layout.host_experts and spec.routed_params:
+        host = int(spec.routed_params * fmt.bits_per_weight / 8)
+        notes.append(f"host memory = {spec.routed_params:,} routed-expert params x "
+                     f"{fmt.bits_per_weight:g} bits / 8 (offloaded, not in the device total)")
+
     dynamic = kv + activations
     overhead = int(runtime_bytes + fragmentation * dynamic)
     notes.append(f"overhead = runtime context {runtime_bytes // mib} MiB + "
@@ -378,5 +385,5 @@ def memory(work: Workload, layout: Layout) -> Breakdown:
         layout=layout.label, devices=layout.count, params_total=spec.params_total,
         params_active=spec.params_active, weights=int(weights), weight_scales=int(scales),
         gradients=int(gradients), optimizer=int(optimizer), kv_cache=int(kv),
-        activations=int(activations), overhead=overhead, notes=tuple(notes),
+        activations=int(activations), overhead=overhead, notes=tuple(notes), host=host,
     )

@@ -48,6 +48,7 @@ class Search:
     degrees: tuple[int, ...]  # tensor-parallel degrees the model's heads allow, ascending
     max_tp: int
     card: Accelerator | None = None
+    host: bool = False  # a host platform was named (--host): offload layouts may be tried
 
 
 class Layout:
@@ -60,6 +61,8 @@ class Layout:
 
     kind: ClassVar[str] = ""
     engine: ClassVar[str] = "serving"
+    #: The routed experts live in host memory and run on the host's CPU (offload layouts).
+    host_experts: ClassVar[bool] = False
     #: Order among layouts of the same device count (lower first: the usual deployment).
     preference: ClassVar[int] = 50
 
@@ -97,10 +100,6 @@ class Layout:
     def crosses_nodes(self, devices_per_node: int) -> bool:
         """Whether the tensor-parallel collectives cross the inter-node link."""
         return self.tp > devices_per_node
-
-    def host_bytes(self, spec: ModelSpec, weight_bytes: float) -> float:
-        """Bytes the host's memory holds (offload); 0 for device-only layouts."""
-        return 0.0
 
     @classmethod
     def candidates(cls, spec: ModelSpec, search: Search) -> Iterator[Layout]:
@@ -275,6 +274,57 @@ class LayerSplit(Layout):
             yield cls(n)
 
 
+@dataclass(frozen=True)
+class ExpertOffload(Layout):
+    """An MoE's routed experts in host memory, computed by the CPU; attention, the shared
+    experts, dense layers and the KV cache on ``gpus`` devices at tensor parallel (KTransformers,
+    llama.cpp ``--override-tensor exps=CPU``)."""
+
+    gpus: int = 1
+    kind: ClassVar[str] = "offload"
+    engine: ClassVar[str] = "offload"
+    host_experts: ClassVar[bool] = True
+    preference: ClassVar[int] = 40
+
+    @property
+    def count(self) -> int:
+        """The GPUs (the host is not counted)."""
+        return self.gpus
+
+    @property
+    def tp(self) -> int:
+        """The GPUs split the on-device part tensor-parallel."""
+        return self.gpus
+
+    @property
+    def label(self) -> str:
+        """``expert offload`` or ``expert offload, TP 2``."""
+        return "expert offload" + (f", TP {self.gpus}" if self.gpus > 1 else "")
+
+    def check(self, spec: ModelSpec) -> None:
+        """Only an MoE has routed experts to offload; TP must divide the heads."""
+        if not spec.routed_experts:
+            raise ConfigError(f"layout offload needs a mixture-of-experts model; {spec.name} is "
+                              "dense: use --layout tp or layer-split")
+        TensorPipeline(self.gpus).check(spec)
+
+    def shares(self, spec: ModelSpec) -> Shares:
+        """The non-routed body and the KV cache / gpus; the routed experts: none."""
+        return Shares(body=1 / self.gpus, kept_params=spec.embedding_params
+                      + spec.lm_head_params, kept_split=1 / self.gpus,
+                      kv=kv_fraction(spec, self.gpus), transient=1 / self.gpus,
+                      stored=1 / self.gpus, routed=0.0)
+
+    @classmethod
+    def candidates(cls, spec: ModelSpec, search: Search) -> Iterator[Layout]:
+        """1, 2, 4, 8 GPUs, for an MoE when a host platform was named."""
+        if not search.host or not spec.routed_experts:
+            return
+        for g in search.degrees:
+            if g & (g - 1) == 0:
+                yield cls(g)
+
+
 #: Every layout kind the planner tries, by ``kind``; :func:`register` adds one.
 LAYOUTS: dict[str, type[Layout]] = {}
 
@@ -292,7 +342,7 @@ def unregister(kind: str) -> None:
     LAYOUTS.pop(kind, None)
 
 
-for _cls in (TensorPipeline, LayerSplit):
+for _cls in (TensorPipeline, LayerSplit, ExpertOffload):
     register(_cls)
 
 

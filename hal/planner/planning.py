@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from hal.errors import ConfigError
-from hal.planner.catalogue import Accelerator, catalogue, find, match_device
+from hal.planner.catalogue import Accelerator, Host, catalogue, find, find_host, match_device
 from hal.planner.estimate import (
     DEFAULT_RUNTIME_BYTES,
     Breakdown,
@@ -40,7 +40,7 @@ MAX_TP = 8
 CONTEXT_LIMIT = 1 << 22
 #: The share of a card's memory a deployment may fill: vLLM's ``gpu_memory_utilization``
 #: default (0.9; SGLang sizes its pool as a similar fraction).  The rest is the engine's
-#: margin for CUDA graphs, NCCL buffers, the sampler and fragmentation at scale, which the
+#: margin for captured graphs, collective buffers, the sampler and fragmentation at scale, which the
 #: live-tensor estimate does not count; a plan at 99 % of a card is not one anyone runs.
 GPU_MEMORY_UTILIZATION = 0.9
 
@@ -221,8 +221,9 @@ class Request:
     rank: str | None
     formats: tuple[str, ...]
     cards: tuple[str, ...] | None  # None: every catalogue card
-    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
+    gpu_memory_utilization: float | None = None  # None: each card's default share
     layout: str | None = None  # a forced layout kind
+    host: str | None = None  # a host platform id: offload layouts are tried
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -280,8 +281,9 @@ class _Planner:
     """One plan's computation: the estimate memo and the searches that share it."""
 
     def __init__(self, spec: ModelSpec, req: Request, runtime_bytes: int,
-                 overrides: Mapping[str, float | None] | None = None) -> None:
-        self.spec, self.req, self.runtime = spec, req, runtime_bytes
+                 overrides: Mapping[str, float | None] | None = None,
+                 host: Host | None = None) -> None:
+        self.spec, self.req, self.runtime, self.host = spec, req, runtime_bytes, host
         self.memo: dict[tuple[Any, ...], Breakdown] = {}
         self.degrees = tp_degrees(spec, req.max_tp)
         self.limit = spec.max_context or CONTEXT_LIMIT
@@ -316,13 +318,26 @@ class _Planner:
     def layouts(self, card: Accelerator | None) -> list[Layout]:
         """Every candidate layout for ``card``, fewest devices first, the usual one first
         among equals (:meth:`Layout.rank_on`)."""
-        search = Search(self.degrees, self.req.max_tp, card)
+        search = Search(self.degrees, self.req.max_tp, card, host=self.host is not None)
         found = [lay for cls in self.kinds for lay in cls.candidates(self.spec, search)]
         return sorted(found, key=lambda lay: (lay.count, lay.rank_on(card)))
 
     def usable(self, card: Accelerator) -> int:
-        """Bytes of a card a deployment may fill: memory x the utilisation cap."""
-        return int(card.memory_bytes * self.req.gpu_memory_utilization)
+        """Bytes of a card a deployment may fill: memory x the utilisation cap (the flag's,
+        else the card's own share for unified memory, else the serving engines' 0.9)."""
+        return int(card.memory_bytes * self.share(card))
+
+    def share(self, card: Accelerator) -> float:
+        """The share of the card's memory a deployment may fill."""
+        if self.req.gpu_memory_utilization is not None:
+            return self.req.gpu_memory_utilization
+        return card.gpu_share if card.gpu_share is not None else GPU_MEMORY_UTILIZATION
+
+    def host_fits(self, est: Breakdown) -> bool:
+        """The host holds the offloaded experts (90 % of its memory: the OS keeps the rest)."""
+        if not est.host:
+            return True
+        return self.host is not None and est.host <= 0.9 * self.host.memory_bytes
 
     def place(self, card: Accelerator, dtype: str) -> tuple[Layout | None, tuple[Attempt, ...]]:
         """The first layout (in :meth:`layouts` order) that fits the card, and why each smaller
@@ -330,8 +345,9 @@ class _Planner:
         cap = self.usable(card)
         tried: dict[int, Attempt] = {}
         for lay in self.layouts(card):
-            need = self.est(dtype, lay).total
-            if need <= cap:
+            est = self.est(dtype, lay)
+            need = est.total
+            if need <= cap and self.host_fits(est):
                 return lay, tuple(a for c, a in sorted(tried.items()) if c < lay.count)
             best = tried.get(lay.count)
             if best is None or need < best.needed:
@@ -369,14 +385,16 @@ class _Planner:
 
 
 #: The inter-node link a card's nodes use when its entry names none (catalogue data).
-def _rates(card: Accelerator) -> Rates:
+def _rates(card: Accelerator, host: Host | None = None) -> Rates:
     link, node = card.interconnect, card.node_link
     return Rates(bandwidth=card.memory_bandwidth, tflops=dict(card.tflops),
                  link_bandwidth=link.per_direction if link else None,
                  link=link.link if link else "", power_w=card.board_power_w,
                  basis=f"spec sheet ({card.name})",
                  node_link_bandwidth=node.per_direction if node else None,
-                 node_link=node.link if node else "", devices_per_node=card.devices_per_node)
+                 node_link=node.link if node else "", devices_per_node=card.devices_per_node,
+                 host_bandwidth=host.memory_bandwidth if host else None,
+                 host=host.name if host else "")
 
 
 def plan(
@@ -398,6 +416,7 @@ def plan(
     local_devices: Callable[[], Sequence[LocalDevice]] | None = None,
     gpu_memory_utilization: float | None = None,
     layout: str | None = None,
+    host: str | None = None,
 ) -> Plan:
     """Plan ``model`` at ``dtype``: the estimate, per card and format the smallest layout that
     holds it with its speed, the local devices (``local=True``: probes them, imports torch),
@@ -406,7 +425,9 @@ def plan(
     ``cards`` picks catalogue ids or name parts (None: all; empty: none).
     ``local_devices`` replaces the device probe (tests): it returns :class:`LocalDevice` values.
     ``gpu_memory_utilization``: the share of a card a placement may fill (default 0.9, vLLM's).
-    ``layout``: a layout kind (``tp``, ``layer-split``, ...) to use alone.
+    ``layout``: a layout kind (``tp``, ``layer-split``, ``offload``) to use alone.
+    ``host``: a host platform id (hal/data/hosts.json) whose memory may hold an MoE's routed
+    experts: offload layouts are tried.
     """
     from hal.parse import parse_float
 
@@ -421,9 +442,15 @@ def plan(
     if rank is not None and not local and cards is not None and not cards:
         raise ConfigError(f"--rank {rank} has nothing to rank: --no-local and no cards selected; "
                           "drop --no-local or name cards with --cards")
-    util = GPU_MEMORY_UTILIZATION if gpu_memory_utilization is None else parse_float(
+    util = None if gpu_memory_utilization is None else parse_float(
         "--gpu-memory-utilization", gpu_memory_utilization, lo=0.0, hi=1.0, lo_inclusive=False)
     kinds(layout)  # an unknown kind is one line naming the known ones
+    platform = find_host(host) if host is not None else None
+    if layout == "offload" and platform is None:
+        from hal.planner.catalogue import hosts
+
+        raise ConfigError("--layout offload needs the host's memory: add --host, one of: "
+                          + ", ".join(h.id for h in hosts()))
     fmts = tuple(dict.fromkeys([dtype_name(f) for f in formats if not (
         train and dtype_name(f) in ("fp8", "int8", "int4"))] + [dtype]))
     spec = resolve(model)
@@ -433,8 +460,8 @@ def plan(
                   mode="train" if train else "inference", checkpointing=checkpointing,
                   tensor_parallel=tensor_parallel, max_tp=max_tp, rank=rank, formats=fmts,
                   cards=None if cards is None else tuple(a.id for a in chosen),
-                  gpu_memory_utilization=util, layout=layout)
-    p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides)
+                  gpu_memory_utilization=util, layout=layout, host=host)
+    p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides, platform)
     main = p.est(dtype, TensorPipeline(tensor_parallel, 1))
     eff = p.eff(TensorPipeline())
 
@@ -447,7 +474,7 @@ def plan(
             room = p.max_context(f, lay, cap) if lay else None
             sp = None
             if lay and not train:
-                sp = speed(p.work.but(dtype=f), lay, _rates(card), p.eff(lay))
+                sp = speed(p.work.but(dtype=f), lay, _rates(card, platform), p.eff(lay))
             placements.append(Placement(card, f, lay, per_device, fails, room, sp, cap))
 
     local_rows = None
@@ -455,9 +482,12 @@ def plan(
         local_rows = tuple(_local(p, req, entries, local_devices))
     ranking = _rank(placements, local_rows, dtype, rank or "memory")
     assumptions = (
-        f"a deployment fills at most {util:.0%} of a card's memory (--gpu-memory-utilization; "
-        "vLLM's default 0.9: the rest is its margin for CUDA graphs, collective buffers and "
-        "fragmentation)",
+        (f"a deployment fills at most {util:.0%} of a card's memory (--gpu-memory-utilization)"
+         if util is not None else
+         f"a deployment fills at most {GPU_MEMORY_UTILIZATION:.0%} of a card's memory "
+         "(--gpu-memory-utilization; vLLM's default: the rest is its margin for captured graphs, "
+         "collective buffers and fragmentation); unified-memory machines: the share their GPU "
+         "may use"),
         f"tensor parallelism within a node, at most {max_tp} devices (--max-tp); when TP "
         "alone cannot hold the model, pipeline stages of whole nodes at the largest TP degree "
         "(TP 8 x PP 2 = 16 devices) over the inter-node link; cards with no fast link "

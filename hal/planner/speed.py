@@ -172,6 +172,14 @@ def weight_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
     return body * fmt.bits_per_weight / 8 + head * kept_bytes
 
 
+def routed_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
+    """The routed-expert bytes a decode step reads: the experts ``batch`` tokens touch."""
+    if not (spec.routed_experts and spec.routed_params):
+        return 0.0
+    k, e = spec.experts_per_token, spec.routed_experts
+    return spec.routed_params * (1 - (1 - k / e) ** batch) * WEIGHT_FORMATS[dtype].bits_per_weight / 8
+
+
 def flops_per_token(spec: ModelSpec, context: int) -> float:
     """Matmul FLOPs of one token at ``context`` tokens: 2 x active weights + attention.
 
@@ -205,7 +213,7 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
     comp = compute_tflops(rates, dtype)
     cdtype, tflops = comp if comp else ("", 0.0)
     read = weight_read_bytes(spec, dtype, batch)
-    host_read = layout.host_bytes(spec, read)
+    host_read = routed_read_bytes(spec, dtype, batch) if layout.host_experts else 0.0
     weights = (read - host_read) / tp
     kv = kv_cache_bytes(spec, batch, context, work.kv_name) * kv_fraction(spec, tp)
     step_bytes = weights + kv
