@@ -59,6 +59,7 @@ class Accelerator:
     node_link: Interconnect | None = None  # across nodes, a device (scale-out NIC)
     devices_per_node: int = 8
     gpu_share: float | None = None  # unified memory: the share the GPU may use by default
+    pipeline_stages: bool = True  # its serving engines pipeline across nodes (else TP/EP only)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, the same fields as the data file."""
@@ -73,6 +74,7 @@ class Accelerator:
             "board": self.board, "devices_per_board": self.devices_per_board,
             "node_link": self.node_link.as_dict() if self.node_link else None,
             "devices_per_node": self.devices_per_node, "gpu_share": self.gpu_share,
+            "pipeline_stages": self.pipeline_stages,
         }
 
 
@@ -130,6 +132,7 @@ def from_mapping(entry: Mapping[str, Any], provider: str = "hal",
         node_link=_interconnect(entry.get("node_link", node_link), ident),
         devices_per_node=_count(entry.get("devices_per_node", 8), ident, "devices_per_node"),
         gpu_share=_share(entry.get("gpu_share"), ident),
+        pipeline_stages=bool(entry.get("pipeline_stages", True)),
     )
 
 

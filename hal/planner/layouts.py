@@ -185,18 +185,6 @@ class TensorPipeline(Layout):
         """tp x pp devices."""
         return self.tp_degree * self.stages
 
-    @property
-    def label(self) -> str:
-        """``TP 8 x PP 2``, ``TP 8`` or ``1 device``."""
-        if self.count == 1:
-            return "1 device"
-        return f"TP {self.tp}" + (f" x PP {self.pp}" if self.pp > 1 else "")
-
-    def rank_on(self, card: Accelerator | None) -> int:
-        """Pipeline stages across nodes come after a layer split on cards with no fast link
-        (a box of PCIe consumer cards is not a cluster)."""
-        return 30 if self.pp > 1 and card is not None and not fast_link(card) else 10
-
     def check(self, spec: ModelSpec) -> None:
         """TP must divide the heads (and the KV heads, or be a multiple); PP at most the layers."""
         if not _tp_ok(spec, self.tp):
@@ -217,14 +205,40 @@ class TensorPipeline(Layout):
                       kv=layer * kv_fraction(spec, self.tp), transient=1 / self.tp,
                       stored=layer / self.tp)
 
+    @property
+    def label(self) -> str:
+        """``TP 8 x PP 2``, ``TP 16 (2 nodes)``, ``TP 8`` or ``1 device``."""
+        if self.count == 1:
+            return "1 device"
+        nodes = -(-self.tp // 8)
+        return (f"TP {self.tp}" + (f" ({nodes} nodes)" if self.tp > 8 else "")
+                + (f" x PP {self.pp}" if self.pp > 1 else ""))
+
+    def rank_on(self, card: Accelerator | None) -> int:
+        """Pipeline stages across nodes come after a layer split on cards with no fast link
+        (a box of PCIe consumer cards is not a cluster); TP across nodes after PP over them."""
+        if self.pp > 1 and card is not None and not fast_link(card):
+            return 30
+        return 12 if self.tp > (card.devices_per_node if card else 8) else 10
+
     @classmethod
     def candidates(cls, spec: ModelSpec, search: Search) -> Iterator[Layout]:
-        """TP-only layouts, then whole nodes of the largest TP degree as 2, 3, ... stages."""
+        """TP-only layouts inside a node; then whole nodes of the largest TP degree as 2, 3, ...
+        pipeline stages (where the card's engines pipeline across nodes) and TP across whole
+        nodes (16, 32, 64 devices) where that divides the heads."""
         for t in search.degrees:
             yield cls(t, 1)
         top = search.degrees[-1]
-        for p in range(2, spec.num_layers + 1):
-            yield cls(top, p)
+        per_node = search.card.devices_per_node if search.card else 8
+        if top == search.max_tp and top >= per_node and (
+                search.card is None or fast_link(search.card)
+                or not search.card.pipeline_stages):
+            for t in (2 * top, 4 * top, 8 * top):
+                if _tp_ok(spec, t):
+                    yield cls(t, 1)
+        if search.card is None or search.card.pipeline_stages:
+            for p in range(2, spec.num_layers + 1):
+                yield cls(top, p)
 
 
 @dataclass(frozen=True)
@@ -268,7 +282,9 @@ class LayerSplit(Layout):
     @classmethod
     def candidates(cls, spec: ModelSpec, search: Search) -> Iterator[Layout]:
         """2 up to 64 cards (one box of risers at most), on cards with no fast link."""
-        if search.card is not None and fast_link(search.card):
+        card = search.card
+        if card is not None and (card.interconnect is None
+                                 or "pcie" not in card.interconnect.link.lower()):
             return  # servers with a device-to-device fabric run tensor parallel
         for n in range(2, min(64, spec.num_layers) + 1):
             yield cls(n)
