@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> None:
                    "for each card)")
     p.add_argument("--host", default=None, metavar="ID",
                    help="host platform whose memory may hold an MoE's routed experts (tries "
-                   "expert offload): desktop-ddr5-6000, xeon-8ch-ddr5-4800, "
+                   "expert offload): desktop-ddr5-6000, xeon-8ch-ddr4-3200, xeon-8ch-ddr5-4800, "
                    "xeon-8ch-ddr5-4800-x2, epyc-12ch-ddr5-4800, epyc-12ch-ddr5-6000")
     p.add_argument("--gpu-memory-utilization", default=None, metavar="F",
                    help="share of each card's memory a deployment may fill (default 0.9, "

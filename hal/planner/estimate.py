@@ -179,9 +179,13 @@ class Workload:
     runtime_bytes: int = DEFAULT_RUNTIME_BYTES
     fragmentation: float = FRAGMENTATION
     prefill_chunk: int = PREFILL_CHUNK
+    weight_format: WeightFormat | None = None  # a format outside the table (its name: dtype)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.weight_format is not None:
+            object.__setattr__(self, "dtype", self.weight_format.name)
+        else:
+            object.__setattr__(self, "dtype", dtype_name(self.dtype))
         if self.kv_dtype is not None:
             object.__setattr__(self, "kv_dtype", dtype_name(self.kv_dtype, kv=True))
         _positive("batch", self.batch)
@@ -197,7 +201,7 @@ class Workload:
     @property
     def format(self) -> WeightFormat:
         """The weight format."""
-        return WEIGHT_FORMATS[self.dtype]
+        return self.weight_format or WEIGHT_FORMATS[self.dtype]
 
     @property
     def compute_dtype(self) -> str:
@@ -261,7 +265,7 @@ def memory(work: Workload, layout: Layout) -> Breakdown:
                                                    work.prefill_chunk)
     compute = work.compute_dtype
     kv_name = work.kv_name
-    act_bytes = WEIGHT_FORMATS[compute].bits // 8
+    act_bytes = WEIGHT_FORMATS[compute].bits // 8 if compute in WEIGHT_FORMATS else 2
     notes: list[str] = list(spec.notes)
     mib = 2**20
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hal.parse import parse_float
-from hal.planner.estimate import WEIGHT_FORMATS, Workload, kv_cache_bytes
+from hal.planner.estimate import WEIGHT_FORMATS, WeightFormat, Workload, kv_cache_bytes
 from hal.planner.layouts import Layout, kv_fraction
 from hal.planner.models import ModelSpec
 
@@ -119,8 +119,11 @@ COMPUTE_DTYPES = {
 
 
 def compute_tflops(rates: Rates, dtype: str) -> tuple[str, float] | None:
-    """(compute dtype, dense TFLOP/s) a weight format's matmuls run at; None when unknown."""
-    for name in COMPUTE_DTYPES[dtype]:
+    """(compute dtype, dense TFLOP/s) a weight format's matmuls run at; None when unknown.
+
+    A format outside the table (a GGUF quant) dequantizes to 16-bit for its matmuls.
+    """
+    for name in COMPUTE_DTYPES.get(dtype, ("bf16", "fp16")):
         if name in rates.tflops:
             return name, float(rates.tflops[name])
     return None
@@ -154,14 +157,18 @@ class Speed:
         return out
 
 
-def weight_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
+def _fmt(dtype: str | WeightFormat) -> WeightFormat:
+    return dtype if isinstance(dtype, WeightFormat) else WEIGHT_FORMATS[dtype]
+
+
+def weight_read_bytes(spec: ModelSpec, dtype: str | WeightFormat, batch: int) -> float:
     """Weight bytes one decode step reads (all devices together), including scales.
 
     The input embedding is a lookup of ``batch`` rows (not counted); the lm_head is read in
     full (the embedding matrix when tied).  An MoE step reads the shared part and the experts
     its ``batch`` tokens touch: E x (1 - (1 - k/E)^batch) of E, routing taken as uniform.
     """
-    fmt = WEIGHT_FORMATS[dtype]
+    fmt = _fmt(dtype)
     head = spec.lm_head_params or spec.vocab_size * spec.hidden_size
     body: float = spec.quantizable_params
     if spec.routed_experts and spec.routed_params:
@@ -172,12 +179,12 @@ def weight_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
     return body * fmt.bits_per_weight / 8 + head * kept_bytes
 
 
-def routed_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
+def routed_read_bytes(spec: ModelSpec, dtype: str | WeightFormat, batch: int) -> float:
     """The routed-expert bytes a decode step reads: the experts ``batch`` tokens touch."""
     if not (spec.routed_experts and spec.routed_params):
         return 0.0
     k, e = spec.experts_per_token, spec.routed_experts
-    return spec.routed_params * (1 - (1 - k / e) ** batch) * WEIGHT_FORMATS[dtype].bits_per_weight / 8
+    return spec.routed_params * (1 - (1 - k / e) ** batch) * _fmt(dtype).bits_per_weight / 8
 
 
 def flops_per_token(spec: ModelSpec, context: int) -> float:
@@ -212,8 +219,8 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
                      "step's GEMVs reach a share of a streaming copy's bandwidth)")
     comp = compute_tflops(rates, dtype)
     cdtype, tflops = comp if comp else ("", 0.0)
-    read = weight_read_bytes(spec, dtype, batch)
-    host_read = routed_read_bytes(spec, dtype, batch) if layout.host_experts else 0.0
+    read = weight_read_bytes(spec, work.format, batch)
+    host_read = routed_read_bytes(spec, work.format, batch) if layout.host_experts else 0.0
     weights = (read - host_read) / tp
     kv = kv_cache_bytes(spec, batch, context, work.kv_name) * kv_fraction(spec, tp)
     step_bytes = weights + kv
