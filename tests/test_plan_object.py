@@ -51,7 +51,7 @@ def test_deepseek_r1_fp8_at_32k_needs_8_h200_or_16_h100() -> None:
     assert h200.speed is not None and h200.speed.decode_tokens_s
     assert h200.speed.prefill_s and h200.speed.prefill_s > 0
     json = p.as_dict()
-    assert json["schema"] == "hal.plan/2"
+    assert json["schema"] == "hal.plan/3"
     cell = next(x for x in json["placements"] if x["card"] == "h200-sxm" and x["dtype"] == "fp8")
     assert (cell["count"], cell["layout"]["tp"], cell["layout"]["pp"]) == (8, 8, 1)
     assert cell["speed"]["labels"]["decode_tokens_s_bound"] == "upper bound"

@@ -28,8 +28,8 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL",
                    help="parameter count, Hugging Face id, config.json path or preset")
-    p.add_argument("--dtype", default="bf16", help="weight format: fp32, fp16, bf16, fp8, int8, "
-                   "int4 (default bf16)")
+    p.add_argument("--dtype", default=None, help="weight format: fp32, fp16, bf16, fp8, int8, "
+                   "int4 (default: the checkpoint's own, e.g. fp8 for DeepSeek-R1, else bf16)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the weight dtype "
                    "for 16/32-bit weights, else fp16)")
     p.add_argument("--batch", type=int, default=1, help="sequences at once (default 1)")
@@ -75,7 +75,11 @@ def add_parser(sub: Any) -> None:
                    "(needs matplotlib: pip install torch-hal[plot])")
     p.add_argument("--no-local", action="store_true",
                    help="skip the local devices (no device probe, no torch)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON (compact; "
+                   "with --all every field and formula)")
+    p.add_argument("--all", action="store_true", help="every configuration, the per-card table "
+                   "by format, the breakdown and every formula (default: the answer and the "
+                   "top 10 in one screen)")
     p.set_defaults(run=run)
 
 
@@ -228,6 +232,81 @@ def _ranking(plan: Any) -> Table:
     return title, header, rows
 
 
+#: The default answer fits a terminal this wide.
+WIDTH = 100
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def compact(plan: Any) -> str:
+    """The one-screen answer: a first line that answers, its caveat, the top 10 by the
+    ranking within :data:`WIDTH` columns (every "-" says why on its row), then a few lines."""
+    import textwrap
+
+    from hal.planner.planning import TOP, why_missing
+    from hal.units import format_bytes
+
+    req, spec = plan.request, plan.spec
+    rows = plan.ranking[:TOP]
+    by = req.rank or "memory"
+    out: list[str] = []
+    if rows:
+        top = rows[0]
+        s = top.speed
+        first = f"{spec.name}: {top.config}"
+        if s and s.decode_tokens_s:
+            first += f", ~{s.decode_tokens_s:,.1f} tok/s a sequence (estimate)"
+        out.append(_short(first, WIDTH))
+        what = {"memory": "least memory", "speed": "fastest", "power": "most tokens a joule"}[by]
+        caveat = (f"{req.dtype} weights, context {req.context:,}, batch {req.batch}; {what}"
+                  f" of {len(plan.ranking)} that fit, {format_bytes(top.needed_per_device)} a "
+                  "device; decode is an estimate: published runs of one setup differ by up to "
+                  "1.6x between engines (docs/planner.md)")
+        out.extend(textwrap.wrap(caveat, WIDTH, initial_indent="  ", subsequent_indent="  "))
+    else:
+        out.extend(textwrap.wrap(plan.answer, WIDTH, subsequent_indent="  "))
+    if rows:
+        header = ["#", "configuration", "needs/usable", "decode", "prefill", "note"]
+        by_id = {(p.card.id, p.dtype): p for p in plan.placements}
+        body = []
+        for i, r in enumerate(rows, 1):
+            s = r.speed
+            p = by_id.get((r.id, req.dtype))
+            usable = p.capacity if p is not None else r.capacity_per_device
+            note = (why_missing(p) if p is not None else
+                    None if s and s.decode_tokens_s else "no rates: hal bench --save") or ""
+            body.append([str(i), r.config, f"{r.needed_per_device / 2**30:,.0f}/"
+                         f"{usable / 2**30:,.0f} GiB",
+                         _num(s.decode_tokens_s) if s and s.decode_tokens_s else "-",
+                         _num(s.prefill_s, 2) if s and s.prefill_s is not None else "-", note])
+        fixed = sum(max(len(str(x[c])) for x in [header, *body]) for c in (0, 2, 3, 4, 5))
+        room = WIDTH - 2 - 2 * (len(header) - 1) - fixed
+        for b in body:
+            b[1] = _short(b[1], room)
+        if not any(b[5] for b in body):
+            header, body = header[:5], [b[:5] for b in body]
+        widths = [max(len(str(x[c])) for x in [header, *body]) for c in range(len(header))]
+        out.append("")
+        out.append(_short(f"top {len(rows)} by {by} (decode tok/s a sequence and prefill s: "
+                          "estimates; --all for every row and formula)", WIDTH))
+        for line in [header, *body]:
+            out.append(("  " + "  ".join(str(c).ljust(w) for c, w in zip(line, widths))).rstrip())
+        if len(plan.ranking) > TOP:
+            out.append(f"  ... {len(plan.ranking) - TOP} more with --all")
+    if plan.local:
+        for d in plan.local:
+            verdict = ("fits" if d.fits_free else "fits when empty" if d.fits_total
+                       else "does not fit")
+            out.append(_short(f"local {d.backend}:{d.index} ({d.name}): {verdict}, needs "
+                              f"{format_bytes(d.needed)} of {format_bytes(d.free)} free", WIDTH))
+    out.append(_short(f"{spec.name}: {spec.params_total / 1e9:.1f}B params, weights "
+                      f"{format_bytes(plan.estimate.weights)} in all; usable: a card's memory x "
+                      "--gpu-memory-utilization", WIDTH))
+    return "\n".join(out) + "\n"
+
+
 def footer(plan: Any) -> list[str]:
     """Lines under the tables: why fewer cards fail, assumptions, efficiency, formulas."""
     lines: list[str] = []
@@ -294,8 +373,17 @@ def run(args: argparse.Namespace) -> int:
 
         plot(plan, args.plot)
     if args.json:
-        json.dump(plan.as_dict(), sys.stdout, indent=2)
+        if args.all:
+            json.dump(plan.as_dict(), sys.stdout, indent=2)
+        else:
+            json.dump(plan.as_dict(full=False), sys.stdout, separators=(",", ":"))
         sys.stdout.write("\n")
+        return 0
+    if not args.all:
+        text = compact(plan)
+        if args.plot is not None:
+            text += f"picture written to {args.plot}\n"
+        sys.stdout.write(text)
         return 0
     tables = render(plan)
     lines = footer(plan)

@@ -10,6 +10,7 @@ for the local devices (``local=True``).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -255,11 +256,15 @@ class Plan:
                 return p
         raise ConfigError(f"no placement for card {card!r} at {want!r}")
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form (schema ``hal.plan/2``): every field."""
+    def as_dict(self, full: bool = True) -> dict[str, Any]:
+        """JSON form (schema ``hal.plan/3``): every field; ``full=False`` (``hal plan --json``)
+        keeps the answer, the top 10 of the ranking and, per placement, its count and (at the
+        requested format) its figures, without formulas: a 7B plan in a few tens of KB."""
         spec = self.spec
+        if not full:
+            return self._compact()
         return {
-            "schema": "hal.plan/2",
+            "schema": "hal.plan/3",
             "answer": self.answer,
             "request": self.request.as_dict(),
             "model": {"name": spec.name, "kind": spec.kind, "params_total": spec.params_total,
@@ -275,6 +280,52 @@ class Plan:
             "efficiency": self.efficiency.as_dict(),
             "assumptions": list(self.assumptions),
         }
+
+    def _compact(self) -> dict[str, Any]:
+        spec, req = self.spec, self.request
+        cells: list[dict[str, Any]] = []
+        for p in self.placements:
+            cell: dict[str, Any] = {"card": p.card.id, "dtype": p.dtype,
+                                    "count": p.layout.count if p.layout else None}
+            if p.dtype == req.dtype:
+                s = p.speed
+                cell |= {"config": p.config, "layout": p.layout.label if p.layout else None,
+                         "needed_per_device": p.per_device.total if p.per_device else None,
+                         "usable_per_device": p.capacity, "max_context": p.max_context,
+                         "decode_tokens_s": s.decode_tokens_s if s else None,
+                         "prefill_s": s.prefill_s if s else None,
+                         "why_no_figure": why_missing(p)}
+            cells.append(cell)
+        return {
+            "schema": "hal.plan/3", "answer": self.answer, "request": req.as_dict(),
+            "model": {"name": spec.name, "params_total": spec.params_total,
+                      "params_active": spec.params_active, "source": spec.source},
+            "estimate": {"total": self.estimate.total, **self.estimate.terms},
+            "local": None if self.local is None else [d.as_dict() for d in self.local],
+            "placements": cells,
+            "ranking": {"by": req.rank or "memory", "total": len(self.ranking),
+                        "rows": [r.as_dict() for r in self.ranking[:TOP]]},
+            "labels": {"decode_tokens_s": "estimate, tokens/s a sequence",
+                       "prefill_s": "estimate, seconds"},
+        }
+
+
+#: Rows of the ranking the default answer shows (``--all`` for the rest).
+TOP = 10
+
+
+def why_missing(p: Placement) -> str | None:
+    """Why a placement lacks a figure, in a few words (None: it has them all)."""
+    if p.layout is None:
+        return "fits no layout tried"
+    s = p.speed
+    if s is None:
+        return "training: no speed"
+    if s.decode_tokens_s is None:
+        return "no bandwidth figure"
+    if s.prefill_s is None:
+        return "no TFLOPS figure"
+    return None
 
 
 class _Planner:
@@ -397,9 +448,40 @@ def _rates(card: Accelerator, host: Host | None = None) -> Rates:
                  host=host.name if host else "")
 
 
+#: Presets whose checkpoints ship in another format than bf16 (their config.json's
+#: ``quantization_config``): DeepSeek-V3/R1 are fp8, block-scaled 128 x 128.
+NATIVE_FORMATS = {"deepseek-v3": "fp8", "deepseek-r1": "fp8"}
+
+
+def native_format(model: str | int | ModelSpec | Mapping[str, Any]) -> str:
+    """The weight format a model's checkpoint ships in: its config's ``quantization_config``
+    (fp8) or ``torch_dtype``, a preset's known format, else bf16 (what an unknown count or
+    a config without either is served in)."""
+    cfg: Mapping[str, Any] | None = model if isinstance(model, Mapping) else None
+    if isinstance(model, str):
+        key = model.strip().lower()
+        if key in NATIVE_FORMATS:
+            return NATIVE_FORMATS[key]
+        if key.endswith(".json") or os.path.isdir(model):
+            from hal.planner.configfile import read_json_config
+
+            cfg = read_json_config(model)  # after resolve(): the same guarded read
+    if cfg is not None:
+        quant = cfg.get("quantization_config")
+        if isinstance(quant, Mapping) and str(quant.get("quant_method", "")).lower() == "fp8":
+            return "fp8"
+        dtype = cfg.get("torch_dtype")
+        if isinstance(dtype, str):
+            try:
+                return dtype_name(dtype)
+            except ConfigError:
+                pass
+    return "bf16"
+
+
 def plan(
     model: str | int | ModelSpec | Mapping[str, Any],
-    dtype: str = "bf16",
+    dtype: str | None = None,
     *,
     kv_dtype: str | None = None,
     batch: int = 1,
@@ -418,7 +500,8 @@ def plan(
     layout: str | None = None,
     host: str | None = None,
 ) -> Plan:
-    """Plan ``model`` at ``dtype``: the estimate, per card and format the smallest layout that
+    """Plan ``model`` at ``dtype`` (None: its checkpoint's own format, :func:`native_format`):
+    the estimate, per card and format the smallest layout that
     holds it with its speed, the local devices (``local=True``: probes them, imports torch),
     and the feasible configurations ranked by ``rank`` (memory, speed or power).
 
@@ -431,7 +514,6 @@ def plan(
     """
     from hal.parse import parse_float
 
-    dtype = dtype_name(dtype)
     kv = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else None
     if checkpointing and not train:
         raise ConfigError("--checkpointing applies to training; add --train")
@@ -451,9 +533,10 @@ def plan(
 
         raise ConfigError("--layout offload needs the host's memory: add --host, one of: "
                           + ", ".join(h.id for h in hosts()))
+    spec = resolve(model)
+    dtype = dtype_name(dtype) if dtype is not None else native_format(model)
     fmts = tuple(dict.fromkeys([dtype_name(f) for f in formats if not (
         train and dtype_name(f) in ("fp8", "int8", "int4"))] + [dtype]))
-    spec = resolve(model)
     entries = catalogue(plugins=local)
     chosen = entries if cards is None else [find(c, entries) for c in cards]
     req = Request(model=spec.name, dtype=dtype, kv_dtype=kv, batch=batch, context=context,
