@@ -14,6 +14,7 @@ from hal.errors import ConfigError
 from hal.planner import preset
 from hal.planner.estimate import Workload, estimate, memory
 from hal.planner.layouts import (
+    ExpertOffload,
     LayerSplit,
     Layout,
     Search,
@@ -121,3 +122,39 @@ def test_a_forced_tp_that_does_not_divide_the_heads_names_what_would() -> None:
         memory(Workload(spec), TensorPipeline(5))
     with pytest.raises(ConfigError, match="layout 'nope' is unknown"):
         plan(spec, local=False, layout="nope")
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["deepseek-r1-distill-qwen-14b", "--layout", "offload", "--host", "desktop-ddr5-6000"],
+     "use --layout tp or layer-split"),
+    (["deepseek-r1", "--layout", "offload"], "add --host, one of: desktop-ddr5-6000"),
+    (["deepseek-r1-distill-qwen-14b", "--tensor-parallel", "5"], "expected one of: 1, 2, 4, 8"),
+    (["deepseek-r1", "--host", "nowhere"], "expected one of: desktop-ddr5-6000"),
+    (["deepseek-r1", "--layout", "ring"], "expected one of: tp, layer-split, offload"),
+    (["deepseek-r1", "--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
+])
+def test_impossible_layouts_are_one_line_exit_2_saying_what_would_work(
+        args: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from hal.cli import main
+
+    assert main(["plan", *args, "--no-local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err
+
+
+def test_expert_offload_keeps_the_routed_experts_on_the_host() -> None:
+    r1 = preset("deepseek-r1")
+    work = Workload(r1, "int4", context=1024)
+    on_gpu, offload = memory(work, TensorPipeline()), memory(work, ExpertOffload())
+    assert offload.total < on_gpu.total / 20 and on_gpu.host == 0
+    assert offload.host == pytest.approx(r1.routed_params * 4.125 / 8, rel=1e-6)
+    gpu = Rates(bandwidth=1e12)
+    slow, fast = (Rates(bandwidth=1e12, host_bandwidth=b, host="h") for b in (1e11, 2e11))
+    bare = Efficiency(bandwidth=1.0, host_bandwidth=1.0)
+    t_slow = 1 / speed(work, ExpertOffload(), slow, bare).decode_tokens_s
+    t_fast = 1 / speed(work, ExpertOffload(), fast, bare).decode_tokens_s
+    host_bytes = t_slow - 1 / speed(work, ExpertOffload(), gpu, bare).decode_tokens_s
+    assert host_bytes == pytest.approx(2 * (t_fast - 1 / speed(
+        work, ExpertOffload(), gpu, bare).decode_tokens_s), rel=1e-6)  # time ~ 1 / host bandwidth
+    p = plan("deepseek-r1", "int4", local=False, cards=["rtx-4090"], host="xeon-8ch-ddr5-4800")
+    assert isinstance(p.placement("rtx-4090").layout, ExpertOffload)

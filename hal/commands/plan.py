@@ -302,7 +302,7 @@ def compact(plan: Any) -> str:
             out.append(_short(f"local {d.backend}:{d.index} ({d.name}): {verdict}, needs "
                               f"{format_bytes(d.needed)} of {format_bytes(d.free)} free", WIDTH))
     out.append(_short(f"{spec.name}: {spec.params_total / 1e9:.1f}B params, weights "
-                      f"{format_bytes(plan.estimate.weights)} in all; usable: a card's memory x "
+                      f"{format_bytes(plan.estimate.weights)} in all; usable: memory x "
                       "--gpu-memory-utilization", WIDTH))
     return "\n".join(out) + "\n"
 

@@ -314,8 +314,8 @@ class ExpertOffload(Layout):
 
     @property
     def label(self) -> str:
-        """``expert offload`` or ``expert offload, TP 2``."""
-        return "expert offload" + (f", TP {self.gpus}" if self.gpus > 1 else "")
+        """``experts on host`` or ``TP 2, experts on host``."""
+        return (f"TP {self.gpus}, " if self.gpus > 1 else "") + "experts on host"
 
     def check(self, spec: ModelSpec) -> None:
         """Only an MoE has routed experts to offload; TP must divide the heads."""

@@ -26,7 +26,7 @@ from hal.planner.estimate import (
     memory,
 )
 from hal.planner.fit import Headroom
-from hal.planner.layouts import Layout, Search, TensorPipeline, kinds, tp_degrees
+from hal.planner.layouts import LAYOUTS, ExpertOffload, Layout, Search, TensorPipeline, kinds, tp_degrees
 from hal.planner.models import ModelSpec, resolve
 from hal.planner.speed import Efficiency, Rates, Speed, efficiency, engines, speed
 
@@ -97,7 +97,7 @@ class Placement:
         if self.layout is None:
             return "-"
         return f"{self.layout.count} x {self.card.name}" + (
-            f" ({self.layout.label})" if self.layout.count > 1 else "")
+            f" ({self.layout.label})" if self.layout.label != "1 device" else "")
 
     @property
     def memory_total(self) -> int:
@@ -545,6 +545,11 @@ def plan(
                   cards=None if cards is None else tuple(a.id for a in chosen),
                   gpu_memory_utilization=util, layout=layout, host=host)
     p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides, platform)
+    if layout is not None and not p.layouts(None):
+        if layout == "offload":
+            ExpertOffload().check(spec)  # a dense model: one line naming what would work
+        raise ConfigError(f"layout {layout!r} has no configuration for {spec.name}; expected "
+                          "one of: " + ", ".join(k for k in LAYOUTS if k != layout))
     main = p.est(dtype, TensorPipeline(tensor_parallel, 1))
     eff = p.eff(TensorPipeline())
 
