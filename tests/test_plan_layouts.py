@@ -15,6 +15,7 @@ from hal.planner import preset
 from hal.planner.estimate import Workload, estimate, memory
 from hal.planner.layouts import (
     ExpertOffload,
+    ExpertParallel,
     LayerSplit,
     Layout,
     Search,
@@ -130,7 +131,8 @@ def test_a_forced_tp_that_does_not_divide_the_heads_names_what_would() -> None:
     (["deepseek-r1", "--layout", "offload"], "add --host, one of: desktop-ddr5-6000"),
     (["deepseek-r1-distill-qwen-14b", "--tensor-parallel", "5"], "expected one of: 1, 2, 4, 8"),
     (["deepseek-r1", "--host", "nowhere"], "expected one of: desktop-ddr5-6000"),
-    (["deepseek-r1", "--layout", "ring"], "expected one of: tp, layer-split, offload"),
+    (["deepseek-r1", "--layout", "ring"], "expected one of: tp, layer-split, offload, ep"),
+    (["deepseek-r1-distill-qwen-14b", "--layout", "ep"], "use --layout tp or layer-split"),
     (["deepseek-r1", "--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
 ])
 def test_impossible_layouts_are_one_line_exit_2_saying_what_would_work(
@@ -158,3 +160,20 @@ def test_expert_offload_keeps_the_routed_experts_on_the_host() -> None:
         work, ExpertOffload(), gpu, bare).decode_tokens_s), rel=1e-6)  # time ~ 1 / host bandwidth
     p = plan("deepseek-r1", "int4", local=False, cards=["rtx-4090"], host="xeon-8ch-ddr5-4800")
     assert isinstance(p.placement("rtx-4090").layout, ExpertOffload)
+
+
+def test_expert_parallel_splits_the_experts_and_the_batch_not_the_shared_part() -> None:
+    r1 = preset("deepseek-r1")
+    work = Workload(r1, "fp8", batch=16, context=4096)
+    one, ep = memory(work, TensorPipeline()), memory(work, ExpertParallel(16))
+    routed_bytes = r1.routed_params * work.format.bits_per_weight / 8
+    shared = one.weights + one.weight_scales - routed_bytes
+    assert ep.weights + ep.weight_scales == pytest.approx(shared + routed_bytes / 16, rel=0.01)
+    assert ep.kv_cache == pytest.approx(one.kv_cache / 16, rel=1e-6)  # one sequence a device
+    rates = Rates(bandwidth=1e12, link_bandwidth=1e11, link="test link")
+    bare = Efficiency(bandwidth=1.0)
+    tp_s = speed(work.but(batch=1), TensorPipeline(8), rates, bare)
+    ep_s = speed(work.but(batch=1), ExpertParallel(8), rates, bare)
+    # at batch 1 the attention device reads the whole shared part: EP is slower than TP 8
+    assert ep_s.bytes_per_step > 4 * tp_s.bytes_per_step
+    assert ep_s.decode_tokens_s < tp_s.decode_tokens_s and ep_s.comm_s_per_step > 0

@@ -49,8 +49,9 @@ def add_parser(sub: Any) -> None:
                    help="largest tensor-parallel degree (devices a node; default 8)")
     p.add_argument("--layout", default=None, metavar="KIND",
                    help="use only this layout kind: tp (tensor x pipeline parallel), "
-                   "layer-split (llama.cpp --split-mode layer), ... (default: the usual one "
-                   "for each card)")
+                   "layer-split (llama.cpp --split-mode layer), offload (with --host), ep "
+                   "(expert parallel, data-parallel attention) (default: the usual one for "
+                   "each card)")
     p.add_argument("--host", default=None, metavar="ID",
                    help="host platform whose memory may hold an MoE's routed experts (tries "
                    "expert offload): desktop-ddr5-6000, xeon-8ch-ddr4-3200, xeon-8ch-ddr5-4800, "

@@ -351,7 +351,8 @@ def memory(work: Workload, layout: Layout) -> Breakdown:
 
     # -- the layout: each device holds its share of every term
     sh = layout.shares(spec)
-    if (layout.count, sh.body, sh.kv, sh.transient, sh.routed) != (1, 1.0, 1.0, 1.0, None):
+    if (layout.count, sh.body, sh.kv, sh.transient, sh.routed) != (1, 1.0, 1.0, 1.0, None) \
+            or layout.batch_share(batch) != 1.0:
         kept_bytes = 2 if fmt.quantized else fmt.bits / 8
         body_weights = weights - kept * kept_bytes
         routed_share = sh.body if sh.routed is None else sh.routed
@@ -362,7 +363,7 @@ def memory(work: Workload, layout: Layout) -> Breakdown:
         state_share = ((spec.quantizable_params * body_share + sh.kept_params * sh.kept_split)
                        / spec.params_total)
         gradients, optimizer = int(gradients * state_share), int(optimizer * state_share)
-        kv = int(kv * sh.kv)
+        kv = int(kv * sh.kv * layout.batch_share(batch))
         if mode == "train":
             activations = int((activations - logits) * sh.stored + logits * sh.transient)
         else:

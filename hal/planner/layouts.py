@@ -63,6 +63,8 @@ class Layout:
     engine: ClassVar[str] = "serving"
     #: The routed experts live in host memory and run on the host's CPU (offload layouts).
     host_experts: ClassVar[bool] = False
+    #: Tokens go to the devices holding their experts and back: 2 all-to-alls an MoE layer.
+    all_to_all: ClassVar[bool] = False
     #: Order among layouts of the same device count (lower first: the usual deployment).
     preference: ClassVar[int] = 50
 
@@ -100,6 +102,15 @@ class Layout:
     def crosses_nodes(self, devices_per_node: int) -> bool:
         """Whether the tensor-parallel collectives cross the inter-node link."""
         return self.tp > devices_per_node
+
+    def batch_share(self, batch: int) -> float:
+        """The share of the batch's sequences one device runs attention for (1: all of them)."""
+        return 1.0
+
+    def device_read(self, read: float, routed: float) -> float:
+        """Bytes one device reads a decode step, of ``read`` in all (``routed`` of them the
+        routed experts the step touches): its tensor-parallel share of what is on devices."""
+        return (read - (routed if self.host_experts else 0.0)) / self.tp
 
     @classmethod
     def candidates(cls, spec: ModelSpec, search: Search) -> Iterator[Layout]:
@@ -341,6 +352,67 @@ class ExpertOffload(Layout):
                 yield cls(g)
 
 
+@dataclass(frozen=True)
+class ExpertParallel(Layout):
+    """An MoE's routed experts split over ``devices`` (expert parallel), attention and the
+    shared part replicated with data-parallel attention (SGLang ``--enable-dp-attention
+    --ep-size``, vLLM ``--enable-expert-parallel`` with data parallel): each sequence runs its
+    attention on one device; its tokens visit the devices holding their experts."""
+
+    devices: int = 8
+    kind: ClassVar[str] = "ep"
+    all_to_all: ClassVar[bool] = True
+    preference: ClassVar[int] = 15
+
+    @property
+    def count(self) -> int:
+        """The devices."""
+        return self.devices
+
+    @property
+    def label(self) -> str:
+        """``EP 16, DP attention``."""
+        return f"EP {self.devices}, DP attention"
+
+    def check(self, spec: ModelSpec) -> None:
+        """Only an MoE has experts to split; at most one device an expert."""
+        if not spec.routed_experts:
+            raise ConfigError(f"layout ep needs a mixture-of-experts model; {spec.name} is "
+                              "dense: use --layout tp or layer-split")
+        if not 1 <= self.devices <= spec.routed_experts:
+            raise ConfigError(f"expert parallel over {self.devices} devices is invalid; "
+                              f"expected 1 to the model's {spec.routed_experts} experts")
+
+    def crosses_nodes(self, devices_per_node: int) -> bool:
+        """The all-to-alls cross nodes when the experts span them."""
+        return self.devices > devices_per_node
+
+    def shares(self, spec: ModelSpec) -> Shares:
+        """The shared part and embeddings whole on each device, the routed experts / devices;
+        the KV cache of the sequences its attention runs (batch / devices, at least one)."""
+        return Shares(body=1.0, kept_params=spec.embedding_params + spec.lm_head_params,
+                      kept_split=1.0, kv=1.0, transient=1.0, stored=1.0,
+                      routed=1 / self.devices)
+
+    def batch_share(self, batch: int) -> float:
+        """Data-parallel attention: each device runs ceil(batch / devices) of the sequences."""
+        return -(-batch // self.devices) / batch
+
+    def device_read(self, read: float, routed: float) -> float:
+        """The attention device reads the shared part whole; the touched experts are read on
+        their own devices at once, a 1/devices share each (at least one expert's worth)."""
+        return read - routed + routed / self.devices
+
+    @classmethod
+    def candidates(cls, spec: ModelSpec, search: Search) -> Iterator[Layout]:
+        """Whole nodes (8, 16, 32, 64 devices) for an MoE, on cards with a fast link."""
+        if not spec.routed_experts or (search.card is not None and not fast_link(search.card)):
+            return
+        for n in (8, 16, 32, 64):
+            if n <= spec.routed_experts:
+                yield cls(n)
+
+
 #: Every layout kind the planner tries, by ``kind``; :func:`register` adds one.
 LAYOUTS: dict[str, type[Layout]] = {}
 
@@ -358,7 +430,7 @@ def unregister(kind: str) -> None:
     LAYOUTS.pop(kind, None)
 
 
-for _cls in (TensorPipeline, LayerSplit, ExpertOffload):
+for _cls in (TensorPipeline, LayerSplit, ExpertOffload, ExpertParallel):
     register(_cls)
 
 

@@ -26,7 +26,7 @@ from hal.planner.estimate import (
     memory,
 )
 from hal.planner.fit import Headroom
-from hal.planner.layouts import LAYOUTS, ExpertOffload, Layout, Search, TensorPipeline, kinds, tp_degrees
+from hal.planner.layouts import LAYOUTS, Layout, Search, TensorPipeline, kinds, tp_degrees
 from hal.planner.models import ModelSpec, resolve
 from hal.planner.speed import Efficiency, Rates, Speed, efficiency, engines, speed
 
@@ -546,8 +546,7 @@ def plan(
                   gpu_memory_utilization=util, layout=layout, host=host)
     p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides, platform)
     if layout is not None and not p.layouts(None):
-        if layout == "offload":
-            ExpertOffload().check(spec)  # a dense model: one line naming what would work
+        kinds(layout)[0]().check(spec)  # e.g. a dense model: one line naming what would work
         raise ConfigError(f"layout {layout!r} has no configuration for {spec.name}; expected "
                           "one of: " + ", ".join(k for k in LAYOUTS if k != layout))
     main = p.est(dtype, TensorPipeline(tensor_parallel, 1))

@@ -220,9 +220,11 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
     comp = compute_tflops(rates, dtype)
     cdtype, tflops = comp if comp else ("", 0.0)
     read = weight_read_bytes(spec, work.format, batch)
-    host_read = routed_read_bytes(spec, work.format, batch) if layout.host_experts else 0.0
-    weights = (read - host_read) / tp
-    kv = kv_cache_bytes(spec, batch, context, work.kv_name) * kv_fraction(spec, tp)
+    routed = routed_read_bytes(spec, work.format, batch)
+    host_read = routed if layout.host_experts else 0.0
+    weights = layout.device_read(read, routed)
+    kv = (kv_cache_bytes(spec, batch, context, work.kv_name) * kv_fraction(spec, tp)
+          * layout.batch_share(batch))
     step_bytes = weights + kv
     act_bytes = 4 if dtype == "fp32" else 2
 
@@ -244,6 +246,15 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
     elif tp > 1:
         notes.append(f"TP {tp}: the {'inter-node ' if across else ''}link is not in the "
                      "catalogue; all-reduce time not counted (the estimate is optimistic)")
+    if layout.all_to_all and spec.routed_experts and layout.count > 1:
+        bw = rates.node_link_bandwidth if across else rates.link_bandwidth
+        message = batch * spec.hidden_size * act_bytes * spec.experts_per_token
+        wire = message / (bw * eff.link) if bw else 0.0
+        comm += 2 * spec.num_layers * (latency + wire)
+        comm_known = comm_known or bool(bw)
+        notes.append(f"{layout.label}: 2 all-to-alls an MoE layer (dispatch and combine) of "
+                     f"batch x hidden x {spec.experts_per_token} experts x {act_bytes} bytes, "
+                     f"+ {latency * 1e6:g} us each")
 
     decode = decode_bound = aggregate = None
     limited = "memory bandwidth"
