@@ -134,6 +134,7 @@ def test_a_forced_tp_that_does_not_divide_the_heads_names_what_would() -> None:
     (["deepseek-r1", "--layout", "ring"], "expected one of: tp, layer-split, offload, ep"),
     (["deepseek-r1-distill-qwen-14b", "--layout", "ep"], "use --layout tp or layer-split"),
     (["deepseek-r1", "--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
+    (["deepseek-r1", "--mtp", "2"], "--mtp"),
 ])
 def test_impossible_layouts_are_one_line_exit_2_saying_what_would_work(
         args: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -177,3 +178,13 @@ def test_expert_parallel_splits_the_experts_and_the_batch_not_the_shared_part() 
     # at batch 1 the attention device reads the whole shared part: EP is slower than TP 8
     assert ep_s.bytes_per_step > 4 * tp_s.bytes_per_step
     assert ep_s.decode_tokens_s < tp_s.decode_tokens_s and ep_s.comm_s_per_step > 0
+
+
+def test_mtp_is_an_option_that_drafts_one_token_for_one_layer() -> None:
+    r1 = preset("deepseek-r1")
+    work = Workload(r1, "fp8", context=4096)
+    rates, eff = Rates(bandwidth=3e12, link_bandwidth=4e11, link="l"), Efficiency()
+    plain = speed(work, TensorPipeline(8), rates, eff).decode_tokens_s
+    drafted = speed(work.but(mtp=0.85), TensorPipeline(8), rates, eff).decode_tokens_s
+    assert drafted == pytest.approx(plain * 1.85 / (1 + 1 / r1.num_layers), rel=1e-9)
+    assert plan("deepseek-r1", local=False, cards=["h100-sxm"]).request.mtp == 0.0  # off

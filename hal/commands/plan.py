@@ -56,6 +56,10 @@ def add_parser(sub: Any) -> None:
                    help="host platform whose memory may hold an MoE's routed experts (tries "
                    "expert offload): desktop-ddr5-6000, xeon-8ch-ddr4-3200, xeon-8ch-ddr5-4800, "
                    "xeon-8ch-ddr5-4800-x2, epyc-12ch-ddr5-4800, epyc-12ch-ddr5-6000")
+    p.add_argument("--mtp", nargs="?", const="0.85", default=None, metavar="ACCEPT",
+                   help="speculative decoding with a multi-token-prediction draft (DeepSeek-V3/"
+                   "R1's MTP module): 1 + ACCEPT tokens a step (default 0.85, the DeepSeek-V3 "
+                   "report's acceptance); off unless given")
     p.add_argument("--gpu-memory-utilization", default=None, metavar="F",
                    help="share of each card's memory a deployment may fill (default 0.9, "
                    "vLLM's default; the rest is the engine's margin)")
@@ -102,7 +106,7 @@ def build(args: argparse.Namespace) -> Any:
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
                 rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides,
                 gpu_memory_utilization=args.gpu_memory_utilization, layout=args.layout,
-                host=args.host)
+                host=args.host, mtp=args.mtp)
 
 
 def bar(value: float | None, top: float) -> str:

@@ -180,6 +180,7 @@ class Workload:
     fragmentation: float = FRAGMENTATION
     prefill_chunk: int = PREFILL_CHUNK
     weight_format: WeightFormat | None = None  # a format outside the table (its name: dtype)
+    mtp: float = 0.0  # speculative decoding: acceptance of one drafted token a step (0: off)
 
     def __post_init__(self) -> None:
         if self.weight_format is not None:
@@ -195,6 +196,9 @@ class Workload:
         if self.attention not in ("fused", "materialized"):
             raise ConfigError(f"attention {self.attention!r} is invalid; expected 'fused' or "
                               "'materialized'")
+        if not 0 <= self.mtp <= 1:
+            raise ConfigError(f"--mtp {self.mtp!r} is invalid; expected an acceptance rate in "
+                              "[0, 1] (DeepSeek-V3 reports 0.85-0.9)")
         if self.runtime_bytes < 0 or not 0 <= self.fragmentation < 1:
             raise ConfigError("runtime_bytes must be >= 0 and fragmentation in [0, 1)")
 

@@ -225,6 +225,7 @@ class Request:
     gpu_memory_utilization: float | None = None  # None: each card's default share
     layout: str | None = None  # a forced layout kind
     host: str | None = None  # a host platform id: offload layouts are tried
+    mtp: float = 0.0  # speculative decoding acceptance (0: off)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -343,7 +344,7 @@ class _Planner:
         self.factors: dict[str, Efficiency] = {}
         self.work = Workload(spec, req.dtype, req.kv_dtype, req.batch, req.context,
                              "train" if req.mode == "train" else "inference",
-                             req.checkpointing, runtime_bytes=runtime_bytes)
+                             req.checkpointing, runtime_bytes=runtime_bytes, mtp=req.mtp)
 
     def est(self, dtype: str, layout: Layout, context: int | None = None,
             runtime: int | None = None, batch: int | None = None) -> Breakdown:
@@ -499,6 +500,7 @@ def plan(
     gpu_memory_utilization: float | None = None,
     layout: str | None = None,
     host: str | None = None,
+    mtp: float | None = None,
 ) -> Plan:
     """Plan ``model`` at ``dtype`` (None: its checkpoint's own format, :func:`native_format`):
     the estimate, per card and format the smallest layout that
@@ -511,6 +513,7 @@ def plan(
     ``layout``: a layout kind (``tp``, ``layer-split``, ``offload``) to use alone.
     ``host``: a host platform id (hal/data/hosts.json) whose memory may hold an MoE's routed
     experts: offload layouts are tried.
+    ``mtp``: speculative decoding with one drafted token accepted at this rate (off: None).
     """
     from hal.parse import parse_float
 
@@ -543,7 +546,8 @@ def plan(
                   mode="train" if train else "inference", checkpointing=checkpointing,
                   tensor_parallel=tensor_parallel, max_tp=max_tp, rank=rank, formats=fmts,
                   cards=None if cards is None else tuple(a.id for a in chosen),
-                  gpu_memory_utilization=util, layout=layout, host=host)
+                  gpu_memory_utilization=util, layout=layout, host=host,
+                  mtp=0.0 if mtp is None else parse_float("--mtp", mtp, lo=0.0, hi=1.0))
     p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides, platform)
     if layout is not None and not p.layouts(None):
         kinds(layout)[0]().check(spec)  # e.g. a dense model: one line naming what would work

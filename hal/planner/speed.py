@@ -290,9 +290,17 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
                          + (f" + {pp - 1} stage hand-offs x {eff.hop_s * 1e6:g} us"
                             if pp > 1 else "")
                          + f" fixed a decode step ({layout.engine} engine class)")
-        decode = 1 / step
-        decode_bound = 1 / bound_t
-        aggregate = batch / step
+        per_step = 1.0
+        if work.mtp:
+            # one draft layer (the MTP module) a step, and 1 + acceptance tokens out of it
+            step += step / spec.num_layers
+            bound_t += bound_t / spec.num_layers
+            per_step = 1 + work.mtp
+            notes.append(f"speculative decoding (MTP): 1 + {work.mtp:g} tokens a step for one "
+                         "extra layer's cost (DeepSeek-V3 report: 85-90 % acceptance)")
+        decode = per_step / step
+        decode_bound = per_step / bound_t
+        aggregate = batch * per_step / step
         notes.append(f"decode step reads {step_bytes / 2**30:.2f} GiB a device (weights "
                      f"{weights / 2**30:.2f} + KV cache {kv / 2**30:.2f}) at "
                      f"{rates.bandwidth / 1e9:.0f} GB/s x {eff.bandwidth:g}; {limited}-bound")
