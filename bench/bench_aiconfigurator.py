@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_published as pub  # noqa: E402
+import bench_published as pub
 
-from hal.planner.models import PRESETS  # noqa: E402
+from hal.planner.models import PRESETS
 
 #: hal catalogue ids -> aiconfigurator system names.
 SYSTEMS = {"h100-sxm": "h100_sxm", "h200-sxm": "h200_sxm", "a100-80gb-sxm": "a100_sxm",
