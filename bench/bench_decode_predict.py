@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from engine import ModelConfig, Sampling, build_default, generate_batch
 
+from hal.planner.estimate import Workload
+from hal.planner.layouts import TensorPipeline
 from hal.planner.models import from_config
 from hal.planner.speed import Efficiency, Rates, speed
 
@@ -218,9 +220,9 @@ def predict(cfg: dict[str, Any], bandwidth: float, tflops: float, overhead: floa
     spec = from_config(cfg, name="bench")
     rates = Rates(bandwidth=bandwidth, tflops={"fp32": tflops}, basis="measured",
                   measured=True)
-    s = speed(spec, "fp32", "fp32", 1, PROMPT + (SHORT + LONG) // 2, rates,
-              eff=Efficiency(layer_overhead_s=overhead,
-                             bandwidth=share if share else Efficiency().bandwidth))
+    s = speed(Workload(spec, "fp32", "fp32", 1, PROMPT + (SHORT + LONG) // 2), TensorPipeline(),
+              rates, Efficiency(layer_overhead_s=overhead,
+                                bandwidth=share if share else Efficiency().bandwidth))
     assert s.decode_tokens_s is not None
     return s.decode_tokens_s, s.bytes_per_step
 

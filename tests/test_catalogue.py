@@ -30,8 +30,9 @@ def test_every_required_card_is_there_with_memory_backend_and_source() -> None:
     assert set(entries) >= REQUIRED_IDS
     for acc in entries.values():
         assert acc.memory_bytes >= 16 * 2**30
-        assert acc.backend in {"cuda", "rocm", "ascend", "xpu"}
-        assert acc.source.strip() and acc.native_dtypes and acc.tflops
+        assert acc.backend in {"cuda", "rocm", "ascend", "xpu", "accelerator"}
+        # unified-memory machines whose maker publishes no dense TFLOPS have none (no prefill)
+        assert acc.source.strip() and acc.native_dtypes and (acc.tflops or acc.shared_memory)
         assert acc.match, acc.id
     assert entries["jetson-agx-orin-64gb"].shared_memory
     assert not entries["h100-sxm"].shared_memory

@@ -23,7 +23,7 @@ def hal_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_issue_example_prints_breakdown_local_fit_and_cards() -> None:
-    out = hal_cli(*EXAMPLE)
+    out = hal_cli(*EXAMPLE, "--all")
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for needle in ("weights", "weight scales", "kv cache", "activations", "overhead", "total",
@@ -36,10 +36,10 @@ def test_the_issue_example_prints_breakdown_local_fit_and_cards() -> None:
 
 
 def test_json_matches_the_api_and_says_how_much_context_fits() -> None:
-    out = hal_cli(*EXAMPLE, "--json")
+    out = hal_cli(*EXAMPLE, "--json", "--all")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert data["schema"] == "hal.plan/2"
+    assert data["schema"] == "hal.plan/3"
     api = estimate("deepseek-r1-distill-qwen-14b", dtype="int4", context=32768)
     assert data["estimate"]["total"] == api.total
     assert data["local"] and data["local"][0]["backend"] == "cpu"
@@ -52,14 +52,14 @@ def test_json_matches_the_api_and_says_how_much_context_fits() -> None:
 
 
 def test_deepseek_r1_fp8_names_the_smallest_configuration_per_card() -> None:
-    out = hal_cli("deepseek-r1", "--dtype", "fp8", "--context", "32768", "--no-local")
+    out = hal_cli("deepseek-r1", "--dtype", "fp8", "--context", "32768", "--no-local", "--all")
     assert out.returncode == 0, out.stderr
     rows = {line.split("  ")[1].strip(): line for line in out.stdout.splitlines()
             if line.startswith("  NVIDIA H")}
     assert "8 (TP 8)" in rows["NVIDIA H200 SXM 141GB"]
     assert "16 (TP 8 x PP 2)" in rows["NVIDIA H100 SXM 80GB"]
     data = json.loads(hal_cli("deepseek-r1", "--dtype", "fp8", "--context", "32768",
-                              "--no-local", "--json").stdout)
+                              "--no-local", "--json", "--all").stdout)
     h200 = next(c for c in data["placements"] if c["card"] == "h200-sxm" and c["dtype"] == "fp8")
     assert h200["config"] == "8 x NVIDIA H200 SXM 141GB (TP 8)"
     assert [f["count"] for f in h200["fails"]] == [1, 2, 4]
@@ -69,7 +69,8 @@ def test_deepseek_r1_fp8_names_the_smallest_configuration_per_card() -> None:
 @pytest.mark.parametrize("by", ["speed", "power", "memory"])
 def test_rank_prints_one_table_best_first_with_the_answer_on_top(by: str) -> None:
     out = hal_cli("deepseek-r1-distill-llama-70b", "--dtype", "int4", "--context", "8192",
-                  "--rank", by, "--no-local", "--cards", "h100-sxm,a100-80gb-sxm,rtx-4090,mi300x")
+                  "--rank", by, "--no-local", "--cards", "h100-sxm,a100-80gb-sxm,rtx-4090,mi300x",
+                  "--all")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     first = {"speed": "fastest", "power": "most tokens a joule", "memory": "least memory"}[by]
@@ -130,12 +131,12 @@ def test_no_local_answers_without_torch_or_a_device_probe() -> None:
 
 def test_train_and_tensor_parallel_flags() -> None:
     out = hal_cli("deepseek-r1-distill-llama-8b", "--train", "--checkpointing", "--json",
-                  "--no-local", "--context", "2048")
+                  "--no-local", "--context", "2048", "--all")
     assert out.returncode == 0, out.stderr
     est = json.loads(out.stdout)["estimate"]
     assert est["mode"] == "train" and est["optimizer"] > 0 and est["kv_cache"] == 0
     tp = json.loads(hal_cli("deepseek-r1", "--dtype", "fp8", "--tensor-parallel", "8",
-                            "--json", "--no-local").stdout)["estimate"]
+                            "--json", "--no-local", "--all").stdout)["estimate"]
     assert tp["tensor_parallel"] == 8
 
 
@@ -170,7 +171,9 @@ def test_bad_config_files_are_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_efficiency_flags_and_variables_reach_the_estimate() -> None:
-    args = ["deepseek-r1-distill-llama-8b", "--no-local", "--cards", "h100-sxm", "--json"]
+    # no fixed per-layer cost: the step is its memory read alone, so half the share is half
+    args = ["deepseek-r1-distill-llama-8b", "--no-local", "--cards", "h100-sxm", "--json",
+            "--all", "--layer-overhead", "0"]
     base = json.loads(hal_cli(*args).stdout)
     half = json.loads(hal_cli(*args, "--bw-efficiency", "0.3").stdout)
     assert base["efficiency"]["bandwidth"] == 0.6 and half["efficiency"]["bandwidth"] == 0.3
@@ -183,3 +186,29 @@ def test_efficiency_flags_and_variables_reach_the_estimate() -> None:
                          text=True, timeout=120, env=env)
     assert out.returncode == 2 and "HAL_PLAN_LAYER_OVERHEAD" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_default_answer_fits_one_screen_and_explains_every_dash() -> None:
+    out = hal_cli("deepseek-r1", "--no-local")  # native format: fp8
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("deepseek-r1: ") and "tok/s a sequence (estimate)" in lines[0]
+    assert "fp8 weights" in lines[1]
+    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    ranked = [line for line in lines if line[:5].strip().isdigit()]
+    assert len(ranked) == 10 and "more with --all" in out.stdout
+    assert len(lines) <= 25
+    mixed = hal_cli("deepseek-r1-distill-qwen-14b", "--dtype", "int4", "--no-local", "--cards",
+                    "ascend-910b,rtx-4090,dgx-spark", "--rank", "speed").stdout.splitlines()
+    dashed = [line for line in mixed if line[:5].strip().isdigit() and " - " in line]
+    assert dashed and all("no bandwidth figure" in line or "no TFLOPS figure" in line
+                          for line in dashed)
+
+
+def test_compact_json_of_a_7b_plan_is_small_and_all_is_everything() -> None:
+    small = hal_cli("7B", "--no-local", "--json").stdout
+    assert len(small.encode()) < 50_000
+    data = json.loads(small)
+    assert data["schema"] == "hal.plan/3" and len(data["ranking"]["rows"]) <= 10
+    full = json.loads(hal_cli("7B", "--no-local", "--json", "--all").stdout)
+    assert len(full["ranking"]["rows"]) == data["ranking"]["total"] > 10

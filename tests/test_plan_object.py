@@ -12,7 +12,9 @@ import hal.planner.planning as plan_module
 from hal.errors import ConfigError
 from hal.planner import estimate, preset
 from hal.planner.catalogue import find
-from hal.planner.planning import Layout, plan, tp_degrees
+from hal.planner.estimate import Workload, memory
+from hal.planner.layouts import TensorPipeline
+from hal.planner.planning import LocalDevice, plan, tp_degrees
 from hal.planner.speed import Efficiency, Rates, efficiency, speed
 
 GIB = 2**30
@@ -20,13 +22,13 @@ GIB = 2**30
 
 def test_each_estimate_is_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[Any, ...]] = []
-    real = plan_module.estimate
+    real = plan_module.memory
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append((args[1:], tuple(sorted(kwargs.items()))))
-        return real(*args, **kwargs)
+    def counting(work: Any, layout: Any) -> Any:
+        calls.append((work, layout))
+        return real(work, layout)
 
-    monkeypatch.setattr(plan_module, "estimate", counting)
+    monkeypatch.setattr(plan_module, "memory", counting)
     p = plan("deepseek-r1", "fp8", context=32768, local=False)
     assert calls, "the plan computed no estimate"
     repeated = [k for k, n in Counter(calls).items() if n > 1]
@@ -38,8 +40,8 @@ def test_each_estimate_is_computed_once(monkeypatch: pytest.MonkeyPatch) -> None
 def test_deepseek_r1_fp8_at_32k_needs_8_h200_or_16_h100() -> None:
     p = plan("deepseek-r1", "fp8", context=32768, local=False)
     h200, h100 = p.placement("h200-sxm"), p.placement("h100-sxm")
-    assert h200.layout == Layout(8, 1) and h200.config.startswith("8 x NVIDIA H200")
-    assert h100.layout == Layout(8, 2) and "TP 8 x PP 2" in h100.config
+    assert h200.layout == TensorPipeline(8, 1) and h200.config.startswith("8 x NVIDIA H200")
+    assert h100.layout == TensorPipeline(8, 2) and "TP 8 x PP 2" in h100.config
     # why fewer fail: every smaller count is named with more memory than the card has
     assert [a.layout.count for a in h200.fails] == [1, 2, 4]
     for attempt in h200.fails + h100.fails:
@@ -49,9 +51,9 @@ def test_deepseek_r1_fp8_at_32k_needs_8_h200_or_16_h100() -> None:
     assert h200.speed is not None and h200.speed.decode_tokens_s
     assert h200.speed.prefill_s and h200.speed.prefill_s > 0
     json = p.as_dict()
-    assert json["schema"] == "hal.plan/2"
+    assert json["schema"] == "hal.plan/3"
     cell = next(x for x in json["placements"] if x["card"] == "h200-sxm" and x["dtype"] == "fp8")
-    assert (cell["count"], cell["tp"], cell["pp"]) == (8, 8, 1)
+    assert (cell["count"], cell["layout"]["tp"], cell["layout"]["pp"]) == (8, 8, 1)
     assert cell["speed"]["labels"]["decode_tokens_s_bound"] == "upper bound"
 
 
@@ -89,18 +91,18 @@ def test_pipeline_stage_holds_its_layers_and_the_larger_end() -> None:
 def test_decode_is_bounded_by_bandwidth_and_efficiency_scales_it() -> None:
     spec = preset("deepseek-r1-distill-llama-8b")
     rates = Rates(bandwidth=1e12, tflops={"bf16": 100.0}, power_w=300)
-    bound = speed(spec, "bf16", "bf16", 1, 4096, rates, eff=Efficiency(bandwidth=1.0))
+    work, one = Workload(spec, "bf16", "bf16", 1, 4096), TensorPipeline()
+    bound = speed(work, one, rates, Efficiency(bandwidth=1.0))
     assert bound.limited_by == "memory bandwidth"
     assert bound.decode_tokens_s == pytest.approx(1e12 / bound.bytes_per_step, rel=1e-9)
     assert bound.decode_tokens_s_bound == pytest.approx(bound.decode_tokens_s, rel=1e-9)
-    half = speed(spec, "bf16", "bf16", 1, 4096, rates, eff=Efficiency(bandwidth=0.5))
+    half = speed(work, one, rates, Efficiency(bandwidth=0.5))
     assert half.decode_tokens_s == pytest.approx(bound.decode_tokens_s / 2, rel=1e-9)
     assert half.tokens_per_joule == pytest.approx(half.decode_tokens_s / 300, rel=1e-9)
-    slow = speed(spec, "bf16", "bf16", 1, 4096, rates,
-                 eff=Efficiency(bandwidth=1.0, layer_overhead_s=1e-3))
+    slow = speed(work, one, rates, Efficiency(bandwidth=1.0, layer_overhead_s=1e-3))
     assert 1 / slow.decode_tokens_s == pytest.approx(1 / bound.decode_tokens_s + 32e-3, rel=1e-9)
     # int4 reads about a quarter of the bf16 weights: faster, never slower
-    int4 = speed(spec, "int4", "fp16", 1, 4096, rates, eff=Efficiency(bandwidth=1.0))
+    int4 = speed(work.but(dtype="int4", kv_dtype="fp16"), one, rates, Efficiency(bandwidth=1.0))
     assert int4.decode_tokens_s and int4.decode_tokens_s > 2.5 * bound.decode_tokens_s
     # prefill: at least 2 x params x tokens FLOPs at peak
     assert bound.prefill_s_bound and bound.prefill_s_bound >= 2 * 7e9 * 4096 / 100e12
@@ -109,8 +111,9 @@ def test_decode_is_bounded_by_bandwidth_and_efficiency_scales_it() -> None:
 def test_moe_decode_reads_only_the_experts_the_batch_touches() -> None:
     r1 = preset("deepseek-r1")
     rates = Rates(bandwidth=4.8e12, tflops={"fp8": 1979.0})
-    one = speed(r1, "fp8", "fp16", 1, 1024, rates)
-    many = speed(r1, "fp8", "fp16", 256, 1024, rates)
+    work = Workload(r1, "fp8", "fp16", 1, 1024)
+    one = speed(work, TensorPipeline(), rates)
+    many = speed(work.but(batch=256), TensorPipeline(), rates)
     # batch 1 reads ~37B active weights, a big batch nearly all 671B
     assert 30e9 < one.bytes_per_step < 45e9
     assert many.bytes_per_step > 500e9
@@ -120,8 +123,9 @@ def test_tensor_parallel_adds_link_time_when_the_link_is_known() -> None:
     spec = preset("deepseek-r1-distill-llama-70b")
     linked = Rates(bandwidth=2e12, tflops={"bf16": 312.0}, link_bandwidth=300e9, link="NVLink 3")
     bare = Rates(bandwidth=2e12, tflops={"bf16": 312.0})
-    with_link = speed(spec, "bf16", "bf16", 1, 2048, linked, tp=2)
-    without = speed(spec, "bf16", "bf16", 1, 2048, bare, tp=2)
+    work, tp2 = Workload(spec, "bf16", "bf16", 1, 2048), TensorPipeline(2)
+    with_link = speed(work, tp2, linked)
+    without = speed(work, tp2, bare)
     assert with_link.comm_s_per_step > 0 and without.comm_s_per_step == 0
     assert with_link.decode_tokens_s < without.decode_tokens_s
     assert "not counted" in without.limited_by
@@ -176,7 +180,7 @@ def test_local_device_uses_the_saved_calibration(tmp_path: Path,
     from hal import calibration
 
     monkeypatch.setenv("HAL_CACHE_DIR", str(tmp_path))
-    device = ("cpu", 0, "Test CPU 9000", True, 64 * GIB, 60 * GIB, True)
+    device = LocalDevice("cpu", 0, "Test CPU 9000", True, 64 * GIB, 60 * GIB, True)
     plain = plan("350M", "fp32", local=True, cards=[], local_devices=lambda: [device])
     assert plain.local is not None and plain.local[0].speed is None
     calibration.save("cpu", "Test CPU 9000", {"fp32": 0.2}, 20e9)
@@ -210,10 +214,9 @@ def test_max_context_is_the_last_token_count_that_fits_at_the_layout() -> None:
             continue
 
         def need(c: int, x: Any = x) -> int:
-            return estimate(p.spec, dtype=x.runs, context=c, tensor_parallel=x.layout.tp,
-                            pipeline_parallel=x.layout.pp).total
+            return memory(Workload(p.spec, dtype=x.runs, context=c), x.layout).total
 
-        assert need(x.max_context) <= x.card.memory_bytes
-        assert x.max_context == p.spec.max_context or need(x.max_context + 1) > x.card.memory_bytes
+        assert need(x.max_context) <= x.capacity < x.card.memory_bytes
+        assert x.max_context == p.spec.max_context or need(x.max_context + 1) > x.capacity
         checked += 1
     assert checked >= 12

@@ -158,9 +158,11 @@ def test_cli_emit_prints_a_line_that_parses_and_refuses_in_one_line() -> None:
     out = _hal("deepseek-r1", "--dtype", "fp8", "--cards", "h100-sxm", "--no-local", "--emit", "vllm")
     assert out.returncode == 0, out.stderr
     lines = [x for x in out.stdout.splitlines() if not x.startswith("#")]
-    assert len(lines) == 1
-    ns, _ = parse("vllm", lines[0])
-    assert ns.model == "deepseek-ai/DeepSeek-R1" and value(ns, "--quantization") == "fp8"
+    assert len(lines) == 2  # 16 x H100 as deployed: two 8-GPU nodes, one line a node
+    for rank, line in enumerate(lines):
+        ns, _ = parse("vllm", line)
+        assert ns.model == "deepseek-ai/DeepSeek-R1" and value(ns, "--quantization") == "fp8"
+        assert value(ns, "--node-rank") == str(rank) and value(ns, "--nnodes") == "2"
     bad = _hal("deepseek-r1", "--dtype", "fp8", "--cards", "h100-sxm", "--no-local", "--emit",
                "llama.cpp")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

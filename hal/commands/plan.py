@@ -28,10 +28,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("model", metavar="MODEL",
                    help="parameter count, Hugging Face id, config.json path or preset")
-    p.add_argument("--dtype", default="bf16", help="weight format: fp32, fp16, bf16, fp8 "
+    p.add_argument("--dtype", default=None, help="weight format: fp32, fp16, bf16, fp8 "
                    "(128x128 block-scaled), int8 (W8A16), w8a8, int4, awq, gptq, nvfp4, mxfp4, "
                    "GGUF q2_k..q8_0 and iq1_s..iq4_nl, Unsloth ud-iq1_s..ud-q2_k_xl "
-                   "(docs/planner.md: Weight formats; default bf16)")
+                   "(docs/planner.md: Weight formats; default: the checkpoint's own, e.g. fp8 "
+                   "for DeepSeek-R1, else bf16)")
     p.add_argument("--no-convert", action="store_true",
                    help="refuse a format a card does not compute natively instead of converting "
                    "it (fp8 on a card without fp8 becomes w8a8 or bf16 otherwise)")
@@ -52,19 +53,44 @@ def add_parser(sub: Any) -> None:
                    "(default all; 'none' for none)")
     p.add_argument("--max-tp", type=int, default=8, metavar="N",
                    help="largest tensor-parallel degree (devices a node; default 8)")
+    p.add_argument("--layout", default=None, metavar="KIND",
+                   help="use only this layout kind: tp (tensor x pipeline parallel), "
+                   "layer-split (llama.cpp --split-mode layer), offload (with --host), ep "
+                   "(expert parallel, data-parallel attention) (default: the usual one for "
+                   "each card)")
+    p.add_argument("--host", default=None, metavar="ID",
+                   help="host platform whose memory may hold an MoE's routed experts (tries "
+                   "expert offload): desktop-ddr5-6000, xeon-8ch-ddr4-3200, xeon-8ch-ddr5-4800, "
+                   "xeon-8ch-ddr5-4800-x2, epyc-12ch-ddr5-4800, epyc-12ch-ddr5-6000")
+    p.add_argument("--mtp", nargs="?", const="0.85", default=None, metavar="ACCEPT",
+                   help="speculative decoding with a multi-token-prediction draft (DeepSeek-V3/"
+                   "R1's MTP module): 1 + ACCEPT tokens a step (default 0.85, the DeepSeek-V3 "
+                   "report's acceptance); off unless given")
+    p.add_argument("--gpu-memory-utilization", default=None, metavar="F",
+                   help="share of each card's memory a deployment may fill (default 0.9, "
+                   "vLLM's default; the rest is the engine's margin)")
     for name, what in (("bw-efficiency", "decode's share of peak memory bandwidth"),
                        ("compute-efficiency", "prefill's share of peak dense TFLOPS"),
                        ("link-efficiency", "all-reduce's share of the link bandwidth"),
-                       ("allreduce-latency", "seconds a small all-reduce costs"),
-                       ("layer-overhead", "fixed seconds a layer costs a decode step")):
+                       ("allreduce-latency", "seconds a small all-reduce costs in a node"),
+                       ("node-latency", "seconds a small all-reduce costs across nodes"),
+                       ("layer-overhead", "fixed seconds a layer costs a decode step"),
+                       ("moe-layer-overhead", "seconds an MoE layer adds (routing, dispatch)"),
+                       ("hop-latency", "seconds a pipeline stage takes to pass a token on"),
+                       ("host-bw-efficiency", "offloaded experts' share of host bandwidth")):
         p.add_argument(f"--{name}", default=None, metavar="X",
-                       help=f"{what} (default in docs/planner.md; HAL_PLAN_* variables too)")
+                       help=f"{what} (default: the engine class's, hal/data/engines.json; "
+                       "HAL_PLAN_* variables too)")
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="write a PNG or SVG: memory by term against context, and the ranking "
                    "(needs matplotlib: pip install torch-hal[plot])")
     p.add_argument("--no-local", action="store_true",
                    help="skip the local devices (no device probe, no torch)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON (compact; "
+                   "with --all every field and formula)")
+    p.add_argument("--all", action="store_true", help="every configuration, the per-card table "
+                   "by format, the breakdown and every formula (default: the answer and the "
+                   "top 10 in one screen)")
     p.add_argument("--emit", default=None, metavar="ENGINE", choices=("vllm", "sglang", "llama.cpp"),
                    help="print the launch command of the top configuration for vllm, sglang or "
                    "llama.cpp (one line a node; docs/planner.md: Launch lines)")
@@ -81,12 +107,16 @@ def build(args: argparse.Namespace) -> Any:
             [c for c in (x.strip() for x in args.cards.split(",")) if c]
     overrides = {"bandwidth": args.bw_efficiency, "compute": args.compute_efficiency,
                  "link": args.link_efficiency, "allreduce_latency_s": args.allreduce_latency,
-                 "layer_overhead_s": args.layer_overhead}
+                 "layer_overhead_s": args.layer_overhead, "node_latency_s": args.node_latency,
+                 "moe_layer_s": args.moe_layer_overhead, "hop_s": args.hop_latency,
+                 "host_bandwidth": args.host_bw_efficiency}
     return plan(args.model, args.dtype, kv_dtype=args.kv_dtype, batch=args.batch,
                 context=args.context, train=args.train, checkpointing=args.checkpointing,
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
                 rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides,
-                convert=not args.no_convert)
+                convert=not args.no_convert,
+                gpu_memory_utilization=args.gpu_memory_utilization, layout=args.layout,
+                host=args.host, mtp=args.mtp)
 
 
 def _emit(plan: Any, args: argparse.Namespace) -> int:
@@ -237,6 +267,81 @@ def _ranking(plan: Any) -> Table:
     return title, header, rows
 
 
+#: The default answer fits a terminal this wide.
+WIDTH = 100
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def compact(plan: Any) -> str:
+    """The one-screen answer: a first line that answers, its caveat, the top 10 by the
+    ranking within :data:`WIDTH` columns (every "-" says why on its row), then a few lines."""
+    import textwrap
+
+    from hal.planner.planning import TOP, why_missing
+    from hal.units import format_bytes
+
+    req, spec = plan.request, plan.spec
+    rows = plan.ranking[:TOP]
+    by = req.rank or "memory"
+    out: list[str] = []
+    if rows:
+        top = rows[0]
+        s = top.speed
+        first = f"{spec.name}: {top.config}"
+        if s and s.decode_tokens_s:
+            first += f", ~{s.decode_tokens_s:,.1f} tok/s a sequence (estimate)"
+        out.append(_short(first, WIDTH))
+        what = {"memory": "least memory", "speed": "fastest", "power": "most tokens a joule"}[by]
+        caveat = (f"{req.dtype} weights, context {req.context:,}, batch {req.batch}; {what}"
+                  f" of {len(plan.ranking)} that fit, {format_bytes(top.needed_per_device)} a "
+                  "device; decode is an estimate: published runs of one setup differ by up to "
+                  "1.6x between engines (docs/planner.md)")
+        out.extend(textwrap.wrap(caveat, WIDTH, initial_indent="  ", subsequent_indent="  "))
+    else:
+        out.extend(textwrap.wrap(plan.answer, WIDTH, subsequent_indent="  "))
+    if rows:
+        header = ["#", "configuration", "needs/usable", "decode", "prefill", "note"]
+        by_id = {(p.card.id, p.dtype): p for p in plan.placements}
+        body = []
+        for i, r in enumerate(rows, 1):
+            s = r.speed
+            p = by_id.get((r.id, req.dtype))
+            usable = p.capacity if p is not None else r.capacity_per_device
+            note = (why_missing(p) if p is not None else
+                    None if s and s.decode_tokens_s else "no rates: hal bench --save") or ""
+            body.append([str(i), r.config, f"{r.needed_per_device / 2**30:,.0f}/"
+                         f"{usable / 2**30:,.0f} GiB",
+                         _num(s.decode_tokens_s) if s and s.decode_tokens_s else "-",
+                         _num(s.prefill_s, 2) if s and s.prefill_s is not None else "-", note])
+        fixed = sum(max(len(str(x[c])) for x in [header, *body]) for c in (0, 2, 3, 4, 5))
+        room = WIDTH - 2 - 2 * (len(header) - 1) - fixed
+        for b in body:
+            b[1] = _short(b[1], room)
+        if not any(b[5] for b in body):
+            header, body = header[:5], [b[:5] for b in body]
+        widths = [max(len(str(x[c])) for x in [header, *body]) for c in range(len(header))]
+        out.append("")
+        out.append(_short(f"top {len(rows)} by {by} (decode tok/s a sequence and prefill s: "
+                          "estimates; --all for every row and formula)", WIDTH))
+        for line in [header, *body]:
+            out.append(("  " + "  ".join(str(c).ljust(w) for c, w in zip(line, widths))).rstrip())
+        if len(plan.ranking) > TOP:
+            out.append(f"  ... {len(plan.ranking) - TOP} more with --all")
+    if plan.local:
+        for d in plan.local:
+            verdict = ("fits" if d.fits_free else "fits when empty" if d.fits_total
+                       else "does not fit")
+            out.append(_short(f"local {d.backend}:{d.index} ({d.name}): {verdict}, needs "
+                              f"{format_bytes(d.needed)} of {format_bytes(d.free)} free", WIDTH))
+    out.append(_short(f"{spec.name}: {spec.params_total / 1e9:.1f}B params, weights "
+                      f"{format_bytes(plan.estimate.weights)} in all; usable: memory x "
+                      "--gpu-memory-utilization", WIDTH))
+    return "\n".join(out) + "\n"
+
+
 def footer(plan: Any) -> list[str]:
     """Lines under the tables: why fewer cards fail, assumptions, efficiency, formulas."""
     lines: list[str] = []
@@ -305,8 +410,17 @@ def run(args: argparse.Namespace) -> int:
 
         plot(plan, args.plot)
     if args.json:
-        json.dump(plan.as_dict(), sys.stdout, indent=2)
+        if args.all:
+            json.dump(plan.as_dict(), sys.stdout, indent=2)
+        else:
+            json.dump(plan.as_dict(full=False), sys.stdout, separators=(",", ":"))
         sys.stdout.write("\n")
+        return 0
+    if not args.all:
+        text = compact(plan)
+        if args.plot is not None:
+            text += f"picture written to {args.plot}\n"
+        sys.stdout.write(text)
         return 0
     tables = render(plan)
     lines = footer(plan)

@@ -56,6 +56,10 @@ class Accelerator:
     interconnect: Interconnect | None = None
     board: str = ""  # set when the entry is one device of a board (a GCD, a stack, a chip)
     devices_per_board: int = 1
+    node_link: Interconnect | None = None  # across nodes, a device (scale-out NIC)
+    devices_per_node: int = 8
+    gpu_share: float | None = None  # unified memory: the share the GPU may use by default
+    pipeline_stages: bool = True  # its serving engines pipeline across nodes (else TP/EP only)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, the same fields as the data file."""
@@ -68,6 +72,9 @@ class Accelerator:
             "source": self.source, "notes": self.notes, "provider": self.provider,
             "interconnect": self.interconnect.as_dict() if self.interconnect else None,
             "board": self.board, "devices_per_board": self.devices_per_board,
+            "node_link": self.node_link.as_dict() if self.node_link else None,
+            "devices_per_node": self.devices_per_node, "gpu_share": self.gpu_share,
+            "pipeline_stages": self.pipeline_stages,
         }
 
 
@@ -79,7 +86,8 @@ def _dtype_key(name: object, ident: object, field: str, torch_name: bool = False
     return (entry.torch_name or entry.short) if torch_name else entry.kind
 
 
-def from_mapping(entry: Mapping[str, Any], provider: str = "hal") -> Accelerator:
+def from_mapping(entry: Mapping[str, Any], provider: str = "hal",
+                 node_link: Mapping[str, Any] | None = None) -> Accelerator:
     """Validate one entry; a ConfigError names the field and what it should be."""
     missing = [k for k in REQUIRED if k not in entry]
     ident = entry.get("id", "?")
@@ -121,7 +129,25 @@ def from_mapping(entry: Mapping[str, Any], provider: str = "hal") -> Accelerator
         match=tuple(entry.get("match") or ()), notes=str(entry.get("notes", "")),
         provider=provider, interconnect=_interconnect(entry.get("interconnect"), ident),
         board=str(entry.get("board", "")), devices_per_board=per_board,
+        node_link=_interconnect(entry.get("node_link", node_link), ident),
+        devices_per_node=_count(entry.get("devices_per_node", 8), ident, "devices_per_node"),
+        gpu_share=_share(entry.get("gpu_share"), ident),
+        pipeline_stages=bool(entry.get("pipeline_stages", True)),
     )
+
+
+def _share(value: Any, ident: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"accelerator {ident!r}: gpu_share {value!r} must be in (0, 1] or null")
+    return float(value)
+
+
+def _count(value: Any, ident: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise ConfigError(f"accelerator {ident!r}: {name} {value!r} must be an integer in 1..1024")
+    return value
 
 
 def _interconnect(value: Any, ident: Any) -> Interconnect | None:
@@ -142,7 +168,8 @@ def builtin() -> list[Accelerator]:
     """The entries shipped in hal/data/accelerators.json."""
     text = resources.files("hal").joinpath("data/accelerators.json").read_text(encoding="utf-8")
     data = json.loads(text)
-    return [from_mapping(e) for e in data["accelerators"]]
+    default = data.get("node_link")
+    return [from_mapping(e, node_link=default) for e in data["accelerators"]]
 
 
 def catalogue(plugins: bool = True) -> list[Accelerator]:
@@ -194,3 +221,35 @@ def match_device(device_name: str, total_memory: int,
     if not hits:
         return None
     return min(hits, key=lambda a: abs(a.memory_bytes - total_memory))
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host platform whose memory holds offloaded experts: bandwidth and a typical size."""
+
+    id: str
+    name: str
+    memory_bandwidth: int  # bytes/s, peak
+    memory_bytes: int
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, the same fields as the data file."""
+        return {"id": self.id, "name": self.name, "memory_bandwidth": self.memory_bandwidth,
+                "memory_bytes": self.memory_bytes, "source": self.source}
+
+
+def hosts() -> list[Host]:
+    """The host platforms shipped in hal/data/hosts.json."""
+    text = resources.files("hal").joinpath("data/hosts.json").read_text(encoding="utf-8")
+    return [Host(h["id"], h["name"], int(h["memory_bandwidth"]), int(h["memory_bytes"]),
+                 h["source"]) for h in json.loads(text)["hosts"]]
+
+
+def find_host(name: str) -> Host:
+    """A host platform by id; a ConfigError lists the known ones."""
+    known = hosts()
+    for h in known:
+        if h.id == name.strip().lower():
+            return h
+    raise ConfigError(f"unknown host {name!r}; expected one of: {', '.join(h.id for h in known)}")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from hal import dtypes
 from hal.errors import ConfigError
 from hal.planner import formats
+from hal.planner.layouts import Layout, TensorPipeline, kv_fraction
 from hal.planner.models import ModelSpec, resolve
+
+__all__ = ["Breakdown", "Workload", "estimate", "kv_fraction", "memory"]
 
 Mode = Literal["inference", "train"]
 #: How attention is computed: a fused (flash / memory-efficient) kernel that never holds the
@@ -73,6 +76,8 @@ class Breakdown:
     context: int
     tensor_parallel: int
     pipeline_parallel: int
+    layout: str
+    devices: int
     params_total: int
     params_active: int
     weights: int
@@ -83,6 +88,7 @@ class Breakdown:
     activations: int
     overhead: int
     notes: tuple[str, ...] = field(default=())
+    host: int = 0  # bytes the host's memory holds (offloaded experts), not in ``total``
 
     @property
     def total(self) -> int:
@@ -117,19 +123,6 @@ def kv_cache_bytes(spec: ModelSpec, batch: int, context: int, kv_dtype: str = "f
     return int(batch * spec.kv_elements_per_token(context) * KV_BYTES[dtype_name(kv_dtype, kv=True)])
 
 
-def kv_fraction(spec: ModelSpec, tp: int) -> float:
-    """The share of the KV cache one tensor-parallel rank holds.
-
-    Heads are split over ranks; with more ranks than KV heads each rank keeps one KV head
-    (replicated, as vLLM does), so the share is ceil(kv_heads / tp) / kv_heads.  An MLA latent
-    cache has no heads to split: every rank holds all of it.
-    """
-    if spec.attention == "mla" or tp <= 1:
-        return 1.0
-    heads = max(1, spec.num_kv_heads)
-    return -(-heads // tp) / heads
-
-
 def kv_split_note(spec: ModelSpec, tp: int) -> str:
     """How the KV cache is divided at tensor parallel ``tp``, in words."""
     if spec.attention == "mla":
@@ -138,6 +131,73 @@ def kv_split_note(spec: ModelSpec, tp: int) -> str:
         return (f"KV cache / {spec.num_kv_heads} ({spec.num_kv_heads} KV heads, each rank "
                 f"keeps one, replicated {tp // spec.num_kv_heads}x)")
     return f"KV cache / {tp}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one estimate is of: the model, its formats, batch, context, mode, runtime terms.
+
+    :param kv_dtype: KV-cache dtype; None: the weight dtype for fp32/fp16/bf16, else fp16.
+    :param runtime_bytes: fixed runtime context; 0 on a CPU, where there is none to pay.
+    :param attention: ``"fused"`` (flash/SDPA kernels: no score matrix) or ``"materialized"``
+        (eager attention: two score tensors live at once, counted in inference activations).
+    :param fragmentation: allocator slack as a fraction of (KV cache + activations).  The
+        estimate is of live tensors; a CPU process under glibc's default malloc keeps freed
+        multi-MiB blocks resident and measured up to about 26 % above it (docs/planner.md).
+    """
+
+    spec: ModelSpec
+    dtype: str = "fp16"
+    kv_dtype: str | None = None
+    batch: int = 1
+    context: int = 4096
+    mode: Mode = "inference"
+    checkpointing: bool = False
+    attention: Attention = "fused"
+    runtime_bytes: int = DEFAULT_RUNTIME_BYTES
+    fragmentation: float = FRAGMENTATION
+    prefill_chunk: int = PREFILL_CHUNK
+    weight_format: formats.Format | None = None  # a format outside the table (its name: dtype)
+    mtp: float = 0.0  # speculative decoding: acceptance of one drafted token a step (0: off)
+
+    def __post_init__(self) -> None:
+        if self.weight_format is not None:
+            object.__setattr__(self, "dtype", self.weight_format.name)
+        else:
+            object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        if self.kv_dtype is not None:
+            object.__setattr__(self, "kv_dtype", dtype_name(self.kv_dtype, kv=True))
+        _positive("batch", self.batch)
+        _positive("context", self.context)
+        if self.mode not in ("inference", "train"):
+            raise ConfigError(f"mode {self.mode!r} is invalid; expected 'inference' or 'train'")
+        if self.attention not in ("fused", "materialized"):
+            raise ConfigError(f"attention {self.attention!r} is invalid; expected 'fused' or "
+                              "'materialized'")
+        if not 0 <= self.mtp <= 1:
+            raise ConfigError(f"--mtp {self.mtp!r} is invalid; expected an acceptance rate in "
+                              "[0, 1] (DeepSeek-V3 reports 0.85-0.9)")
+        if self.runtime_bytes < 0 or not 0 <= self.fragmentation < 1:
+            raise ConfigError("runtime_bytes must be >= 0 and fragmentation in [0, 1)")
+
+    @property
+    def format(self) -> formats.Format:
+        """The weight format."""
+        return self.weight_format or WEIGHT_FORMATS[self.dtype]
+
+    @property
+    def compute_dtype(self) -> str:
+        """The 16/32-bit format activations are held in."""
+        return self.dtype if not self.format.quantized else "fp16"
+
+    @property
+    def kv_name(self) -> str:
+        """The KV-cache format actually used."""
+        return self.kv_dtype if self.kv_dtype is not None else self.compute_dtype
+
+    def but(self, **changes: Any) -> Workload:
+        """A copy with some fields changed (another context, batch or format)."""
+        return replace(self, **changes)
 
 
 def estimate(
@@ -156,41 +216,38 @@ def estimate(
     prefill_chunk: int = PREFILL_CHUNK,
     attention: Attention = "fused",
 ) -> Breakdown:
-    """Estimate the memory one device needs to run (or train) ``model``.
+    """Estimate the memory one device needs to run (or train) ``model``: the keyword form of
+    :func:`memory` at a :class:`TensorPipeline` layout (see :class:`Workload` for the terms).
 
     :param model: a parameter count (``"13B"``), a config.json path, a preset name, a config
         mapping or a :class:`ModelSpec`.
-    :param dtype: weight format: fp32, fp16, bf16, fp8, int8, int4.
-    :param kv_dtype: KV-cache dtype; default the weight dtype for fp32/fp16/bf16, else fp16.
-    :param mode: ``"inference"`` or ``"train"`` (weights, gradients, Adam states, activations).
     :param tensor_parallel: the degree N; figures are per device.
-    :param pipeline_parallel: pipeline stages P (layers split over P devices); figures are for
-        the largest stage: ceil(layers / P) layers plus the embedding or lm_head.
-    :param runtime_bytes: fixed runtime context; 0 on a CPU, where there is none to pay.
-    :param attention: ``"fused"`` (flash/SDPA kernels: no score matrix) or ``"materialized"``
-        (eager attention: two score tensors live at once, counted in inference activations).
-    :param fragmentation: allocator slack as a fraction of (KV cache + activations).  The
-        estimate is of live tensors; a CPU process under glibc's default malloc keeps freed
-        multi-MiB blocks resident and measured up to about 26 % above it (docs/planner.md).
+    :param pipeline_parallel: pipeline stages P; figures are for the largest stage.
     """
     spec = resolve(model)
-    fmt = WEIGHT_FORMATS[dtype_name(dtype)]
-    _positive("batch", batch)
-    _positive("context", context)
-    tp = _positive("tensor_parallel", tensor_parallel)
-    pp = _positive("pipeline_parallel", pipeline_parallel)
-    if pp > spec.num_layers:
-        raise ConfigError(f"pipeline_parallel {pp} is invalid; expected at most the model's "
-                          f"{spec.num_layers} layers")
-    if mode not in ("inference", "train"):
-        raise ConfigError(f"mode {mode!r} is invalid; expected 'inference' or 'train'")
-    if attention not in ("fused", "materialized"):
-        raise ConfigError(f"attention {attention!r} is invalid; expected 'fused' or 'materialized'")
-    if runtime_bytes < 0 or not 0 <= fragmentation < 1:
-        raise ConfigError("runtime_bytes must be >= 0 and fragmentation in [0, 1)")
-    compute = fmt.name if not fmt.quantized else "fp16"
-    kv_name = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else compute
-    act_bytes = int(WEIGHT_FORMATS[compute].bits) // 8
+    work = Workload(spec, dtype, kv_dtype, batch, context, mode, checkpointing, attention,
+                    runtime_bytes, fragmentation, prefill_chunk)
+    layout = TensorPipeline(_positive("tensor_parallel", tensor_parallel),
+                            _positive("pipeline_parallel", pipeline_parallel))
+    return memory(work, layout)
+
+
+def memory(work: Workload, layout: Layout) -> Breakdown:
+    """The bytes one device holds to run ``work`` spread as ``layout`` says, term by term.
+
+    Every term is computed for one device holding everything, then scaled by the layout's
+    :class:`~hal.planner.layouts.Shares`; the notes give each formula.
+    """
+    spec = work.spec
+    layout.check(spec)
+    fmt = work.format
+    batch, context, mode = work.batch, work.context, work.mode
+    checkpointing, attention = work.checkpointing, work.attention
+    runtime_bytes, fragmentation, prefill_chunk = (work.runtime_bytes, work.fragmentation,
+                                                   work.prefill_chunk)
+    compute = work.compute_dtype
+    kv_name = work.kv_name
+    act_bytes = int(WEIGHT_FORMATS[compute].bits) // 8 if compute in WEIGHT_FORMATS else 2
     notes: list[str] = list(spec.notes)
     mib = 2**20
 
@@ -267,33 +324,36 @@ def estimate(
         activations += logits
         notes.append("+ tokens x vocab x 4 bytes x 2 (fp32 logits and their gradient)")
 
-    # -- pipeline parallelism: the largest stage holds ceil(L / P) layers and the embedding
-    #    (first stage) or the lm_head (last stage), whichever is larger
-    if pp > 1:
-        share = -(-spec.num_layers // pp) / spec.num_layers
-        kept_each = max(spec.embedding_params, spec.lm_head_params or spec.embedding_params)
+    # -- the layout: each device holds its share of every term
+    sh = layout.shares(spec)
+    if (layout.count, sh.body, sh.kv, sh.transient, sh.routed) != (1, 1.0, 1.0, 1.0, None) \
+            or layout.batch_share(batch) != 1.0:
         kept_bytes = fmt.kept_bits / 8
         body_weights = weights - kept * kept_bytes
-        weights = body_weights * share + kept_each * kept_bytes
-        scales = scales * share
-        state_share = (spec.quantizable_params * share + kept_each) / spec.params_total
+        routed_share = sh.body if sh.routed is None else sh.routed
+        routed_frac = spec.routed_params / max(1, spec.quantizable_params)
+        body_share = sh.body * (1 - routed_frac) + routed_share * routed_frac
+        weights = body_weights * body_share + sh.kept_params * kept_bytes * sh.kept_split
+        scales = scales * body_share
+        state_share = ((spec.quantizable_params * body_share + sh.kept_params * sh.kept_split)
+                       / spec.params_total)
         gradients, optimizer = int(gradients * state_share), int(optimizer * state_share)
-        kv = int(kv * share)
+        kv = int(kv * sh.kv * layout.batch_share(batch))
         if mode == "train":
-            activations = int((activations - logits) * share + logits)
-        notes.append(f"pipeline parallel {pp}: the largest stage holds ceil({spec.num_layers} / "
-                     f"{pp}) = {-(-spec.num_layers // pp)} layers' weights and KV cache plus the "
-                     "embedding or lm_head (the larger); one layer's transients as before")
+            activations = int((activations - logits) * sh.stored + logits * sh.transient)
+        else:
+            activations = int(activations * sh.transient)
+        notes.append(f"{layout.label}: weights x {body_share:.4g} of the body + "
+                     f"{sh.kept_params:,} embedding/lm_head params x {sh.kept_split:.4g}; "
+                     f"KV cache x {sh.kv:.4g} ("
+                     + (kv_split_note(spec, layout.tp) if layout.tp > 1 else "the stage's layers")
+                     + f"); activations x {sh.transient:.4g}")
 
-    # -- tensor parallelism: shard weights, states, KV heads and activations
-    if tp > 1:
-        weights, scales = weights / tp, scales / tp
-        gradients, optimizer = gradients // tp, optimizer // tp
-        kv_share = kv_fraction(spec, tp)
-        kv = int(kv * kv_share)
-        activations = activations // tp
-        notes.append(f"tensor parallel {tp}: weights, states and activations / {tp}; "
-                     + kv_split_note(spec, tp))
+    host = 0
+    if layout.host_experts and spec.routed_params:
+        host = int(spec.routed_params * fmt.bits_per_weight / 8)
+        notes.append(f"host memory = {spec.routed_params:,} routed-expert params x "
+                     f"{fmt.bits_per_weight:g} bits / 8 (offloaded, not in the device total)")
 
     dynamic = kv + activations
     overhead = int(runtime_bytes + fragmentation * dynamic)
@@ -301,8 +361,9 @@ def estimate(
                  f"{fragmentation:.0%} of (kv_cache + activations) for allocator fragmentation")
     return Breakdown(
         model=spec.name, mode=mode, dtype=fmt.name, kv_dtype=kv_name, batch=batch,
-        context=context, tensor_parallel=tp, pipeline_parallel=pp, params_total=spec.params_total,
+        context=context, tensor_parallel=layout.tp, pipeline_parallel=layout.pp,
+        layout=layout.label, devices=layout.count, params_total=spec.params_total,
         params_active=spec.params_active, weights=int(weights), weight_scales=int(scales),
         gradients=int(gradients), optimizer=int(optimizer), kv_cache=int(kv),
-        activations=int(activations), overhead=overhead, notes=tuple(notes),
+        activations=int(activations), overhead=overhead, notes=tuple(notes), host=host,
     )

@@ -302,8 +302,14 @@ def native_on(fmt: str | Format, card: object) -> bool:
     if f.compute == "fp8":
         return bool(native & {NEEDS["fp8"], NEEDS["fp8-e4m3fnuz"]})
     if f.weight_only and f.compute != "fp4":
-        return NEEDS["fp16"] in native
+        return _dequantizes(native)
     return NEEDS[f.compute] in native
+
+
+def _dequantizes(native: frozenset[str]) -> bool:
+    """Whether a weight-only kernel can dequantize to a float the card computes (fp16, or fp32
+    as llama.cpp does on cards without fast fp16, such as the Tesla P40)."""
+    return bool(native & {NEEDS["fp16"], NEEDS["fp32"]})
 
 
 @dataclass(frozen=True)
@@ -331,7 +337,7 @@ def for_card(fmt: str | Format, card: object, *, convert: bool = True, card_name
     """
     f = fmt if isinstance(fmt, Format) else get(fmt)
     where = card_name or getattr(card, "name", "") or "this card"
-    if native_on(f, card) or (f.compute == "fp4" and NEEDS["fp16"] in _native(card)):
+    if native_on(f, card) or (f.compute == "fp4" and _dequantizes(_native(card))):
         return Choice(f.name, f.name)
     native = _native(card)
     if f.compute == "fp8":
@@ -345,7 +351,7 @@ def for_card(fmt: str | Format, card: object, *, convert: bool = True, card_name
         to, why = "int8", f"{where} has no int8 compute: W8A8 runs weight-only as W8A16 (same bytes)"
     else:
         raise FormatError(f"weight format {f.name!r} cannot run on {where} (it has no "
-                          f"{NEEDS[f.compute]} compute, nor fp16 to dequantize to)")
+                          f"{NEEDS[f.compute]} compute, nor fp16 or fp32 to dequantize to)")
     if not convert:
         raise FormatError(f"weight format {f.name!r} is not computed natively on {where} and "
                           f"--no-convert is set; convert to {to} (or drop --no-convert), or choose "

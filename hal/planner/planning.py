@@ -10,23 +10,26 @@ for the local devices (``local=True``).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from hal.errors import ConfigError
-from hal.planner.catalogue import Accelerator, catalogue, find, match_device
+from hal.planner.catalogue import Accelerator, Host, catalogue, find, find_host, match_device
 from hal.planner.estimate import (
     DEFAULT_RUNTIME_BYTES,
     Breakdown,
+    Workload,
     dtype_name,
-    estimate,
     kv_split_note,
+    memory,
 )
 from hal.planner.fit import Headroom
 from hal.planner.formats import FormatError, for_card
+from hal.planner.layouts import LAYOUTS, Layout, Search, TensorPipeline, kinds, tp_degrees
 from hal.planner.models import ModelSpec, resolve
-from hal.planner.speed import Efficiency, Rates, Speed, efficiency, speed
+from hal.planner.speed import Efficiency, Rates, Speed, efficiency, engines, speed
 
 Rank = Literal["memory", "speed", "power"]
 RANKS: tuple[str, ...] = ("memory", "speed", "power")
@@ -37,26 +40,11 @@ TABLE_FORMATS = ("bf16", "fp8", "int8", "int4")
 MAX_TP = 8
 #: Context searched up to this many tokens when the model states no limit.
 CONTEXT_LIMIT = 1 << 22
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Tensor-parallel degree x pipeline stages: how many devices and how they split a model."""
-
-    tp: int = 1
-    pp: int = 1
-
-    @property
-    def count(self) -> int:
-        """Devices in all."""
-        return self.tp * self.pp
-
-    @property
-    def label(self) -> str:
-        """``TP 8 x PP 2``, ``TP 8`` or ``1 device``."""
-        if self.count == 1:
-            return "1 device"
-        return f"TP {self.tp}" + (f" x PP {self.pp}" if self.pp > 1 else "")
+#: The share of a card's memory a deployment may fill: vLLM's ``gpu_memory_utilization``
+#: default (0.9; SGLang sizes its pool as a similar fraction).  The rest is the engine's
+#: margin for captured graphs, collective buffers, the sampler and fragmentation at scale, which the
+#: live-tensor estimate does not count; a plan at 99 % of a card is not one anyone runs.
+GPU_MEMORY_UTILIZATION = 0.9
 
 
 @dataclass(frozen=True)
@@ -77,7 +65,7 @@ class Attempt:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"count": self.layout.count, "tp": self.layout.tp, "pp": self.layout.pp,
+        return {"count": self.layout.count, "layout": self.layout.as_dict(),
                 "needed": self.needed, "capacity": self.capacity, "reason": self.reason}
 
 
@@ -92,6 +80,7 @@ class Placement:
     fails: tuple[Attempt, ...]  # the least-memory layout of each smaller count
     max_context: int | None  # tokens that fit at the requested batch, at that layout
     speed: Speed | None
+    capacity: int = 0  # usable bytes a device: memory x the utilisation cap
     converted_to: str = ""  # the format the card runs instead of ``dtype`` ("" when native)
     reason: str = ""  # why it was converted, or why it cannot run (--no-convert)
 
@@ -99,6 +88,11 @@ class Placement:
     def runs(self) -> str:
         """The format the card runs: ``dtype``, or what it is converted to."""
         return self.converted_to or self.dtype
+
+    @property
+    def headroom(self) -> int | None:
+        """Usable bytes a device left after the estimate (None: nothing fits)."""
+        return self.capacity - self.per_device.total if self.per_device else None
 
     @property
     def feasible(self) -> bool:
@@ -111,7 +105,7 @@ class Placement:
         if self.layout is None:
             return "-"
         return f"{self.layout.count} x {self.card.name}" + (
-            f" ({self.layout.label})" if self.layout.count > 1 else "") + (
+            f" ({self.layout.label})" if self.layout.label != "1 device" else "") + (
             f" as {self.converted_to}" if self.converted_to else "")
 
     @property
@@ -125,20 +119,24 @@ class Placement:
             "card": self.card.id, "name": self.card.name, "dtype": self.dtype,
             "feasible": self.feasible, "config": self.config,
             "count": self.layout.count if self.layout else None,
-            "tp": self.layout.tp if self.layout else None,
-            "pp": self.layout.pp if self.layout else None,
+            "layout": self.layout.as_dict() if self.layout else None,
             "needed_per_device": self.per_device.total if self.per_device else None,
-            "capacity_per_device": self.card.memory_bytes, "memory_total": self.memory_total,
-            "per_device": self.per_device.as_dict() if self.per_device else None,
+            "capacity_per_device": self.card.memory_bytes, "usable_per_device": self.capacity,
+            "headroom_per_device": self.headroom, "memory_total": self.memory_total,
             "fails": [a.as_dict() for a in self.fails], "max_context": self.max_context,
             "speed": self.speed.as_dict() if self.speed else None,
             "converted_to": self.converted_to or None, "reason": self.reason or None,
         }
 
+    def as_dict_full(self) -> dict[str, Any]:
+        """JSON form with the per-device breakdown and its formulas (``--json --all``)."""
+        return self.as_dict() | {
+            "per_device": self.per_device.as_dict() if self.per_device else None}
+
 
 @dataclass(frozen=True)
-class LocalDevice(Headroom):
-    """A device of an available local backend against the estimate, and its speed."""
+class LocalDevice:
+    """A device of an available local backend as the probe found it."""
 
     backend: str
     index: int
@@ -146,9 +144,47 @@ class LocalDevice(Headroom):
     selected: bool
     total: int
     free: int
+    is_cpu: bool = False
+
+
+@dataclass(frozen=True)
+class LocalFit(Headroom):
+    """A local device against the estimate, and its speed."""
+
+    device: LocalDevice
     needed: int
     speed: Speed | None
     rates_basis: str  # "measured by hal bench ...", "spec sheet (<card>)" or "" (none known)
+
+    @property
+    def backend(self) -> str:
+        """The device's backend."""
+        return self.device.backend
+
+    @property
+    def index(self) -> int:
+        """The device's index in its backend."""
+        return self.device.index
+
+    @property
+    def name(self) -> str:
+        """The device's name."""
+        return self.device.name
+
+    @property
+    def selected(self) -> bool:
+        """Whether hal.get_device() picks this backend."""
+        return self.device.selected
+
+    @property
+    def total(self) -> int:  # type: ignore[override]
+        """Device memory in bytes."""
+        return self.device.total
+
+    @property
+    def free(self) -> int:  # type: ignore[override]
+        """Free device memory in bytes."""
+        return self.device.free
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -167,6 +203,7 @@ class RankRow:
     config: str
     kind: str  # "card" or "local"
     id: str
+    layout: str  # the layout's label ("TP 8 x PP 2", "layer split 16", "1 device")
     count: int
     memory_total: int
     needed_per_device: int
@@ -195,6 +232,10 @@ class Request:
     rank: str | None
     formats: tuple[str, ...]
     cards: tuple[str, ...] | None  # None: every catalogue card
+    gpu_memory_utilization: float | None = None  # None: each card's default share
+    layout: str | None = None  # a forced layout kind
+    host: str | None = None  # a host platform id: offload layouts are tried
+    mtp: float = 0.0  # speculative decoding acceptance (0: off)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -212,7 +253,7 @@ class Plan:
     request: Request
     estimate: Breakdown
     placements: tuple[Placement, ...]
-    local: tuple[LocalDevice, ...] | None
+    local: tuple[LocalFit, ...] | None
     ranking: tuple[RankRow, ...]
     answer: str
     efficiency: Efficiency
@@ -226,11 +267,15 @@ class Plan:
                 return p
         raise ConfigError(f"no placement for card {card!r} at {want!r}")
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form (schema ``hal.plan/2``): every field."""
+    def as_dict(self, full: bool = True) -> dict[str, Any]:
+        """JSON form (schema ``hal.plan/3``): every field; ``full=False`` (``hal plan --json``)
+        keeps the answer, the top 10 of the ranking and, per placement, its count and (at the
+        requested format) its figures, without formulas: a 7B plan in a few tens of KB."""
         spec = self.spec
+        if not full:
+            return self._compact()
         return {
-            "schema": "hal.plan/2",
+            "schema": "hal.plan/3",
             "answer": self.answer,
             "request": self.request.as_dict(),
             "model": {"name": spec.name, "kind": spec.kind, "params_total": spec.params_total,
@@ -247,63 +292,126 @@ class Plan:
             "assumptions": list(self.assumptions),
         }
 
+    def _compact(self) -> dict[str, Any]:
+        spec, req = self.spec, self.request
+        cells: list[dict[str, Any]] = []
+        for p in self.placements:
+            cell: dict[str, Any] = {"card": p.card.id, "dtype": p.dtype,
+                                    "count": p.layout.count if p.layout else None}
+            if p.dtype == req.dtype:
+                s = p.speed
+                cell |= {"config": p.config, "layout": p.layout.label if p.layout else None,
+                         "needed_per_device": p.per_device.total if p.per_device else None,
+                         "usable_per_device": p.capacity, "max_context": p.max_context,
+                         "decode_tokens_s": s.decode_tokens_s if s else None,
+                         "prefill_s": s.prefill_s if s else None,
+                         "why_no_figure": why_missing(p)}
+            cells.append(cell)
+        return {
+            "schema": "hal.plan/3", "answer": self.answer, "request": req.as_dict(),
+            "model": {"name": spec.name, "params_total": spec.params_total,
+                      "params_active": spec.params_active, "source": spec.source},
+            "estimate": {"dtype": self.estimate.dtype, "kv_dtype": self.estimate.kv_dtype,
+                         "layout": self.estimate.layout, "total": self.estimate.total,
+                         **self.estimate.terms},
+            "local": None if self.local is None else [d.as_dict() for d in self.local],
+            "placements": cells,
+            "ranking": {"by": req.rank or "memory", "total": len(self.ranking),
+                        "rows": [r.as_dict() for r in self.ranking[:TOP]]},
+            "labels": {"decode_tokens_s": "estimate, tokens/s a sequence",
+                       "prefill_s": "estimate, seconds"},
+        }
 
-def tp_degrees(spec: ModelSpec, max_tp: int = MAX_TP) -> tuple[int, ...]:
-    """Tensor-parallel degrees a serving engine accepts for this model, up to ``max_tp``.
 
-    The degree divides the attention heads; with grouped KV heads it also divides them, or is a
-    multiple of them (each rank then keeps one KV head, replicated), as vLLM requires.
-    """
-    out = []
-    for t in range(1, max_tp + 1):
-        if spec.num_heads % t:
-            continue
-        kv = spec.num_kv_heads
-        if spec.attention != "mla" and kv % t and t % kv:
-            continue
-        out.append(t)
-    return tuple(out)
+#: Rows of the ranking the default answer shows (``--all`` for the rest).
+TOP = 10
+
+
+def why_missing(p: Placement) -> str | None:
+    """Why a placement lacks a figure, in a few words (None: it has them all)."""
+    if p.layout is None:
+        return "fits no layout tried"
+    s = p.speed
+    if s is None:
+        return "training: no speed"
+    if s.decode_tokens_s is None:
+        return "no bandwidth figure"
+    if s.prefill_s is None:
+        return "no TFLOPS figure"
+    return None
 
 
 class _Planner:
     """One plan's computation: the estimate memo and the searches that share it."""
 
-    def __init__(self, spec: ModelSpec, req: Request, runtime_bytes: int) -> None:
-        self.spec, self.req, self.runtime = spec, req, runtime_bytes
+    def __init__(self, spec: ModelSpec, req: Request, runtime_bytes: int,
+                 overrides: Mapping[str, float | None] | None = None,
+                 host: Host | None = None) -> None:
+        self.spec, self.req, self.runtime, self.host = spec, req, runtime_bytes, host
         self.memo: dict[tuple[Any, ...], Breakdown] = {}
         self.degrees = tp_degrees(spec, req.max_tp)
         self.limit = spec.max_context or CONTEXT_LIMIT
+        self.kinds = kinds(req.layout)
+        self.overrides = overrides
+        self.factors: dict[str, Efficiency] = {}
+        self.work = Workload(spec, req.dtype, req.kv_dtype, req.batch, req.context,
+                             "train" if req.mode == "train" else "inference",
+                             req.checkpointing, runtime_bytes=runtime_bytes, mtp=req.mtp)
 
     def est(self, dtype: str, layout: Layout, context: int | None = None,
             runtime: int | None = None, batch: int | None = None) -> Breakdown:
-        key = (dtype, layout.tp, layout.pp, context or self.req.context,
+        """The memory estimate at ``layout`` (computed once per distinct argument set)."""
+        key = (dtype, layout, context or self.req.context,
                self.runtime if runtime is None else runtime, batch or self.req.batch)
         hit = self.memo.get(key)
         if hit is None:
-            hit = self.memo[key] = estimate(
-                self.spec, dtype=dtype, kv_dtype=self.req.kv_dtype, batch=key[5],
-                context=key[3], mode="train" if self.req.mode == "train" else "inference",
-                checkpointing=self.req.checkpointing, tensor_parallel=layout.tp,
-                pipeline_parallel=layout.pp, runtime_bytes=key[4])
+            work = self.work.but(dtype=dtype, context=key[2], runtime_bytes=key[3],
+                                 batch=key[4])
+            hit = self.memo[key] = memory(work, layout)
         return hit
 
-    @functools.cached_property
-    def layouts(self) -> tuple[Layout, ...]:
-        """TP-only layouts, fewest devices first; then whole nodes of the largest TP degree
-        (at most ``max_tp``) as pipeline stages, 2 stages up to one a layer."""
-        single = [Layout(t, 1) for t in self.degrees]
-        top = self.degrees[-1]
-        multi = [Layout(top, p) for p in range(2, self.spec.num_layers + 1)]
-        return tuple(single + multi)
+    def eff(self, layout: Layout) -> Efficiency:
+        """The efficiency factors of the layout's engine class, with env and flag overrides."""
+        hit = self.factors.get(layout.engine)
+        if hit is None:
+            known = engines()
+            base = known[layout.engine].factors if layout.engine in known else None
+            hit = self.factors[layout.engine] = efficiency(self.overrides, base=base)
+        return hit
+
+    def layouts(self, card: Accelerator | None) -> list[Layout]:
+        """Every candidate layout for ``card``, fewest devices first, the usual one first
+        among equals (:meth:`Layout.rank_on`)."""
+        search = Search(self.degrees, self.req.max_tp, card, host=self.host is not None)
+        found = [lay for cls in self.kinds for lay in cls.candidates(self.spec, search)]
+        return sorted(found, key=lambda lay: (lay.count, lay.rank_on(card)))
+
+    def usable(self, card: Accelerator) -> int:
+        """Bytes of a card a deployment may fill: memory x the utilisation cap (the flag's,
+        else the card's own share for unified memory, else the serving engines' 0.9)."""
+        return int(card.memory_bytes * self.share(card))
+
+    def share(self, card: Accelerator) -> float:
+        """The share of the card's memory a deployment may fill."""
+        if self.req.gpu_memory_utilization is not None:
+            return self.req.gpu_memory_utilization
+        return card.gpu_share if card.gpu_share is not None else GPU_MEMORY_UTILIZATION
+
+    def host_fits(self, est: Breakdown) -> bool:
+        """The host holds the offloaded experts (90 % of its memory: the OS keeps the rest)."""
+        if not est.host:
+            return True
+        return self.host is not None and est.host <= 0.9 * self.host.memory_bytes
 
     def place(self, card: Accelerator, dtype: str) -> tuple[Layout | None, tuple[Attempt, ...]]:
-        """The first layout (in :attr:`layouts` order) that fits the card, and why each smaller
+        """The first layout (in :meth:`layouts` order) that fits the card, and why each smaller
         count did not (its least-memory layout); (None, the widest attempt) when none fits."""
-        cap = card.memory_bytes
+        cap = self.usable(card)
         tried: dict[int, Attempt] = {}
-        for lay in self.layouts:
-            need = self.est(dtype, lay).total
-            if need <= cap:
+        for lay in self.layouts(card):
+            est = self.est(dtype, lay)
+            need = est.total
+            if need <= cap and self.host_fits(est):
                 return lay, tuple(a for c, a in sorted(tried.items()) if c < lay.count)
             best = tried.get(lay.count)
             if best is None or need < best.needed:
@@ -340,17 +448,53 @@ class _Planner:
         return self.est(dtype, layout, context=context).total
 
 
-def _rates(card: Accelerator) -> Rates:
-    link = card.interconnect
+#: The inter-node link a card's nodes use when its entry names none (catalogue data).
+def _rates(card: Accelerator, host: Host | None = None) -> Rates:
+    link, node = card.interconnect, card.node_link
     return Rates(bandwidth=card.memory_bandwidth, tflops=dict(card.tflops),
                  link_bandwidth=link.per_direction if link else None,
                  link=link.link if link else "", power_w=card.board_power_w,
-                 basis=f"spec sheet ({card.name})")
+                 basis=f"spec sheet ({card.name})",
+                 node_link_bandwidth=node.per_direction if node else None,
+                 node_link=node.link if node else "", devices_per_node=card.devices_per_node,
+                 host_bandwidth=host.memory_bandwidth if host else None,
+                 host=host.name if host else "")
+
+
+#: Presets whose checkpoints ship in another format than bf16 (their config.json's
+#: ``quantization_config``): DeepSeek-V3/R1 are fp8, block-scaled 128 x 128.
+NATIVE_FORMATS = {"deepseek-v3": "fp8", "deepseek-r1": "fp8"}
+
+
+def native_format(model: str | int | ModelSpec | Mapping[str, Any]) -> str:
+    """The weight format a model's checkpoint ships in: its config's ``quantization_config``
+    (fp8) or ``torch_dtype``, a preset's known format, else bf16 (what an unknown count or
+    a config without either is served in)."""
+    cfg: Mapping[str, Any] | None = model if isinstance(model, Mapping) else None
+    if isinstance(model, str):
+        key = model.strip().lower()
+        if key in NATIVE_FORMATS:
+            return NATIVE_FORMATS[key]
+        if key.endswith(".json") or os.path.isdir(model):
+            from hal.planner.configfile import read_json_config
+
+            cfg = read_json_config(model)  # after resolve(): the same guarded read
+    if cfg is not None:
+        quant = cfg.get("quantization_config")
+        if isinstance(quant, Mapping) and str(quant.get("quant_method", "")).lower() == "fp8":
+            return "fp8"
+        dtype = cfg.get("torch_dtype")
+        if isinstance(dtype, str):
+            try:
+                return dtype_name(dtype)
+            except ConfigError:
+                pass
+    return "bf16"
 
 
 def plan(
     model: str | int | ModelSpec | Mapping[str, Any],
-    dtype: str = "bf16",
+    dtype: str | None = None,
     *,
     kv_dtype: str | None = None,
     batch: int = 1,
@@ -364,21 +508,32 @@ def plan(
     rank: str | None = None,
     max_tp: int = MAX_TP,
     efficiency_overrides: Mapping[str, float | None] | None = None,
-    local_devices: Callable[[], list[tuple[Any, ...]]] | None = None,
+    local_devices: Callable[[], Sequence[LocalDevice]] | None = None,
     convert: bool = True,
+    gpu_memory_utilization: float | None = None,
+    layout: str | None = None,
+    host: str | None = None,
+    mtp: float | None = None,
 ) -> Plan:
-    """Plan ``model`` at ``dtype``: the estimate, per card and format the smallest layout that
+    """Plan ``model`` at ``dtype`` (None: its checkpoint's own format, :func:`native_format`):
+    the estimate, per card and format the smallest layout that
     holds it with its speed, the local devices (``local=True``: probes them, imports torch),
     and the feasible configurations ranked by ``rank`` (memory, speed or power).
 
     ``cards`` picks catalogue ids or name parts (None: all; empty: none).
-    ``local_devices`` replaces the device probe (tests): it returns (backend, index, name,
-    selected, total, free, is_cpu) tuples.  A format a card does not compute natively is
-    converted (:func:`hal.planner.formats.for_card`: fp8 to W8A8 or bf16...) and the row says
-    so; with ``convert=False`` that row cannot run, and when every named card is such, a
-    one-line FormatError says what would work.
+    ``local_devices`` replaces the device probe (tests): it returns :class:`LocalDevice` values.
+    A format a card does not compute natively is converted
+    (:func:`hal.planner.formats.for_card`: fp8 to W8A8 or bf16...) and the row says so; with
+    ``convert=False`` that row cannot run, and when every named card is such, a one-line
+    FormatError says what would work.
+    ``gpu_memory_utilization``: the share of a card a placement may fill (default 0.9, vLLM's).
+    ``layout``: a layout kind (``tp``, ``layer-split``, ``offload``) to use alone.
+    ``host``: a host platform id (hal/data/hosts.json) whose memory may hold an MoE's routed
+    experts: offload layouts are tried.
+    ``mtp``: speculative decoding with one drafted token accepted at this rate (off: None).
     """
-    dtype = dtype_name(dtype)
+    from hal.parse import parse_float
+
     kv = dtype_name(kv_dtype, kv=True) if kv_dtype is not None else None
     if checkpointing and not train:
         raise ConfigError("--checkpointing applies to training; add --train")
@@ -389,43 +544,63 @@ def plan(
     if rank is not None and not local and cards is not None and not cards:
         raise ConfigError(f"--rank {rank} has nothing to rank: --no-local and no cards selected; "
                           "drop --no-local or name cards with --cards")
+    util = None if gpu_memory_utilization is None else parse_float(
+        "--gpu-memory-utilization", gpu_memory_utilization, lo=0.0, hi=1.0, lo_inclusive=False)
+    kinds(layout)  # an unknown kind is one line naming the known ones
+    platform = find_host(host) if host is not None else None
+    if layout == "offload" and platform is None:
+        from hal.planner.catalogue import hosts
+
+        raise ConfigError("--layout offload needs the host's memory: add --host, one of: "
+                          + ", ".join(h.id for h in hosts()))
+    spec = resolve(model)
+    dtype = dtype_name(dtype) if dtype is not None else native_format(model)
     fmts = tuple(dict.fromkeys([dtype_name(f) for f in formats if not (
         train and dtype_name(f) in ("fp8", "int8", "int4"))] + [dtype]))
-    spec = resolve(model)
     entries = catalogue(plugins=local)
     chosen = entries if cards is None else [find(c, entries) for c in cards]
     req = Request(model=spec.name, dtype=dtype, kv_dtype=kv, batch=batch, context=context,
                   mode="train" if train else "inference", checkpointing=checkpointing,
                   tensor_parallel=tensor_parallel, max_tp=max_tp, rank=rank, formats=fmts,
-                  cards=None if cards is None else tuple(a.id for a in chosen))
-    eff = efficiency(efficiency_overrides)
-    p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES)
-    main = p.est(dtype, Layout(tensor_parallel, 1))
-    speed_kv = main.kv_dtype
+                  cards=None if cards is None else tuple(a.id for a in chosen),
+                  gpu_memory_utilization=util, layout=layout, host=host,
+                  mtp=0.0 if mtp is None else parse_float("--mtp", mtp, lo=0.0, hi=1.0))
+    p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides, platform)
+    if layout is not None and not p.layouts(None):
+        kinds(layout)[0]().check(spec)  # e.g. a dense model: one line naming what would work
+        raise ConfigError(f"layout {layout!r} has no configuration for {spec.name}; expected "
+                          "one of: " + ", ".join(k for k in LAYOUTS if k != layout))
+    main = p.est(dtype, TensorPipeline(tensor_parallel, 1))
+    eff = p.eff(TensorPipeline())
 
     placements = []
     refusals: list[FormatError] = []
     for card in chosen:
         for f in fmts:
-            choice = for_card(f, card)
+            cap = p.usable(card)
+            try:
+                choice = for_card(f, card)
+            except FormatError as exc:  # nothing this card computes can run the format
+                placements.append(Placement(card, f, None, None, (), None, None, cap,
+                                            reason=str(exc)))
+                continue
             if choice.converted and not convert:
                 try:
                     for_card(f, card, convert=False)
                 except FormatError as exc:
                     if f == dtype:
                         refusals.append(exc)
-                    placements.append(Placement(card, f, None, None, (), None, None,
+                    placements.append(Placement(card, f, None, None, (), None, None, cap,
                                                 reason=str(exc)))
                 continue
             g = choice.used
-            layout, fails = p.place(card, g)
-            per_device = p.est(g, layout) if layout else None
-            room = p.max_context(g, layout, card.memory_bytes) if layout else None
+            lay, fails = p.place(card, g)
+            per_device = p.est(g, lay) if lay else None
+            room = p.max_context(g, lay, cap) if lay else None
             sp = None
-            if layout and not train:
-                sp = speed(spec, g, per_device.kv_dtype if per_device else speed_kv, batch,
-                           context, _rates(card), layout.tp, layout.pp, eff)
-            placements.append(Placement(card, f, layout, per_device, fails, room, sp,
+            if lay and not train:
+                sp = speed(p.work.but(dtype=g), lay, _rates(card, platform), p.eff(lay))
+            placements.append(Placement(card, f, lay, per_device, fails, room, sp, cap,
                                         converted_to=g if choice.converted else "",
                                         reason=choice.reason))
     if refusals and cards is not None and len(refusals) == len(chosen):
@@ -433,12 +608,19 @@ def plan(
 
     local_rows = None
     if local:
-        local_rows = tuple(_local(p, spec, req, eff, entries, local_devices))
+        local_rows = tuple(_local(p, req, entries, local_devices))
     ranking = _rank(placements, local_rows, dtype, rank or "memory")
     assumptions = (
+        (f"a deployment fills at most {util:.0%} of a card's memory (--gpu-memory-utilization)"
+         if util is not None else
+         f"a deployment fills at most {GPU_MEMORY_UTILIZATION:.0%} of a card's memory "
+         "(--gpu-memory-utilization; vLLM's default: the rest is its margin for captured graphs, "
+         "collective buffers and fragmentation); unified-memory machines: the share their GPU "
+         "may use"),
         f"tensor parallelism within a node, at most {max_tp} devices (--max-tp); when TP "
         "alone cannot hold the model, pipeline stages of whole nodes at the largest TP degree "
-        "(TP 8 x PP 2 = 16 devices)",
+        "(TP 8 x PP 2 = 16 devices) over the inter-node link; cards with no fast link "
+        "(PCIe only) split layers across cards instead (llama.cpp --split-mode layer)",
         "TP degrees divide the attention heads and divide or are a multiple of the KV heads "
         "(vLLM's rule); " + kv_split_note(spec, max(p.degrees)),
         f"speed at the full context ({context:,} tokens) for every sequence; prefill of a "
@@ -468,20 +650,18 @@ def _conversions(placements: Sequence[Placement]) -> list[str]:
     return lines
 
 
-def _local(p: _Planner, spec: ModelSpec, req: Request, eff: Efficiency,
-           entries: Sequence[Accelerator],
-           provider: Callable[[], list[tuple[Any, ...]]] | None) -> list[LocalDevice]:
+def _local(p: _Planner, req: Request, entries: Sequence[Accelerator],
+           provider: Callable[[], Sequence[LocalDevice]] | None) -> list[LocalFit]:
     rows = []
-    for backend, index, name, selected, total, free, is_cpu in (provider or _probe)():
-        runtime = 0 if is_cpu else DEFAULT_RUNTIME_BYTES
-        est = p.est(req.dtype, Layout(req.tensor_parallel, 1), runtime=runtime)
-        rates, basis = _local_rates(backend, name, total, entries)
+    lay = TensorPipeline(req.tensor_parallel, 1)
+    for dev in (provider or _probe)():
+        runtime = 0 if dev.is_cpu else DEFAULT_RUNTIME_BYTES
+        est = p.est(req.dtype, lay, runtime=runtime)
+        rates, basis = _local_rates(dev.backend, dev.name, dev.total, entries)
         sp = None
         if rates is not None and req.mode == "inference":
-            sp = speed(spec, req.dtype, est.kv_dtype, req.batch, req.context, rates,
-                       req.tensor_parallel, 1, eff)
-        rows.append(LocalDevice(backend, index, name, selected, total, free, est.total, sp,
-                                basis))
+            sp = speed(p.work.but(runtime_bytes=runtime), lay, rates, p.eff(lay))
+        rows.append(LocalFit(dev, est.total, sp, basis))
     return rows
 
 
@@ -504,8 +684,8 @@ def _local_rates(backend: str, name: str, total: int,
     return None, ""
 
 
-def _probe() -> list[tuple[Any, ...]]:
-    """(backend, index, name, selected, total, free, is_cpu) of every available local device.
+def _probe() -> list[LocalDevice]:
+    """Every available local device, fetched through the plugin boundary.
 
     Backends come from the one selection probe; a backend whose devices() or memory() raises is
     left out (``hal devices`` and ``hal doctor`` say why), never fatal to the plan.
@@ -517,7 +697,7 @@ def _probe() -> list[tuple[Any, ...]]:
     available = {c.name for c in selected.candidates if c.available}
     from hal.validate import checked_devices, checked_memory
 
-    out: list[tuple[Any, ...]] = []
+    out: list[LocalDevice] = []
     for backend in load_plugins().backends():
         if backend.name not in available:
             continue
@@ -526,21 +706,24 @@ def _probe() -> list[tuple[Any, ...]]:
             mem = checked_memory(backend, info.index)
             if mem is None or mem.total <= 0:
                 continue
-            out.append((backend.name, info.index, info.name,
-                        backend.name == selected.backend.name, mem.total, mem.free,
-                        backend.device_type == "cpu"))
+            out.append(LocalDevice(backend.name, info.index, info.name,
+                                   backend.name == selected.backend.name, mem.total, mem.free,
+                                   backend.device_type == "cpu"))
     return out
 
 
-def _rank(placements: Sequence[Placement], local: Sequence[LocalDevice] | None, dtype: str,
+def _rank(placements: Sequence[Placement], local: Sequence[LocalFit] | None, dtype: str,
           by: str) -> tuple[RankRow, ...]:
-    rows = [RankRow(p.config, "card", p.card.id, p.layout.count, p.memory_total,
-                    p.per_device.total if p.per_device else 0, p.card.memory_bytes, p.speed)
+    """The one ranking table of the plan and the command: feasible rows, best first."""
+    rows = [RankRow(p.config, "card", p.card.id, p.layout.label, p.layout.count,
+                    p.memory_total, p.per_device.total if p.per_device else 0,
+                    p.card.memory_bytes, p.speed)
             for p in placements if p.dtype == dtype and p.layout is not None]
     for d in local or ():
         if d.fits_total:
             rows.append(RankRow(f"local {d.backend}:{d.index} ({d.name})", "local",
-                                f"{d.backend}:{d.index}", 1, d.total, d.needed, d.total, d.speed))
+                                f"{d.backend}:{d.index}", "1 device", 1, d.total, d.needed,
+                                d.total, d.speed))
 
     def key(r: RankRow) -> tuple[float, ...]:
         s = r.speed
@@ -572,8 +755,8 @@ def _answer(spec: ModelSpec, req: Request, placements: Sequence[Placement],
         return text
     if not placements:
         return f"{head}: no cards selected"
-    total = p.est(req.dtype, Layout(1, 1)).total
-    widest = Layout(max(p.degrees), spec.num_layers)
+    total = p.est(req.dtype, TensorPipeline(1, 1)).total
+    widest = TensorPipeline(max(p.degrees), spec.num_layers)
     split = p.est(req.dtype, widest).total
     biggest = max(placements, key=lambda x: x.card.memory_bytes).card
     text = (f"{head}: fits on none of the {len({x.card.id for x in placements})} cards: needs "

@@ -9,25 +9,33 @@ docs/planner.md, and overridable (``Efficiency`` fields, ``hal plan`` flags or t
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hal.parse import parse_float
-from hal.planner.estimate import WEIGHT_FORMATS, kv_cache_bytes, kv_fraction
+from hal.planner.estimate import WEIGHT_FORMATS, Workload, kv_cache_bytes
+from hal.planner.formats import Format
+from hal.planner.layouts import Layout, kv_fraction
 from hal.planner.models import ModelSpec
 
 
 @dataclass(frozen=True)
 class Efficiency:
-    """The share of a peak a real serving engine reaches; every default cited in docs/planner.md.
+    """The share of a peak an engine reaches and its fixed costs; defaults cited in
+    docs/planner.md, an engine class's fitted values in hal/data/engines.json.
 
     ``bandwidth``: decode's achieved / peak memory bandwidth (MBU); ``compute``: prefill's
     achieved / peak dense TFLOPS (MFU); ``link``: achieved / quoted interconnect bandwidth;
-    ``allreduce_latency_s``: fixed cost of one small all-reduce; ``layer_overhead_s``: fixed
-    cost of one layer in a decode step beyond its memory traffic (kernel launches, Python,
-    routing), 0 by default: measure it for a stack (bench/bench_decode_predict.py does on a CPU).
+    ``allreduce_latency_s``: fixed cost of one small all-reduce inside a node;
+    ``node_latency_s``: the same across nodes; ``layer_overhead_s``: fixed cost of one layer
+    in a decode step beyond its memory traffic (kernel launches, norms, sampling share);
+    ``moe_layer_s``: what an MoE layer adds to that (routing, top-k, expert dispatch and the
+    small grouped GEMMs of a few tokens); ``hop_s``: one pipeline stage handing a token to
+    the next; ``host_bandwidth``: achieved / peak host memory bandwidth of experts computed on
+    the CPU (offload).  The bare dataclass has no fixed costs: the pure roofline share.
     """
 
     bandwidth: float = 0.6
@@ -35,6 +43,10 @@ class Efficiency:
     link: float = 0.7
     allreduce_latency_s: float = 10e-6
     layer_overhead_s: float = 0.0
+    moe_layer_s: float = 0.0
+    node_latency_s: float = 30e-6
+    hop_s: float = 0.0
+    host_bandwidth: float = 0.45
 
     def as_dict(self) -> dict[str, float]:
         """JSON form."""
@@ -44,20 +56,28 @@ class Efficiency:
 #: Environment variables that override each factor (``hal plan`` flags override these).
 ENV = {"bandwidth": "HAL_PLAN_BW_EFFICIENCY", "compute": "HAL_PLAN_COMPUTE_EFFICIENCY",
        "link": "HAL_PLAN_LINK_EFFICIENCY", "allreduce_latency_s": "HAL_PLAN_ALLREDUCE_LATENCY",
-       "layer_overhead_s": "HAL_PLAN_LAYER_OVERHEAD"}
+       "layer_overhead_s": "HAL_PLAN_LAYER_OVERHEAD", "moe_layer_s": "HAL_PLAN_MOE_LAYER_OVERHEAD",
+       "node_latency_s": "HAL_PLAN_NODE_LATENCY", "hop_s": "HAL_PLAN_HOP_LATENCY",
+       "host_bandwidth": "HAL_PLAN_HOST_BW_EFFICIENCY"}
 
 
 #: The ``hal plan`` flag of each factor, for messages.
 FLAGS = {"bandwidth": "--bw-efficiency", "compute": "--compute-efficiency",
          "link": "--link-efficiency", "allreduce_latency_s": "--allreduce-latency",
-         "layer_overhead_s": "--layer-overhead"}
+         "layer_overhead_s": "--layer-overhead", "moe_layer_s": "--moe-layer-overhead",
+         "node_latency_s": "--node-latency", "hop_s": "--hop-latency",
+         "host_bandwidth": "--host-bw-efficiency"}
+#: Factors that are seconds (0 allowed) rather than shares of a peak.
+SECONDS = ("allreduce_latency_s", "layer_overhead_s", "moe_layer_s", "node_latency_s", "hop_s")
 
 
 def efficiency(overrides: Mapping[str, float | None] | None = None,
-               environ: Mapping[str, str] | None = None) -> Efficiency:
-    """The factors: defaults, then ``HAL_PLAN_*`` variables, then ``overrides`` (flags)."""
+               environ: Mapping[str, str] | None = None,
+               base: Efficiency | None = None) -> Efficiency:
+    """The factors: ``base`` (an engine class's, else the bare defaults), then ``HAL_PLAN_*``
+    variables, then ``overrides`` (flags)."""
     env = os.environ if environ is None else environ
-    values: dict[str, float] = asdict(Efficiency())
+    values: dict[str, float] = asdict(base or Efficiency())
     for key, var in ENV.items():
         if env.get(var, "").strip():
             values[key] = _checked(var, env[var], key)
@@ -68,7 +88,7 @@ def efficiency(overrides: Mapping[str, float | None] | None = None,
 
 
 def _checked(name: str, value: object, key: str) -> float:
-    if key in ("allreduce_latency_s", "layer_overhead_s"):
+    if key in SECONDS:
         return parse_float(name, value, lo=0.0, hi=1.0)
     return parse_float(name, value, lo=0.0, hi=1.0, lo_inclusive=False)
 
@@ -84,6 +104,11 @@ class Rates:
     power_w: float | None = None
     basis: str = "spec sheet"  # or "measured by hal bench on <date>"
     measured: bool = False  # figures hal bench measured on this device, not a spec sheet
+    node_link_bandwidth: float | None = None  # one direction, bytes/s, a device, across nodes
+    node_link: str = ""
+    devices_per_node: int = 8
+    host_bandwidth: float | None = None  # bytes/s of the host memory (offload)
+    host: str = ""
 
 
 #: The compute dtype a weight format runs its matmuls in, best first.  Weight-only formats
@@ -94,11 +119,15 @@ COMPUTE_DTYPES = {
 }
 
 
-def compute_tflops(rates: Rates, dtype: str) -> tuple[str, float] | None:
-    """(compute dtype, dense TFLOP/s) a weight format's matmuls run at; None when unknown."""
+def compute_tflops(rates: Rates, dtype: str | Format) -> tuple[str, float] | None:
+    """(compute dtype, dense TFLOP/s) a weight format's matmuls run at; None when unknown.
+
+    A format outside the compute table (a GGUF quant) takes the formats table's order.
+    """
     from hal.planner.formats import compute_order
 
-    for name in COMPUTE_DTYPES.get(dtype) or compute_order(dtype):
+    key = dtype if isinstance(dtype, str) else dtype.name
+    for name in COMPUTE_DTYPES.get(key) or compute_order(dtype):
         if name in rates.tflops:
             return name, float(rates.tflops[name])
     return None
@@ -132,14 +161,18 @@ class Speed:
         return out
 
 
-def weight_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
+def _fmt(dtype: str | Format) -> Format:
+    return dtype if isinstance(dtype, Format) else WEIGHT_FORMATS[dtype]
+
+
+def weight_read_bytes(spec: ModelSpec, dtype: str | Format, batch: int) -> float:
     """Weight bytes one decode step reads (all devices together), including scales.
 
     The input embedding is a lookup of ``batch`` rows (not counted); the lm_head is read in
     full (the embedding matrix when tied).  An MoE step reads the shared part and the experts
     its ``batch`` tokens touch: E x (1 - (1 - k/E)^batch) of E, routing taken as uniform.
     """
-    fmt = WEIGHT_FORMATS[dtype]
+    fmt = _fmt(dtype)
     head = spec.lm_head_params or spec.vocab_size * spec.hidden_size
     body: float = spec.quantizable_params
     if spec.routed_experts and spec.routed_params:
@@ -148,6 +181,14 @@ def weight_read_bytes(spec: ModelSpec, dtype: str, batch: int) -> float:
         body = body - spec.routed_params + spec.routed_params * touched
     kept_bytes = 2 if fmt.quantized else fmt.bits / 8
     return body * fmt.bits_per_weight / 8 + head * kept_bytes
+
+
+def routed_read_bytes(spec: ModelSpec, dtype: str | Format, batch: int) -> float:
+    """The routed-expert bytes a decode step reads: the experts ``batch`` tokens touch."""
+    if not (spec.routed_experts and spec.routed_params):
+        return 0.0
+    k, e = spec.experts_per_token, spec.routed_experts
+    return spec.routed_params * (1 - (1 - k / e) ** batch) * _fmt(dtype).bits_per_weight / 8
 
 
 def flops_per_token(spec: ModelSpec, context: int) -> float:
@@ -162,64 +203,108 @@ def flops_per_token(spec: ModelSpec, context: int) -> float:
     return 2 * weights + attn
 
 
-def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
-          rates: Rates, tp: int = 1, pp: int = 1, eff: Efficiency | None = None) -> Speed:
-    """Decode tokens/s and prefill time of ``batch`` sequences at ``context`` tokens.
+def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None = None) -> Speed:
+    """Decode tokens/s and prefill time of ``work`` (batch x context) spread as ``layout`` says.
 
-    Decode (one step = one token for each sequence) reads each device's share of the active
-    weights and every sequence's KV cache; its time is the larger of that read over the
-    bandwidth and the step's FLOPs over the compute rate, plus 2 all-reduces a layer under
-    tensor parallelism.  Pipeline stages run one after another for a token, so they add
-    capacity, not speed.  Prefill computes the ``context``-token prompts at dense TFLOPS.
+    One decode step (one token for each sequence) is the sum of: each device's share of the
+    weight and KV-cache reads over its bandwidth (or the step's FLOPs over its compute, the
+    larger), the experts a host computes over the host's bandwidth (offload), the fixed cost
+    of every layer (and what an MoE layer adds), 2 all-reduces a layer under tensor
+    parallelism (latency plus bytes over the link, the inter-node one when the group spans
+    nodes), and one hand-off between consecutive stages.  Stages run one after another for a
+    token: they add capacity, not speed.  Prefill computes the prompts at dense TFLOPS.
     """
     eff = eff or Efficiency()
+    spec, dtype, batch, context = work.spec, work.dtype, work.batch, work.context
+    tp, pp = layout.tp, layout.pp
     notes: list[str] = []
     if rates.measured:  # a streaming copy and a big GEMM: decode's GEMVs reach a share of them
         notes.append(f"rates {rates.basis}, scaled by the same efficiency factors (a decode "
                      "step's GEMVs reach a share of a streaming copy's bandwidth)")
-    comp = compute_tflops(rates, dtype)
+    comp = compute_tflops(rates, work.format)
     cdtype, tflops = comp if comp else ("", 0.0)
-    weights = weight_read_bytes(spec, dtype, batch) / tp
-    kv = kv_cache_bytes(spec, batch, context, kv_dtype) * kv_fraction(spec, tp)
+    read = weight_read_bytes(spec, work.format, batch)
+    routed = routed_read_bytes(spec, work.format, batch)
+    host_read = routed if layout.host_experts else 0.0
+    weights = layout.device_read(read, routed)
+    kv = (kv_cache_bytes(spec, batch, context, work.kv_name) * kv_fraction(spec, tp)
+          * layout.batch_share(batch))
     step_bytes = weights + kv
     act_bytes = 4 if dtype == "fp32" else 2
 
     # all-reduces: one after attention and one after the MLP in every layer
     comm = 0.0
     comm_known = tp == 1
-    if tp > 1 and rates.link_bandwidth:
+    across = layout.crosses_nodes(rates.devices_per_node)
+    link_bw = rates.node_link_bandwidth if across else rates.link_bandwidth
+    link_name = rates.node_link if across else rates.link
+    latency = eff.node_latency_s if across else eff.allreduce_latency_s
+    if tp > 1 and link_bw:
         message = batch * spec.hidden_size * act_bytes
-        wire = 2 * (tp - 1) / tp * message / (rates.link_bandwidth * eff.link)
-        comm = 2 * spec.num_layers * (eff.allreduce_latency_s + wire)
+        wire = 2 * (tp - 1) / tp * message / (link_bw * eff.link)
+        comm = 2 * spec.num_layers * (latency + wire)
         comm_known = True
-        notes.append(f"TP {tp} over {rates.link}: 2 all-reduces a layer of batch x hidden x "
-                     f"{act_bytes} bytes, ring 2(n-1)/n over {rates.link_bandwidth / 1e9:.0f} GB/s "
-                     f"a direction x {eff.link:g} + {eff.allreduce_latency_s * 1e6:g} us each")
+        notes.append(f"TP {tp} over {link_name}: 2 all-reduces a layer of batch x hidden x "
+                     f"{act_bytes} bytes, ring 2(n-1)/n over {link_bw / 1e9:.0f} GB/s "
+                     f"a direction x {eff.link:g} + {latency * 1e6:g} us each")
     elif tp > 1:
-        notes.append(f"TP {tp}: the card's link is not in the catalogue; all-reduce time not "
-                     "counted (the estimate is optimistic)")
+        notes.append(f"TP {tp}: the {'inter-node ' if across else ''}link is not in the "
+                     "catalogue; all-reduce time not counted (the estimate is optimistic)")
+    if layout.all_to_all and spec.routed_experts and layout.count > 1:
+        bw = rates.node_link_bandwidth if across else rates.link_bandwidth
+        message = batch * spec.hidden_size * act_bytes * spec.experts_per_token
+        wire = message / (bw * eff.link) if bw else 0.0
+        comm += 2 * spec.num_layers * (latency + wire)
+        comm_known = comm_known or bool(bw)
+        notes.append(f"{layout.label}: 2 all-to-alls an MoE layer (dispatch and combine) of "
+                     f"batch x hidden x {spec.experts_per_token} experts x {act_bytes} bytes, "
+                     f"+ {latency * 1e6:g} us each")
 
     decode = decode_bound = aggregate = None
     limited = "memory bandwidth"
+    host_t = 0.0
+    if host_read:
+        if rates.host_bandwidth:
+            host_t = host_read / (rates.host_bandwidth * eff.host_bandwidth)
+            notes.append(f"host ({rates.host}) computes {host_read / 2**30:.2f} GiB of routed "
+                         f"experts a step at {rates.host_bandwidth / 1e9:.0f} GB/s x "
+                         f"{eff.host_bandwidth:g}")
+        else:
+            notes.append("host memory bandwidth unknown: the offloaded experts' time is not "
+                         "counted")
     if rates.bandwidth:
         mem_t = step_bytes / (rates.bandwidth * eff.bandwidth)
-        bound_t = step_bytes / rates.bandwidth
+        bound_t = step_bytes / rates.bandwidth + (host_read / rates.host_bandwidth
+                                                  if host_read and rates.host_bandwidth else 0)
         flops_t = 0.0
         if tflops:
             flops_t = batch * flops_per_token(spec, context) / tp / (tflops * 1e12 * eff.compute)
             bound_t = max(bound_t, batch * flops_per_token(spec, context) / tp / (tflops * 1e12))
-        fixed = spec.num_layers * eff.layer_overhead_s
-        step = max(mem_t, flops_t) + comm + fixed
-        limited = ("interconnect" if comm > max(mem_t, flops_t, fixed) else
-                   "per-layer overhead" if fixed > max(mem_t, flops_t) else
-                   "compute" if flops_t > mem_t else "memory bandwidth")
+        moe_layers = spec.num_layers if spec.routed_experts else 0
+        fixed = (spec.num_layers * eff.layer_overhead_s + moe_layers * eff.moe_layer_s
+                 + (pp - 1) * eff.hop_s)
+        step = max(mem_t, flops_t) + host_t + comm + fixed
+        parts = {"memory bandwidth": mem_t, "compute": flops_t, "interconnect": comm,
+                 "per-layer overhead": fixed, "host memory": host_t}
+        limited = max(parts, key=lambda k: parts[k])
         if fixed:
-            notes.append(f"+ {spec.num_layers} layers x {eff.layer_overhead_s * 1e6:g} us fixed "
-                         "overhead a decode step")
-        # pp stages in turn: each holds 1/pp of the layers, so the step's sum is unchanged
-        decode = 1 / step
-        decode_bound = 1 / bound_t
-        aggregate = batch / step
+            notes.append(f"+ {spec.num_layers} layers x {eff.layer_overhead_s * 1e6:g} us"
+                         + (f" + {moe_layers} MoE layers x {eff.moe_layer_s * 1e6:g} us"
+                            if moe_layers else "")
+                         + (f" + {pp - 1} stage hand-offs x {eff.hop_s * 1e6:g} us"
+                            if pp > 1 else "")
+                         + f" fixed a decode step ({layout.engine} engine class)")
+        per_step = 1.0
+        if work.mtp:
+            # one draft layer (the MTP module) a step, and 1 + acceptance tokens out of it
+            step += step / spec.num_layers
+            bound_t += bound_t / spec.num_layers
+            per_step = 1 + work.mtp
+            notes.append(f"speculative decoding (MTP): 1 + {work.mtp:g} tokens a step for one "
+                         "extra layer's cost (DeepSeek-V3 report: 85-90 % acceptance)")
+        decode = per_step / step
+        decode_bound = per_step / bound_t
+        aggregate = batch * per_step / step
         notes.append(f"decode step reads {step_bytes / 2**30:.2f} GiB a device (weights "
                      f"{weights / 2**30:.2f} + KV cache {kv / 2**30:.2f}) at "
                      f"{rates.bandwidth / 1e9:.0f} GB/s x {eff.bandwidth:g}; {limited}-bound")
@@ -234,10 +319,10 @@ def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
                                 * spec.num_heads * spec.head_dim)
         prefill_bound = prompt_flops / tp / (tflops * 1e12)
         prefill = prompt_flops / tp / (tflops * 1e12 * eff.compute)
-        if tp > 1 and rates.link_bandwidth:
+        if tp > 1 and link_bw:
             message = batch * context * spec.hidden_size * act_bytes
-            prefill += 2 * spec.num_layers * (eff.allreduce_latency_s + 2 * (tp - 1) / tp
-                                              * message / (rates.link_bandwidth * eff.link))
+            prefill += 2 * spec.num_layers * (latency + 2 * (tp - 1) / tp
+                                              * message / (link_bw * eff.link))
         notes.append(f"prefill of {batch} x {context:,} tokens: {prompt_flops / 1e12:,.1f} TFLOP "
                      f"at {tflops:g} TFLOPS {cdtype} x {eff.compute:g}"
                      + (f" on each of {tp} devices" if tp > 1 else ""))
@@ -246,7 +331,7 @@ def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
 
     per_joule = None
     if aggregate and rates.power_w:
-        per_joule = aggregate / (rates.power_w * tp * pp)
+        per_joule = aggregate / (rates.power_w * layout.count)
     if not comm_known:
         limited += " (link time not counted)"
     return Speed(
@@ -255,3 +340,40 @@ def speed(spec: ModelSpec, dtype: str, kv_dtype: str, batch: int, context: int,
         bytes_per_step=int(step_bytes), comm_s_per_step=comm, compute_dtype=cdtype,
         basis=rates.basis, limited_by=limited, notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class Engine:
+    """An engine class: its fitted factors and where they come from (hal/data/engines.json)."""
+
+    id: str
+    name: str
+    factors: Efficiency
+    source: str
+    fitted: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"id": self.id, "name": self.name, "factors": self.factors.as_dict(),
+                "source": self.source, "fitted": self.fitted}
+
+
+def engines() -> dict[str, Engine]:
+    """The engine classes shipped in hal/data/engines.json, by id."""
+    return dict(_engines())
+
+
+@functools.lru_cache(maxsize=1)
+def _engines() -> tuple[tuple[str, Engine], ...]:
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("hal").joinpath("data/engines.json")
+                      .read_text(encoding="utf-8"))
+    keys = {f.name for f in fields(Efficiency)}
+    out = []
+    for ident, entry in data["engines"].items():
+        factors = Efficiency(**{k: float(v) for k, v in entry.items() if k in keys})
+        out.append((ident, Engine(ident, entry["name"], factors, entry["source"],
+                                  entry["fitted"])))
+    return tuple(out)
