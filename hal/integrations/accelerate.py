@@ -83,5 +83,7 @@ def accelerator(**kwargs: Any) -> accelerate.Accelerator:
         handler = accelerate.utils.InitProcessGroupKwargs(backend=backend_string(backend))
         kwargs["kwargs_handlers"] = [*(kwargs.get("kwargs_handlers") or ()), handler]
     use_hal_oom_test()
+    if index is not None:  # Accelerate skips its own set_device when given a device
+        backend.set_device(index)
     with _device_env(device):
         return accelerate.Accelerator(**kwargs)
