@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from hal import dtypes
 from hal.contract import Backend
 from hal.errors import ConfigError, HalPrecisionWarning
-from hal.selection import select
+from hal.selection import compiling, select
+from hal.selection import outside_trace as _outside_trace
 
 if TYPE_CHECKING:
     import torch
@@ -233,7 +234,12 @@ def autocast(dtype: str | torch.dtype | None = None, *, device: Any = None,
              enabled: bool = True) -> AbstractContextManager[Any]:
     """``torch.autocast`` for the selected device with the policy's dtype (or ``dtype``, a hal or
     torch name or a torch.dtype; see ``autocast_dtype``); a no-op for fp32."""
-    if dtype is None:
+    if dtype is None and device is None and compiling():
+        # Decided outside the trace; reading HAL_PRECISION here, in the trace, makes Dynamo guard
+        # on it, so a change recompiles (docs/torch-compile.md).
+        short, device_type = _policy_outside_trace(os.environ.get(PRECISION_ENV))
+        dtype = dtypes.to_torch(short) if short else None
+    elif dtype is None:
         pol = policy(device)
         dtype, device_type = pol.autocast_dtype, pol.device_type
     else:
@@ -244,6 +250,18 @@ def autocast(dtype: str | torch.dtype | None = None, *, device: Any = None,
     if dtype is None or dtype == torch.float32 or not enabled:
         return nullcontext()
     return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def _policy_outside_trace(requested: str | None) -> tuple[str, str]:
+    """The selected device's autocast dtype (short name, '' for none) and device type for the
+    HAL_PRECISION value ``requested``: run for real by Dynamo at trace time, a graph constant."""
+    with _outside_trace():
+        pol = policy(requested=requested)
+    return (_short(pol.autocast_dtype) if pol.autocast_dtype is not None else "", pol.device_type)
+
+
+# What torch.compiler.assume_constant_result sets; written here so hal need not import torch.
+_policy_outside_trace._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def grad_scaler(device: Any = None, **kwargs: Any) -> torch.amp.GradScaler:

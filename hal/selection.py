@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -338,6 +338,9 @@ def select() -> Selection:
     sel = _selection
     if sel is not None:
         return sel
+    if compiling():  # cold inside torch.compile/export: decide outside the traced region
+        _decided_outside_trace()
+        return _selection  # type: ignore[return-value]
     forbid_reentry("hal.select()/hal.get_device()")
     _refuse_orphaned_imports()
     with _lock:
@@ -366,7 +369,46 @@ def get_device() -> torch.device:
     device = _device
     if device is not None:
         return device
+    if compiling():
+        import torch
+
+        return torch.device(_decided_outside_trace())
     return _cache_device()
+
+
+def compiling() -> bool:
+    """Is torch.compile or torch.export tracing this call (torch not imported: no)?"""
+    if getattr(_outside_trace, "active", False):
+        return False
+    torch = sys.modules.get("torch")
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+_outside_trace = threading.local()
+
+
+def _decided_outside_trace() -> str:
+    """The selected device string, decided by the real Python at trace time: Dynamo runs this
+    function instead of tracing it (its lock, threads and plugin calls) and keeps the result as a
+    constant of the graph (docs/torch-compile.md)."""
+    with outside_trace():
+        return str(_cache_device())
+
+
+@contextlib.contextmanager
+def outside_trace() -> Iterator[None]:
+    """Inside: hal's real Python, run by Dynamo at trace time (is_compiling() stays True there)."""
+    saved = getattr(_outside_trace, "active", False)
+    _outside_trace.active = True
+    try:
+        yield
+    finally:
+        _outside_trace.active = saved
+
+
+# What torch.compiler.assume_constant_result sets; written here so hal need not import torch.
+_decided_outside_trace._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _cache_device() -> torch.device:

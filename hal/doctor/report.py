@@ -19,6 +19,7 @@ from typing import Any
 
 import hal
 from hal.contract import Backend, Finding, Hardware
+from hal.doctor import engines
 from hal.doctor import findings as generic
 from hal.doctor.child import finding_dict, run_steps
 from hal.doctor.isolate import ChildResult, child_env, run_child
@@ -414,6 +415,7 @@ def collect(options: Options | None = None) -> dict[str, Any]:
     core += generic.plugin_findings([p for p in report["plugins"] if p["name"] not in broken_plugins])
     core += generic.selection_findings(report["selection"], report["selection_error"])
     core += generic.precision_findings(os.environ, report["selection"], report["backends"])
+    core += engines.findings()  # serving engines whose pinned torch stack is not installed
     core += _smoke_findings(report["smoke"])
     if retry_torch is not None:  # what was probed is what works once autoloading is off
         core = [replace(f, severity="info", message=f"with {AUTOLOAD_ENV}=0, {f.message}")
