@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+import hal.planner.formats as formats
 from hal import dtypes
 from hal.errors import ConfigError
-from hal.planner import formats
 from hal.planner.layouts import Layout, TensorPipeline, kv_fraction
 from hal.planner.models import ModelSpec, resolve
 
