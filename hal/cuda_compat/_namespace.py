@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 #: Public torch.cuda names the mode answers on the selected backend (``torch.cuda.amp`` apart).
 MAPPED = (
     "Event", "OutOfMemoryError", "Stream", "StreamContext", "amp", "current_device",
-    "current_stream", "default_stream", "device", "device_count", "empty_cache", "get_device_name",
-    "get_device_properties", "get_rng_state", "init", "initial_seed", "ipc_collect", "is_available",
+    "current_stream", "default_stream", "device", "device_count", "empty_cache",
+    "get_device_capability", "get_device_name", "get_device_properties", "get_rng_state", "init",
+    "initial_seed", "ipc_collect", "is_available",
     "is_bf16_supported", "is_initialized", "is_tf32_supported", "manual_seed", "manual_seed_all",
     "max_memory_allocated", "mem_get_info", "memory_allocated", "memory_cached",
     "memory_reserved", "memory_stats", "memory_summary", "reset_max_memory_allocated",
@@ -203,6 +204,12 @@ def build(target: Target, real: types.ModuleType, autocast: type,
         index = t.checked(device, "torch.cuda.get_device_name")
         return str(t.backend.devices()[index].name)
 
+    def get_device_capability(device: Any = None) -> tuple[int, int]:
+        # No NVIDIA compute capability: (0, 0) fails every ``>= (major, minor)`` feature check,
+        # so a library takes its portable path (docs/cuda-compat.md).
+        t.checked(device, "torch.cuda.get_device_capability")
+        return (0, 0)
+
     def get_device_properties(device: Any = None) -> Properties:
         index = t.checked(device, "torch.cuda.get_device_properties")
         info = t.backend.devices()[index]
@@ -300,6 +307,7 @@ def build(target: Target, real: types.ModuleType, autocast: type,
         "memory_summary": memory_summary,
         "reset_peak_memory_stats": reset_peak,
         "reset_max_memory_allocated": reset_peak,
+        "get_device_capability": get_device_capability,
         "get_device_name": get_device_name,
         "get_device_properties": get_device_properties,
         "is_bf16_supported": is_bf16_supported,

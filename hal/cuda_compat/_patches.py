@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +33,9 @@ class Patches:
     done: list[tuple[Any, str, Any, bool]] = field(default_factory=list)
 
     def set(self, owner: Any, name: str, value: Any) -> None:
-        """Replace ``owner.name`` (a module, class or dict) by ``value``, remembering the original."""
-        if isinstance(owner, dict):
+        """Replace ``owner.name`` (a module, class or mapping such as ``os.environ``) by ``value``,
+        remembering the original."""
+        if isinstance(owner, MutableMapping):
             had = name in owner
             self.done.append((owner, name, owner.get(name), had))
             owner[name] = value
@@ -47,7 +48,7 @@ class Patches:
         """Put every replaced object back (deleting what was not there before)."""
         while self.done:
             owner, name, original, had = self.done.pop()
-            if isinstance(owner, dict):
+            if isinstance(owner, MutableMapping):
                 if had:
                     owner[name] = original
                 else:
@@ -343,6 +344,10 @@ def install(target: Target, patches: Patches) -> None:
     patches.set(torch.amp, "autocast", autocast)
     patches.set(torch.amp, "GradScaler", scaler)
     patches.set(torch, "load", wrap_load(target, torch.load))
+    if "USE_HUB_KERNELS" not in os.environ:
+        # transformers fetches CUDA kernels from the Hub for a model on "cuda" (its `kernels`
+        # dependency): they cannot run on the target device, so its portable layers are kept.
+        patches.set(os.environ, "USE_HUB_KERNELS", "NO")
     if dist.is_available():
         for name in ("init_process_group", "new_group"):
             patches.set(dist, name, wrap_collectives(target, getattr(dist, name)))

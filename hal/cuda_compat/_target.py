@@ -28,8 +28,8 @@ HINTS = {
              "the backend supports it",
     "CUDAGraph": "run the captured code eagerly",
     "make_graphed_callables": "call the callables directly",
-    "get_device_capability": "ask hal.precision.policy() or hal.get_backend().dtypes() what "
-                             "the device runs natively",
+    "major": "ask hal.precision.policy() or hal.get_backend().dtypes() what the device runs "
+             "natively",
     "memory": "read hal.memory.info(), which says where each figure comes from",
 }
 DEFAULT_HINT = ("guard the call with `if not hal.cuda_compat.is_enabled():` or ask hal's "
