@@ -224,7 +224,7 @@ class OpenMPI(Environment):
     name, title = "openmpi", "Open MPI"
     markers = rank_vars = ("OMPI_COMM_WORLD_RANK",)
     world_size_vars, local_rank_vars = ("OMPI_COMM_WORLD_SIZE",), ("OMPI_COMM_WORLD_LOCAL_RANK",)
-    local_world_size_vars, node_rank_vars = ("OMPI_COMM_WORLD_LOCAL_SIZE",), ("OMPI_COMM_WORLD_NODE_RANK",)
+    local_world_size_vars = ("OMPI_COMM_WORLD_LOCAL_SIZE",)  # (its NODE_RANK is a rank on the node)
     job_id_vars = ("OMPI_MCA_ess_base_jobid", "PMIX_NAMESPACE", "OMPI_MCA_orte_ess_jobid")
 
 
