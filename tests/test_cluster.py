@@ -162,3 +162,22 @@ def test_two_nodes_on_loopback() -> None:
     assert [r["node_rank"] for r in rows] == ["0", "0", "1", "1"]
     assert {r["master"].split(":")[0] for r in rows} == {"127.0.0.1"}
     assert all("first host of SLURM_STEP_NODELIST" in r["reason"] for r in rows)
+
+
+def test_hal_run_launcher_slurm_runs_one_hal_run_per_node(slurm: Stack) -> None:
+    proc = _srun(slurm, sys.executable, "-m", "hal", "run", "--launcher", "slurm", "-n", "2",
+                 str(SCRIPT))
+    assert proc.returncode == 0, proc.stderr
+    assert "hal: running: srun --ntasks-per-node=1" in proc.stderr
+    _check(_ranks(proc.stdout), "torchrun")
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not installed")
+def test_hal_run_launcher_mpirun_names_the_exit_code() -> None:
+    env = _clean_env(HAL_TEST_FAIL_RANK="1")
+    proc = subprocess.run([sys.executable, "-m", "hal", "run", "--launcher", "mpirun", "-n", "2",
+                           str(SCRIPT)], env=env, capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT_S)
+    assert proc.returncode == 3, proc.stderr
+    assert "hal: error: mpirun ended with exit code 3" in proc.stderr
+    _check(_ranks(proc.stdout), "openmpi")
