@@ -181,3 +181,10 @@ def test_hal_run_launcher_mpirun_names_the_exit_code() -> None:
     assert proc.returncode == 3, proc.stderr
     assert "hal: error: mpirun ended with exit code 3" in proc.stderr
     _check(_ranks(proc.stdout), "openmpi")
+
+
+def test_doctor_collective_library_check_asks_real_torch() -> None:
+    from hal.doctor.cluster import collective_available
+
+    assert collective_available("gloo") is None
+    assert collective_available("hccl") == "torch.distributed.is_backend_available('hccl') is False"
