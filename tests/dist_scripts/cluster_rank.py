@@ -29,10 +29,13 @@ t = torch.tensor([float(w.rank + 1)])
 hd.all_reduce(t)
 launch = {k: v for k, v in os.environ.items() if k != "HAL_DEVICE"}  # the launcher's variables
 index = decide([TwoDevices(), CpuBackend()], launch).index
-print(json.dumps({"environment": w.environment, "rank": w.rank, "world_size": w.world_size,
+line = json.dumps({"environment": w.environment, "rank": w.rank, "world_size": w.world_size,
                   "local_rank": w.local_rank, "sum": t.item(), "device_index": index,
                   "master": w.master, "reason": w.reason,
-                  "node_rank": os.environ.get("SLURM_NODEID")}), flush=True)
+                  "node_rank": os.environ.get("SLURM_NODEID")})
+# one write of the whole line: ranks share the launcher's stdout pipe, and print() writes the
+# text and its newline separately, which two ranks can interleave
+os.write(1, (line + "\n").encode())
 hd.barrier()
 if os.environ.get("HAL_TEST_FAIL_RANK") == str(w.rank):
     sys.exit(3)
