@@ -15,6 +15,15 @@ class ConfigError(HalError, ValueError):
     """A bad value in an environment variable, argument or file (HAL_DEVICE=bogus, ...)."""
 
 
+class LaunchError(ConfigError, SystemExit):
+    """Inconsistent launcher variables seen by ``hal.distributed.init()``: a ConfigError that,
+    left uncaught in a script, ends it with exit status 2 and no traceback (the line is on stderr)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = 2
+
+
 class DeviceUnavailableError(HalError, RuntimeError):
     """The requested backend is not available and fallback is forbidden (HAL_STRICT=1)."""
 

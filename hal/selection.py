@@ -201,13 +201,6 @@ def _short(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _local_rank(environ: Mapping[str, str]) -> int | None:
-    value = environ.get("LOCAL_RANK")
-    if value is None:
-        return None
-    return parse_int("LOCAL_RANK", value, hi=MAX_DEVICES)
-
-
 def decide(
     backends: Sequence[Backend], environ: Mapping[str, str] | None = None,
     probes: Mapping[str, Probe] | None = None,
@@ -304,26 +297,34 @@ def decide(
 
 
 def _default_index(backend: Backend, probe: Probe, env: Mapping[str, str]) -> tuple[int | None, str]:
-    """Device index when none was asked for, and a note for the reason: LOCAL_RANK under
-    torchrun, else 0 (None for the host).  A launcher that bound this rank to its own devices
-    through the backend's visible-devices variable (Slurm ``--gpus-per-task``, per-task
-    visible-device lists) gives index 0; more ranks than devices without such a binding is
-    refused."""
+    """Device index when none was asked for, and a note for the reason: the launcher
+    environment's local rank (hal.distributed.environments: torchrun, Slurm, MPI...), else 0
+    (None for the host).  A launcher that bound this rank to its own devices through the
+    backend's visible-devices variable (Slurm ``--gpus-per-task``, per-task visible-device
+    lists) gives index 0; more ranks on the node than devices without such a binding is refused."""
     if backend.device_type == "cpu":
         return None, ""
-    rank = _local_rank(env)
-    if rank is None:
+    from hal.distributed.environments import placement
+
+    place = placement(env)
+    if place is None:
         return 0, ""
-    if probe.device_count and rank >= probe.device_count:
-        bound = [v for v in backend.visible_devices_env if env.get(v, "").strip()]
-        if bound:
-            return 0, (f"; LOCAL_RANK={rank} but {bound[0]} gives this rank "
-                       f"{probe.device_count} device(s) of its own: using index 0")
+    rank, var, count = place.local_rank, place.local_rank_var, probe.device_count
+    bound = [v for v in backend.visible_devices_env if env.get(v, "").strip()]
+    fix = (f"launch at most {count} processes per node, or bind one device per rank through "
+           f"{' or '.join(backend.visible_devices_env) or 'the launcher'}")
+    if count and not bound and (place.local_world_size or 0) > count:
         raise ConfigError(
-            f"LOCAL_RANK={rank} but {backend.name} has only {probe.device_count} visible "
-            f"device(s); launch at most {probe.device_count} processes per node, or bind one "
-            f"device per rank through {' or '.join(backend.visible_devices_env) or 'the launcher'}"
-        )
+            f"{place.local_world_size_var}={place.local_world_size} ranks on this node "
+            f"({place.environment}) but {backend.name} has only {count} visible device(s); {fix}")
+    if count and rank >= count:
+        if bound:
+            return 0, (f"; {var}={rank} but {bound[0]} gives this rank "
+                       f"{count} device(s) of its own: using index 0")
+        raise ConfigError(f"{var}={rank} but {backend.name} has only {count} visible "
+                          f"device(s); {fix}")
+    if place.environment != "torchrun":
+        return rank, f"; index {rank} is this rank's local rank ({var}={rank}, {place.environment})"
     return rank, ""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -104,6 +105,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cuda-compat", action="store_true",
                    help="map code written for torch's GPU-only device API to the selected backend "
                    "(docs/cuda-compat.md)")
+    p.add_argument("--launcher", choices=("slurm", "mpirun"),
+                   help="hand the job to srun or mpirun (the line is printed; hal.distributed.launch)")
+    p.add_argument("--dry-run", action="store_true", help="print the launch command line only")
     p.add_argument("script", help="the Python script to run in every process")
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(run=run)
@@ -252,6 +256,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"hal run -n {args.nproc_per_node}: {why}; launch at most {nproc} "
                               "process(es) per node, or HAL_DEVICE=cpu for CPU ranks")
         nproc = args.nproc_per_node
+    from hal.distributed.launch import fill_from_allocation, run_with
+
+    if args.launcher:
+        return run_with(args.launcher, args.script, args.script_args,
+                        args.nproc_per_node or (nproc if args.launcher == "mpirun" else None),
+                        args.dry_run)
+    if note := fill_from_allocation(args):
+        sys.stderr.write(f"hal run: {note}\n")
+    if args.dry_run:
+        print(shlex.join(["torchrun", *torchrun_argv(args, nproc)]))
+        return 0
     check_endpoint(args)
     import torch.distributed.run
     from torch.distributed.elastic.multiprocessing.api import SignalException

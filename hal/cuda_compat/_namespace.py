@@ -205,7 +205,7 @@ def build(target: Target, real: types.ModuleType, autocast: type,
         return str(t.backend.devices()[index].name)
 
     def get_device_capability(device: Any = None) -> tuple[int, int]:
-        # No NVIDIA compute capability: (0, 0) fails every ``>= (major, minor)`` feature check,
+        # No compute capability (a version of one vendor's GPUs): (0, 0) fails every ``>= (major, minor)`` feature check,
         # so a library takes its portable path (docs/cuda-compat.md).
         t.checked(device, "torch.cuda.get_device_capability")
         return (0, 0)

@@ -1,14 +1,16 @@
-"""One collectives API on every backend: torch.distributed under torchrun, identities alone.
+"""One collectives API on every backend: torch.distributed under a launcher, identities alone.
 
-``init()`` reads the torchrun environment, builds the process-group backend string from the
-selected hal backend (CPU's gloo always beside the accelerator's), sets the rank's device and
-returns a ``World``.  Without a torchrun environment it is a world of one with no process group,
+``init()`` reads the launcher's environment (torchrun, Slurm, MPI...: ``environments``),
+builds the process-group backend string from the selected hal backend (CPU's gloo always
+beside the accelerator's), sets the rank's device and
+returns a ``World``.  Without a launcher it is a world of one with no process group,
 where every collective is an identity, so the same script runs in a notebook.  Failures (a rank
 that never arrives, crashes or stalls; a busy port; an unreachable master; ranks that disagree
 under ``TORCH_DISTRIBUTED_DEBUG=DETAIL``) are one-line ``DistributedError``s within the timeout,
 never a hang.  Design notes: docs/distributed.md.
 
-Layout: ``env`` (the environment, checked), ``state`` (the World and the one State object),
+Layout: ``env`` (the environment value, checked), ``environments`` (the launchers),
+``launch`` (``hal run`` on a cluster), ``state`` (the World and the one State object),
 ``plans`` (dtype plans), ``collectives``, ``parallel`` (DDP, meshes), ``faults`` (errors).
 """
 

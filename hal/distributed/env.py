@@ -1,4 +1,6 @@
-"""The torchrun environment and ``init()``'s arguments, checked into one-line ConfigErrors.
+"""A rank's launcher environment (the ``Env`` value) and ``init()``'s arguments, checked.
+
+Which launcher started the process is decided in :mod:`hal.distributed.environments`.
 
 Every number goes through :mod:`hal.parse` (ASCII digits, bounded), so ``RANK=²``, a 5000-digit
 ``MASTER_PORT``, ``WORLD_SIZE=10**12`` or ``timeout=inf`` are refused before torch sees them.
@@ -7,12 +9,12 @@ Every number goes through :mod:`hal.parse` (ASCII digits, bounded), so ``RANK=²
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from hal.errors import ConfigError
-from hal.parse import parse_float, parse_int
+from hal.parse import parse_float
 
 if TYPE_CHECKING:
     from hal.contract import Backend
@@ -29,13 +31,20 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 @dataclass(frozen=True)
 class Env:
-    """The torchrun variables of one rank, checked."""
+    """One rank's place in the job as its launcher environment gives it, checked."""
 
     rank: int
     world_size: int
     local_rank: int
     master_addr: str
     master_port: int
+    #: The launcher environment's name (``World.environment``): torchrun, slurm, openmpi...
+    name: str = "torchrun"
+    node_rank: int | None = None
+    num_nodes: int | None = None
+    local_world_size: int | None = None
+    #: Which launcher was used and why, with where the master came from.
+    reason: str = field(default="", compare=False)
 
     @property
     def master(self) -> str:
@@ -54,7 +63,8 @@ def backend_string(backend: Backend) -> str:
     return f"cpu:gloo,{backend.device_type}:{backend.dist_backend}"
 
 
-def _address(text: str) -> str:
+def address(text: str) -> str:
+    """``text`` as a master host name or IP address; ConfigError naming MASTER_ADDR otherwise."""
     addr = text.strip()
     if len(addr) > 253 or not addr.isascii() or not addr.isprintable() or " " in addr:
         shown = addr if len(addr) <= 40 else addr[:37] + "..."
@@ -63,26 +73,10 @@ def _address(text: str) -> str:
 
 
 def read_env(environ: Mapping[str, str]) -> Env | None:
-    """The torchrun variables, or None when neither RANK nor WORLD_SIZE is set (a world of one)."""
-    if "RANK" not in environ and "WORLD_SIZE" not in environ:
-        return None
-    missing = [v for v in ENV_VARS if not environ.get(v, "").strip()]
-    if missing:
-        raise ConfigError(
-            f"distributed environment incomplete: {', '.join(missing)} not set (torchrun and "
-            f"'hal run' set all of {', '.join(ENV_VARS)}; unset RANK and WORLD_SIZE for one process)"
-        )
-    world_size = parse_int("WORLD_SIZE", environ["WORLD_SIZE"], lo=1, hi=MAX_WORLD_SIZE)
-    rank = parse_int("RANK", environ["RANK"], lo=0, hi=MAX_WORLD_SIZE)
-    if rank >= world_size:
-        raise ConfigError(f"RANK={rank} with WORLD_SIZE={world_size}: expected 0 <= RANK < WORLD_SIZE")
-    return Env(
-        rank=rank,
-        world_size=world_size,
-        local_rank=parse_int("LOCAL_RANK", environ["LOCAL_RANK"], lo=0, hi=MAX_WORLD_SIZE),
-        master_addr=_address(environ["MASTER_ADDR"]),
-        master_port=parse_int("MASTER_PORT", environ["MASTER_PORT"], lo=1, hi=65535),
-    )
+    """The launcher environment of this rank (innermost launcher first), or None for one process."""
+    from hal.distributed.environments import detect
+
+    return detect(environ)
 
 
 def timeout_seconds(timeout: object) -> float:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from hal.distributed.env import DEFAULT_TIMEOUT_S, Env, backend_string, read_env, timeout_seconds
 from hal.distributed.faults import describe_peer_failure, first_line
-from hal.errors import DistributedError
+from hal.errors import ConfigError, DistributedError, LaunchError
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,10 @@ class World:
     backend: str
     timeout_s: float = DEFAULT_TIMEOUT_S
     master: str | None = None
+    #: The launcher environment that placed this rank (torchrun, slurm, openmpi, ...; "none").
+    environment: str = "none"
+    #: Why: which launcher was used, the outer ones it overrode, where the master came from.
+    reason: str = field(default="no launcher variables set: a world of one", compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -89,7 +93,7 @@ def init(timeout: float | timedelta | None = None) -> World:
         if s.world is not None:
             return s.world
         seconds = timeout_seconds(timeout)
-        env = read_env(os.environ)
+        env = _launch_env()
         import torch.distributed as dist
 
         from hal.selection import select
@@ -105,14 +109,15 @@ def init(timeout: float | timedelta | None = None) -> World:
         if dist.is_initialized():  # the user (or a library) made the group: adopt it
             new = World(dist.get_rank(), dist.get_world_size(),
                         env.local_rank if env else 0, device, str(dist.get_backend()), seconds,
-                        env.master if env else None)
+                        env.master if env else None, env.name if env else "none",
+                        "adopted the process group made before init()")
         elif env is None:
             new = World(0, 1, 0, device, backend_str, seconds)
         else:
             _init_group(dist, backend_str, env, seconds)
             s.owns_group = s.made_group = True
             new = World(env.rank, env.world_size, env.local_rank, device, backend_str, seconds,
-                        env.master)
+                        env.master, env.name, env.reason)
         if not s.atexit_registered:
             # registered after torch.distributed's import, so it runs before torch's own exit
             # handlers (atexit is last-in, first-out) while the interpreter is whole
@@ -123,6 +128,17 @@ def init(timeout: float | timedelta | None = None) -> World:
         s.scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         s.world = new
         return new
+
+
+def _launch_env() -> Env | None:
+    """The launcher environment; inconsistent variables are a LaunchError, its line on stderr."""
+    try:
+        return read_env(os.environ)
+    except ConfigError as exc:
+        import sys
+
+        sys.stderr.write(f"hal: error: {exc}\n")
+        raise LaunchError(str(exc)) from None
 
 
 _JOINED_RE = re.compile(r"(\d+)/(\d+) clients joined")

@@ -22,6 +22,7 @@ from hal.contract import Backend, Finding, Hardware
 from hal.doctor import engines
 from hal.doctor import findings as generic
 from hal.doctor.child import finding_dict, run_steps
+from hal.doctor.cluster import cluster_findings
 from hal.doctor.isolate import ChildResult, child_env, run_child
 from hal.doctor.redact import is_secret_name, redact_env, redact_tree, secret_values
 from hal.doctor.torchinfo import AUTOLOAD_ENV
@@ -417,6 +418,7 @@ def collect(options: Options | None = None) -> dict[str, Any]:
     core += generic.precision_findings(os.environ, report["selection"], report["backends"])
     core += engines.findings()  # serving engines whose pinned torch stack is not installed
     core += _smoke_findings(report["smoke"])
+    core += cluster_findings(os.environ, report)  # hal/doctor/cluster.py
     if retry_torch is not None:  # what was probed is what works once autoloading is off
         core = [replace(f, severity="info", message=f"with {AUTOLOAD_ENV}=0, {f.message}")
                 if f.id == "selection" else f for f in core]
