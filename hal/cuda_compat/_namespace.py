@@ -205,8 +205,8 @@ def build(target: Target, real: types.ModuleType, autocast: type,
         return str(t.backend.devices()[index].name)
 
     def get_device_capability(device: Any = None) -> tuple[int, int]:
-        # No compute capability (a version of one vendor's GPUs): (0, 0) fails every ``>= (major, minor)`` feature check,
-        # so a library takes its portable path (docs/cuda-compat.md).
+        # No compute capability (one vendor's GPU version): (0, 0) fails every
+        # ``>= (major, minor)`` feature check, so a library takes its portable path.
         t.checked(device, "torch.cuda.get_device_capability")
         return (0, 0)
 
