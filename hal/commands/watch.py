@@ -338,11 +338,11 @@ def _step(sampler: Sampler, view: View, writer: Any, log: TextIO | None) -> list
 
 def _print(view: View, out: TextIO) -> None:
     """One plain snapshot: rich without colour or cursor codes when ``out`` is not a terminal."""
-    from rich.console import Console
+    from hal.console import console as hal_console
 
     # A pipe or a file has no width: wide enough that no column is cut (a log is read later).
     width = _columns() if out.isatty() else 200
-    console = Console(file=out, width=width, soft_wrap=False)
+    console = hal_console(file=out, width=width, soft_wrap=False)
     console.print(view.table())
 
 
@@ -356,11 +356,13 @@ def _columns() -> int:
 def _live(sampler: Sampler, view: View, interval: float, count: int | None,
           writer: Any, log: TextIO | None) -> int:
     """The refreshing terminal view; q or Ctrl-C ends it and the terminal is restored."""
-    from rich.console import Console, Group
+    from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
-    console = Console()
+    from hal.console import console as hal_console
+
+    console = hal_console()
     header = Text(f"hal watch: every {interval:g} s; q or Ctrl-C quits", style="bold")
     tick = 0
     with _keys(sys.stdin) as fd, Live(console=console, auto_refresh=False,
