@@ -79,3 +79,27 @@ def console(**kwargs: Any) -> Any:
             raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
     return _Console(**kwargs)
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs hal's optional ``extra`` from where this hal is, quoted for any shell.
+
+    From a source checkout that is ``pip install -e '<checkout>[extra]'``; from an installed
+    distribution, the extra's own requirements (the distribution need not be on a registry).
+    """
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "hal" / "cli.py").is_file():
+        here = Path.cwd().resolve()
+        where = "." if here == root else str(root)
+        return f"pip install -e {shlex.quote(f'{where}[{extra}]')}"
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        reqs = [r.split(";")[0].strip() for r in requires("torch-hal") or ()
+                if f'extra == "{extra}"' in r.replace("'", '"')]
+    except PackageNotFoundError:
+        reqs = []
+    return "pip install " + " ".join(shlex.quote(r) for r in reqs or [f"torch-hal[{extra}]"])

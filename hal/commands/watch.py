@@ -218,7 +218,9 @@ def plot(log: str, png: str) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        sys.stderr.write("hal: error: --plot needs matplotlib: pip install 'torch-hal[plot]'\n")
+        from hal.console import install_hint
+
+        sys.stderr.write(f"hal: error: --plot needs matplotlib: {install_hint('plot')}\n")
         return 2
     series: dict[str, list[tuple[float, float | None, float | None]]] = {}
     try:
