@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import configparser
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Distributions built for one torch release each: an extra naming them must pin them exactly.
