@@ -102,3 +102,14 @@ def test_one_line_escapes_and_bounds() -> None:
     assert one_line("é✓") == "é✓"  # printable text is kept as it is
     line = one_line("x" * 1000, limit=50)
     assert line == "x" * 50 + "... (950 more characters)"
+
+
+def test_the_why_line_names_passed_over_backends_without_repeating_their_reasons() -> None:
+    from hal.commands.devices import why_line
+
+    backends = [{"name": "cuda", "available": False, "reason": "torch is a CPU-only build"},
+                {"name": "cpu", "available": True, "reason": "always"}]
+    line = why_line("cpu is the highest-priority available backend (always); not available: "
+                    "cuda: torch is a CPU-only build", backends)
+    assert line == ("why: cpu is the highest-priority available backend (always); "
+                    "not available: cuda (reasons above)")
