@@ -30,7 +30,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (exit 2) instead of a usage block."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        from hal.console import one_line
+
+        sys.stderr.write(f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
     def _print_message(self, message: str, file: Any = None) -> None:
@@ -53,7 +55,9 @@ def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int,
     file: Any = None, line: str | None = None,
 ) -> None:
-    sys.stderr.write(f"hal: warning: {message}\n")
+    from hal.console import one_line
+
+    sys.stderr.write(f"hal: warning: {one_line(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +91,13 @@ def require_torch(command: str) -> None:
                        "it; 'hal doctor' says why") from None
 
 
+def _error(message: object) -> None:
+    """The one place hal prints an error: one escaped, bounded line on stderr."""
+    from hal.console import one_line
+
+    sys.stderr.write(f"hal: error: {one_line(message)}\n")
+
+
 def _dispatch(argv: Sequence[str] | None) -> int:
     from hal.errors import ConfigError, HalError
 
@@ -107,10 +118,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         result: int = args.run(args)
         return result
     except ConfigError as exc:
-        sys.stderr.write(f"hal: error: {exc}\n")
+        _error(exc)
         return 2
     except HalError as exc:
-        sys.stderr.write(f"hal: error: {exc}\n")
+        _error(exc)
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("hal: interrupted\n")
@@ -126,7 +137,7 @@ def _output_failed(exc: OSError) -> int:
     if exc.errno == errno.EPIPE:  # the reader left on purpose (| head): no message
         return EXIT_BROKEN_PIPE
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        sys.stderr.write(f"hal: error: cannot write the output: {exc.strerror or exc}\n")
+        _error(f"cannot write the output: {exc.strerror or exc}")
         sys.stderr.flush()
     return 1
 
@@ -137,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             sys.stderr.write("hal: error: standard output is closed\n")
         return 1
+    from hal.console import setup_streams
+
+    setup_streams()  # a terminal whose encoding lacks a character gets a look-alike, not a crash
     try:
         try:
             code = _dispatch(argv)

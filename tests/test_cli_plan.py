@@ -96,7 +96,9 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
                           str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120,
                          env=env)
     assert out.returncode == 2
-    assert out.stderr.strip() == "hal: error: --plot needs matplotlib: pip install torch-hal[plot]"
+    root = Path(__file__).resolve().parent.parent  # a checkout: the hint installs from it, quoted
+    assert out.stderr.strip() in (f"hal: error: --plot needs matplotlib: pip install -e '{w}[plot]'"
+                                  for w in (".", root))
     out = hal_cli("13B", "--no-local", "--plot", str(tmp_path / "x.gif"))
     assert out.returncode == 2 and ".png or .svg" in out.stderr
 

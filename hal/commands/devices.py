@@ -5,12 +5,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hal.contract import Probe
 
 if TYPE_CHECKING:
     from hal.errors import HalError
+
+
+#: Where a selection reason starts listing the backends it passed over (hal.selection words it so).
+_PASSED_OVER = ("; not available: ", "; skipped ")
+
+
+def why_line(reason: str, backends: Sequence[Mapping[str, Any]]) -> str:
+    """The ``why:`` line under a listing that already gives every backend's reason: the decision,
+    then the names of the backends passed over, not their reasons a second time."""
+    from hal.console import one_line
+
+    cut = min((i for i in (reason.find(m) for m in _PASSED_OVER) if i >= 0), default=-1)
+    if cut >= 0:
+        head, tail = reason[:cut], reason[cut:]
+        names = [str(b.get("name")) for b in backends
+                 if not b.get("available") and f"{b.get('name')}: " in tail]
+        reason = head + (f"; not available: {', '.join(names)} (reasons above)" if names else tail)
+    return one_line(f"why: {reason}")
 
 
 def add_parser(sub: Any) -> None:
@@ -117,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     sel = data["selection"]
     lines.append("")
     lines.append(f"selected: {sel['device']} ({sel['backend']})")
-    lines.append(f"why: {sel['reason']}")
+    lines.append(why_line(sel["reason"], data["backends"]))
     hint = failed_plugins_line(data["failed_plugins"])
     if hint:
         lines.append(hint)

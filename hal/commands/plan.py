@@ -83,7 +83,7 @@ def add_parser(sub: Any) -> None:
                        "HAL_PLAN_* variables too)")
     p.add_argument("--plot", default=None, metavar="FILE",
                    help="write a PNG or SVG: memory by term against context, and the ranking "
-                   "(needs matplotlib: pip install torch-hal[plot])")
+                   "(needs matplotlib: the plot extra, docs/planner.md)")
     p.add_argument("--no-local", action="store_true",
                    help="skip the local devices (no device probe, no torch)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON (compact; "

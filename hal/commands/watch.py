@@ -286,7 +286,9 @@ def plot(log: str, png: str) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        sys.stderr.write("hal: error: --plot needs matplotlib: pip install 'torch-hal[plot]'\n")
+        from hal.console import install_hint
+
+        sys.stderr.write(f"hal: error: --plot needs matplotlib: {install_hint('plot')}\n")
         return 2
     series: dict[str, list[tuple[float, float | None, float | None]]] = {}
     try:
@@ -397,11 +399,11 @@ def _step(sampler: Sampler, view: View, log: CsvLog | None) -> list[DeviceReadin
 
 def _print(view: View, out: TextIO) -> None:
     """One plain snapshot: rich without colour or cursor codes when ``out`` is not a terminal."""
-    from rich.console import Console
+    from hal.console import console as hal_console
 
     # A pipe or a file has no width: wide enough that no column is cut (a log is read later).
     width = _columns() if out.isatty() else 200
-    console = Console(file=out, width=width, soft_wrap=False)
+    console = hal_console(file=out, width=width, soft_wrap=False)
     console.print(view.table())
 
 
@@ -415,11 +417,13 @@ def _columns() -> int:
 def _live(sampler: Sampler, view: View, interval: float, count: int | None,
           log: CsvLog | None) -> int:
     """The refreshing terminal view; q or Ctrl-C ends it and the terminal is restored."""
-    from rich.console import Console, Group
+    from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
-    console = Console()
+    from hal.console import console as hal_console
+
+    console = hal_console()
     header = Text(f"hal watch: every {interval:g} s; q or Ctrl-C quits", style="bold")
     tick = 0
     with _keys(sys.stdin) as fd, Live(console=console, auto_refresh=False,

@@ -114,8 +114,10 @@ def _selection_lines(report: Mapping[str, Any]) -> list[str]:
         return [f"hal.get_device() fails: {err['message']}"]
     if not sel:
         return ["unknown: the probe process did not get that far"]
+    from hal.commands.devices import why_line
+
     lines = [f"hal.get_device() -> {sel['device']} (backend {sel['backend']})",
-             f"why: {sel['reason']}"]
+             why_line(sel["reason"], report.get("backends") or [])]
     if (report.get("torch") or {}).get("autoload_disabled"):
         lines.append("(probed with TORCH_DEVICE_BACKEND_AUTOLOAD=0: import torch fails otherwise)")
     return lines

@@ -1,7 +1,7 @@
 """``hal plan --plot FILE``: memory by term against context, and the ranking as a bar chart.
 
-matplotlib is an optional extra (``pip install torch-hal[plot]``), imported only here, with the
-non-interactive Agg backend so no display is needed.
+matplotlib is an optional extra (``pip install -e '.[plot]'`` from a checkout), imported only
+here, with the non-interactive Agg backend so no display is needed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def check_target(path: str) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install torch-hal[plot]") from None
+        from hal.console import install_hint
+
+        raise ConfigError(f"--plot needs matplotlib: {install_hint('plot')}") from None
 
 
 def _contexts(limit: int) -> list[int]:
