@@ -207,7 +207,10 @@ class PluginHost:
                     f"its import changed the environment: {n} (undone unless a new non-HAL_ variable)"
                     for n in notes))
         for name in ALWAYS_LOADED:
-            if name not in self.records:  # running from a source tree without metadata
+            record = self.records.get(name)
+            # Running from a source tree: without metadata, or with a stale egg-info whose entry
+            # points name hal.backends, which a plain checkout does not have.
+            if record is None or (record.status == "failed" and _backends_missing()):
                 try:
                     module = importlib.import_module(_BUILTIN_MODULES[name])
                 except ModuleNotFoundError as exc:
@@ -469,3 +472,13 @@ def registered(plugin: object, name: str) -> Iterator[PluginHost]:
         yield host
     finally:
         host.unregister(name)
+
+
+def _backends_missing() -> bool:
+    """Whether ``hal.backends`` cannot be found: hal runs from a plain source checkout."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("hal.backends") is None
+    except (ImportError, ValueError):
+        return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -234,3 +235,21 @@ def test_a_hook_that_calls_back_into_hal_gets_an_error_not_a_recursion() -> None
         records = _records()
     assert "was called from inside plugin 'recursive': hal_backends" in str(records["recursive"]["error"])
     assert records["cpu"]["status"] == "loaded"
+
+
+def test_a_plain_checkout_with_stale_entry_points_says_install_hal(tmp_path: Path) -> None:
+    """Issue 25 item 7: the source tree first on sys.path, no editable finder (no site.py), but
+    the installed distribution's entry points still naming hal.backends: one line, not
+    'no backend is available, not even cpu:' with nothing after the colon."""
+    import site
+
+    root = Path(hal.__file__).resolve().parent.parent
+    paths = [str(root), *site.getsitepackages()]
+    code = (f"import sys; sys.path[:0] = {paths!r}; sys.argv = ['hal', 'devices']; "
+            "from hal.cli import main; sys.exit(main())")
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "hal: error: hal is not installed (hal.backends is missing in a plain source checkout): "
+        "run `pip install -e .` in the checkout"]
