@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ISOLATED_VARS, run_hal
 
 from hal.console import one_line
-from tests.helpers import ISOLATED_VARS, run_hal
 
 #: Every command, in a form that prints its normal (non-JSON) output quickly.
 COMMANDS = (("devices",), ("plugins",), ("doctor",), ("plan", "deepseek-r1"), ("watch", "--once"))
