@@ -33,6 +33,14 @@ signal.signal(signal.SIGINT, leave)  # before READY: a forwarded signal ends the
 rank = int(os.environ["RANK"])
 print(f"READY {rank} {os.getpid()}", flush=True)
 action = sys.argv[1]
+# rank 1 fails only once rank 0 has said READY too: the test knows both pids, however loaded
+ready0 = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "rank0.ready")
+if rank == 0:
+    open(ready0, "w").close()
+elif action in ("kill", "abort"):
+    deadline = time.monotonic() + 120
+    while not os.path.exists(ready0) and time.monotonic() < deadline:
+        time.sleep(0.05)
 if action == "kill" and rank == 1:
     os.kill(os.getpid(), signal.SIGKILL)
 if action == "abort" and rank == 1:
@@ -41,22 +49,38 @@ time.sleep(600)
 """
 
 
-def _env() -> dict[str, str]:
-    drop = {*ISOLATED_VARS, "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK"}
+#: A script written as users write them: no signal handler, so Ctrl-C is a KeyboardInterrupt.
+PLAIN_SCRIPT = """
+import os, time
+print(f"READY {os.environ['RANK']} {os.getpid()} OMP={os.environ.get('OMP_NUM_THREADS')}",
+      flush=True)
+time.sleep(600)
+"""
+#: A line of torchrun's own logging (glog style: W1207 12:12:27.270000 12955 torch/...py:874]).
+TORCHRUN_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ .*\.py:\d+\]", re.MULTILINE)
+
+
+def _env(omp: bool = True) -> dict[str, str]:
+    drop = {*ISOLATED_VARS, "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+            "OMP_NUM_THREADS", "HAL_RUN_VERBOSE"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(OMP_NUM_THREADS="1", TORCH_CPP_LOG_LEVEL="ERROR")
+    env.update(TORCH_CPP_LOG_LEVEL="ERROR")
+    if omp:
+        env.update(OMP_NUM_THREADS="1")
     return env
 
 
 class Launch:
     """``hal run -n 2`` of the rank script, its stdout read line by line in a thread."""
 
-    def __init__(self, tmp_path: Path, action: str) -> None:
+    def __init__(self, tmp_path: Path, action: str, text: str = RANK_SCRIPT,
+                 flags: tuple[str, ...] = (), omp: bool = True) -> None:
         script = tmp_path / "rank.py"
-        script.write_text(RANK_SCRIPT)
+        script.write_text(text)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hal", "run", "-n", "2", str(script), action],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+            [sys.executable, "-m", "hal", "run", *flags, "-n", "2", str(script), action],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(omp), cwd=ROOT)
+        self.seen: list[str] = []
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -75,6 +99,7 @@ class Launch:
             except queue.Empty:
                 self.proc.kill()
                 pytest.fail(f"ranks not ready after {timeout} s: {self.finish()[1][-2000:]}")
+            self.seen.append(line)
             # the ranks share one pipe: two reports can land on one line
             for rank, pid in re.findall(r"READY (\d+) (\d+)", line):
                 found[int(rank)] = int(pid)
@@ -119,6 +144,83 @@ def test_a_signal_reaches_the_ranks_and_ends_as_interrupted(
     assert err.rstrip().splitlines()[-1] == "hal: interrupted", err[-2000:]
     assert "SignalException" not in err and "Traceback" not in err, err[-2000:]
     assert _gone(pids) == []
+
+
+def test_ctrl_c_of_a_plain_script_is_one_hal_line(tmp_path: Path) -> None:
+    """No KeyboardInterrupt traceback per rank, no torchrun log line, no OMP banner (issue 20)."""
+    job = Launch(tmp_path, "sleep", PLAIN_SCRIPT, omp=False)
+    pids = job.ranks()
+    job.proc.send_signal(signal.SIGINT)  # torchrun's ranks have sessions of their own: as Ctrl-C
+    rc, err = job.finish()
+    assert rc == 130, err[-2000:]
+    assert err.splitlines() == ["hal: interrupted"], err[-3000:]
+    assert all("OMP=1" in line for line in job.seen if "READY" in line), job.seen  # as torchrun
+    assert _gone(pids) == []
+
+
+def test_verbose_shows_the_launcher_and_the_ranks_tracebacks(tmp_path: Path) -> None:
+    job = Launch(tmp_path, "sleep", PLAIN_SCRIPT, flags=("-v",), omp=False)
+    pids = job.ranks()
+    job.proc.send_signal(signal.SIGINT)
+    rc, err = job.finish()
+    assert rc == 130, err[-2000:]
+    assert TORCHRUN_LINE.search(err) and "closing signal SIGINT" in err, err[-3000:]
+    assert "KeyboardInterrupt" in err and err.rstrip().endswith("hal: interrupted"), err[-3000:]
+    assert _gone(pids) == []
+
+
+def test_a_normal_run_prints_only_the_ranks_output(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import os\nprint('ran', os.environ['RANK'], os.environ['OMP_NUM_THREADS'])\n")
+    proc = subprocess.run([sys.executable, "-m", "hal", "run", "-n", "2", str(script)],
+                          capture_output=True, text=True, env=_env(omp=False), cwd=ROOT,
+                          timeout=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(proc.stdout.split("\n")) == ["", "ran 0 1", "ran 1 1"], proc.stdout
+    assert proc.stderr == "", proc.stderr[-2000:]  # no OMP_NUM_THREADS banner, no torchrun notes
+
+
+def test_unbuffered_ranks_never_interleave_within_a_line(tmp_path: Path) -> None:
+    # PYTHONUNBUFFERED=1 makes each print several writes; two ranks on one pipe split lines
+    script = tmp_path / "s.py"
+    script.write_text("import os, sys\nr = os.environ['RANK']\n"
+                      "for i in range(300):\n    print('rank', r, 'line', i, 'of', 300)\n"
+                      "    print('err', r, i, file=sys.stderr)\n")
+    env = {**_env(), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "hal", "run", "-n", "2", str(script)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 600 and all(re.fullmatch(r"rank [01] line \d+ of 300", x) for x in lines)
+    for rank in "01":  # each rank's lines in its own order
+        mine = [int(x.split()[3]) for x in lines if x.split()[1] == rank]
+        assert mine == list(range(300))
+    errs = proc.stderr.splitlines()
+    assert len(errs) == 600 and all(re.fullmatch(r"err [01] \d+", x) for x in errs), errs[:5]
+
+
+def test_a_distributed_rank_ends_with_threads_atexit_files_and_status_kept(
+        tmp_path: Path) -> None:
+    # after torch.distributed the rank skips interpreter finalization: what a script relies
+    # on at exit must still happen, and its exit status must be the one it asked for
+    script = tmp_path / "s.py"
+    script.write_text(
+        "import atexit, os, sys, threading, time\nimport torch.distributed\n"
+        "out = sys.argv[1]\nlog = open(out + '.log', 'w')\nlog.write('never closed')\n"
+        "def late():\n    time.sleep(0.3)\n    open(out + '.thread', 'w').write('joined')\n"
+        "threading.Thread(target=late).start()\n"
+        "atexit.register(lambda: print('atexit ran', flush=True))\n"
+        "sys.exit(sys.argv[2] if sys.argv[2] != 'int' else 7)\n")
+    for how, code, said in (("int", 7, ""), ("a message", 1, "a message")):
+        out = tmp_path / how.replace(" ", "_")
+        proc = subprocess.run([sys.executable, "-m", "hal", "run", "-n", "1", str(script),
+                               str(out), how], capture_output=True, text=True, env=_env(),
+                              cwd=ROOT, timeout=150)
+        assert proc.returncode == code, proc.stderr[-2000:]
+        assert proc.stdout == "atexit ran\n"
+        assert Path(f"{out}.log").read_text() == "never closed"
+        assert Path(f"{out}.thread").read_text() == "joined"
+        assert said in proc.stderr
 
 
 def test_ranks_die_with_a_launcher_killed_outright(tmp_path: Path) -> None:
