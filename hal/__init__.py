@@ -12,40 +12,41 @@ Everything is imported lazily (PEP 562): ``import hal`` loads neither torch nor 
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import TYPE_CHECKING, Any
 
-# public name -> (module, attribute): functions and types only, never modules as values.
-_EXPORTS: dict[str, tuple[str, str]] = {
-    "hookimpl": ("hal.hookspecs", "hookimpl"),
-    "hookspec": ("hal.hookspecs", "hookspec"),
-    "API_VERSION": ("hal.contract", "API_VERSION"),
-    "Backend": ("hal.contract", "Backend"),
-    "Probe": ("hal.contract", "Probe"),
-    "DeviceInfo": ("hal.contract", "DeviceInfo"),
-    "MemoryInfo": ("hal.contract", "MemoryInfo"),
-    "Hardware": ("hal.contract", "Hardware"),
-    "Finding": ("hal.contract", "Finding"),
-    "Telemetry": ("hal.telemetry", "Telemetry"),
-    "HalError": ("hal.errors", "HalError"),
-    "ConfigError": ("hal.errors", "ConfigError"),
-    "DeviceUnavailableError": ("hal.errors", "DeviceUnavailableError"),
-    "PluginError": ("hal.errors", "PluginError"),
-    "BatchSizeError": ("hal.errors", "BatchSizeError"),
-    "DistributedError": ("hal.errors", "DistributedError"),
-    "HalFallbackWarning": ("hal.errors", "HalFallbackWarning"),
-    "HalPrecisionWarning": ("hal.errors", "HalPrecisionWarning"),
-    "Selection": ("hal.selection", "Selection"),
-    "get_device": ("hal.selection", "get_device"),
-    "select": ("hal.selection", "select"),
-    "get_backend": ("hal.selection", "get_backend"),
-    "list_backends": ("hal.selection", "list_backends"),
-    "reset": ("hal.selection", "reset"),
-    "list_plugins": ("hal.plugins", "list_plugins"),
-    "autocast": ("hal.precision", "autocast"),
-    "grad_scaler": ("hal.precision", "grad_scaler"),
-    "is_oom": ("hal.oom", "is_oom"),
-    "optimize": ("hal.optimize", "optimize"),
+# THE export list: public name -> the module defining it (functions and types, never modules).
+# ``__all__`` and the lazy ``__getattr__`` derive from it; the TYPE_CHECKING imports below
+# restate it for type checkers, and tests/test_exports.py checks that they agree.
+_EXPORTS: dict[str, str] = {
+    "hookimpl": "hal.hookspecs",
+    "hookspec": "hal.hookspecs",
+    "API_VERSION": "hal.contract",
+    "Backend": "hal.contract",
+    "Probe": "hal.contract",
+    "DeviceInfo": "hal.contract",
+    "MemoryInfo": "hal.contract",
+    "Hardware": "hal.contract",
+    "Finding": "hal.contract",
+    "Telemetry": "hal.readings",
+    "HalError": "hal.errors",
+    "ConfigError": "hal.errors",
+    "DeviceUnavailableError": "hal.errors",
+    "PluginError": "hal.errors",
+    "BatchSizeError": "hal.errors",
+    "DistributedError": "hal.errors",
+    "HalFallbackWarning": "hal.errors",
+    "HalPrecisionWarning": "hal.errors",
+    "Selection": "hal.selection",
+    "get_device": "hal.selection",
+    "select": "hal.selection",
+    "get_backend": "hal.selection",
+    "list_backends": "hal.selection",
+    "reset": "hal.selection",
+    "list_plugins": "hal.plugins",
+    "autocast": "hal.precision",
+    "grad_scaler": "hal.precision",
+    "is_oom": "hal.oom",
+    "optimize": "hal.optimize",
 }
 
 # Submodules reached as ``hal.memory.info()`` etc. are ordinary subpackages: importing them on
@@ -55,44 +56,13 @@ _SUBMODULES = frozenset(
      "telemetry", "cuda_compat"}
 )
 
-# Old name -> (new public name, how to get the old value). Kept one release; each warns once.
+# Old name -> new public name. Kept one release; each warns once (hal.errors.warn_renamed).
 _DEPRECATED: dict[str, str] = {
     "backend": "get_backend",
     "plugin_list": "list_plugins",
 }
 
-__all__ = [
-    "API_VERSION",
-    "Backend",
-    "BatchSizeError",
-    "ConfigError",
-    "DeviceInfo",
-    "DeviceUnavailableError",
-    "DistributedError",
-    "Finding",
-    "HalError",
-    "HalFallbackWarning",
-    "HalPrecisionWarning",
-    "Hardware",
-    "MemoryInfo",
-    "PluginError",
-    "Probe",
-    "Selection",
-    "Telemetry",
-    "__version__",
-    "autocast",
-    "get_backend",
-    "get_device",
-    "grad_scaler",
-    "hookimpl",
-    "hookspec",
-    "is_oom",
-    "list_backends",
-    "list_plugins",
-    "optimize",
-    "reset",
-    "select",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:
     from hal import batching as batching
@@ -104,39 +74,35 @@ if TYPE_CHECKING:
     from hal import precision as precision
     from hal import selection as selection
     from hal import telemetry as telemetry
-    from hal.contract import (
-        API_VERSION,
-        Backend,
-        DeviceInfo,
-        Finding,
-        Hardware,
-        MemoryInfo,
-        Probe,
-    )
-    from hal.errors import (
-        BatchSizeError,
-        ConfigError,
-        DeviceUnavailableError,
-        DistributedError,
-        HalError,
-        HalFallbackWarning,
-        HalPrecisionWarning,
-        PluginError,
-    )
-    from hal.hookspecs import hookimpl, hookspec
-    from hal.oom import is_oom
-    from hal.optimize import optimize
-    from hal.plugins import list_plugins
-    from hal.precision import autocast, grad_scaler
-    from hal.selection import (
-        Selection,
-        get_backend,
-        get_device,
-        list_backends,
-        reset,
-        select,
-    )
-    from hal.telemetry import Telemetry
+    from hal.contract import API_VERSION as API_VERSION
+    from hal.contract import Backend as Backend
+    from hal.contract import DeviceInfo as DeviceInfo
+    from hal.contract import Finding as Finding
+    from hal.contract import Hardware as Hardware
+    from hal.contract import MemoryInfo as MemoryInfo
+    from hal.contract import Probe as Probe
+    from hal.errors import BatchSizeError as BatchSizeError
+    from hal.errors import ConfigError as ConfigError
+    from hal.errors import DeviceUnavailableError as DeviceUnavailableError
+    from hal.errors import DistributedError as DistributedError
+    from hal.errors import HalError as HalError
+    from hal.errors import HalFallbackWarning as HalFallbackWarning
+    from hal.errors import HalPrecisionWarning as HalPrecisionWarning
+    from hal.errors import PluginError as PluginError
+    from hal.hookspecs import hookimpl as hookimpl
+    from hal.hookspecs import hookspec as hookspec
+    from hal.oom import is_oom as is_oom
+    from hal.optimize import optimize as optimize
+    from hal.plugins import list_plugins as list_plugins
+    from hal.precision import autocast as autocast
+    from hal.precision import grad_scaler as grad_scaler
+    from hal.readings import Telemetry as Telemetry
+    from hal.selection import Selection as Selection
+    from hal.selection import get_backend as get_backend
+    from hal.selection import get_device as get_device
+    from hal.selection import list_backends as list_backends
+    from hal.selection import reset as reset
+    from hal.selection import select as select
 
     __version__: str
 
@@ -151,18 +117,11 @@ def _version() -> str:
         return "0+unknown"
 
 
-_warned: set[str] = set()
-
-
 def _deprecated(old: str) -> Any:
+    from hal.errors import warn_renamed
+
     new = _DEPRECATED[old]
-    if old not in _warned:
-        _warned.add(old)
-        warnings.warn(
-            f"hal.{old} is deprecated and will be removed in the next release; use hal.{new}",
-            DeprecationWarning,
-            stacklevel=3,
-        )
+    warn_renamed(old, new, stacklevel=4)
     target = __getattr__(new)
     if old == "backend":
         # hal.backend() was "the selected backend": the same as get_backend() with no name.
@@ -180,10 +139,10 @@ def __getattr__(name: str) -> Any:
         value = importlib.import_module(f"hal.{name}")
     else:
         try:
-            module_name, attr = _EXPORTS[name]
+            module_name = _EXPORTS[name]
         except KeyError:
             raise AttributeError(f"module 'hal' has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(module_name), attr)
+        value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value
 

@@ -20,18 +20,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from hal.errors import BatchSizeError, ConfigError, HalError
+from hal.errors import BatchSizeError, ConfigError, HalError, describe_exception
 from hal.oom import is_oom
+from hal.parse import check_int
 
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
 
-def _check_int(name: str, value: Any, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{name}={value!r} is not valid; expected an integer >= {least}")
-    return value
+#: Largest batch size (and probe interval) hal accepts: far beyond any device's memory.
+MAX_BATCH = 2**40
 
 
 def _check_fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) -> float:
@@ -43,9 +42,9 @@ def _check_fraction(name: str, value: Any, low: float = 0.0, high: float = 1.0) 
 
 def free_memory(device: Any = None) -> None:
     """Drop garbage and return cached device memory; call it outside an ``except`` block."""
-    from hal.memory import resolve
+    from hal.memory import resolve_device
 
-    backend, index = resolve(device)
+    backend, index = resolve_device(device)
     gc.collect()
     try:
         backend.synchronize(index)
@@ -61,7 +60,7 @@ def _attempt(fn: Callable[[Any], Any], arg: Any) -> tuple[bool, Any, str]:
     except Exception as exc:  # a BaseException (Ctrl-C, exit) is never an OOM to retry
         if not is_oom(exc):
             raise
-        message = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        message = describe_exception(exc)
     # Here the exception and its frames are gone; only now can their memory be freed.
     free_memory()
     return False, None, message
@@ -171,8 +170,8 @@ def find_batch_size(fn: Callable[[int], Any], start: int = 1024, min: int = 1, *
     """
     from hal.selection import select
 
-    start = _check_int("start", start)
-    low_bound = _check_int("min", min)
+    start = check_int("start", start, lo=1, hi=MAX_BATCH)
+    low_bound = check_int("min", min, lo=1, hi=MAX_BATCH)
     if low_bound > start:
         raise ConfigError(f"min={low_bound} is larger than start={start}; expected min <= start")
     margin = _check_fraction("margin", margin, 0.0, 0.5)
@@ -282,8 +281,8 @@ def find_executable_batch_size(fn: Callable[Concatenate[int, P], R] | None = Non
     size; every rank must call it.  ``@find_executable_batch_size`` or
     ``@find_executable_batch_size(start=64)``.
     """
-    start = _check_int("start", start)
-    low_bound = _check_int("min", min)
+    start = check_int("start", start, lo=1, hi=MAX_BATCH)
+    low_bound = check_int("min", min, lo=1, hi=MAX_BATCH)
     if low_bound > start:
         raise ConfigError(f"min={low_bound} is larger than start={start}; expected min <= start")
 
@@ -321,9 +320,9 @@ class AdaptiveBatcher(Generic[T, R]):
                  memory_fraction: Callable[[], float] | None = None, tune: bool = True,
                  probe_every: int = 32, clock: Callable[[], float] | None = None) -> None:
         self.fn = fn
-        self.min = _check_int("min", min)
-        self.max = _check_int("max", max)
-        start = _check_int("start", start)
+        self.min = check_int("min", min, lo=1, hi=MAX_BATCH)
+        self.max = check_int("max", max, lo=1, hi=MAX_BATCH)
+        start = check_int("start", start, lo=1, hi=MAX_BATCH)
         if not self.min <= start <= self.max:
             raise ConfigError(f"start={start} must lie within min={self.min} and max={self.max}")
         self.high = _check_fraction("high", high)
@@ -333,7 +332,7 @@ class AdaptiveBatcher(Generic[T, R]):
         if not isinstance(tune, bool):
             raise ConfigError(f"tune={tune!r} is not valid; expected True or False")
         self.tune = tune
-        self.probe_every = _check_int("probe_every", probe_every)
+        self.probe_every = check_int("probe_every", probe_every, lo=1, hi=MAX_BATCH)
         self.size = start
         self.ceiling: int | None = None
         self.memory_fraction = memory_fraction or _device_fraction
@@ -450,9 +449,9 @@ class AdaptiveBatcher(Generic[T, R]):
     def _synchronize(self) -> None:
         """Wait for the device, so a batch's time is its work and not its queueing."""
         if self._sync is None:
-            from hal.memory import resolve
+            from hal.memory import resolve_device
 
-            backend, index = resolve()
+            backend, index = resolve_device()
             self._sync = functools.partial(backend.synchronize, index)
         self._sync()
 
@@ -530,15 +529,16 @@ class AdaptiveBatcher(Generic[T, R]):
         self._probe_from = self._cap = self._floor = None
         self._since_probe = 0
         if start is not None:
-            self.size = _check_int("start", start)
+            self.size = check_int("start", start, lo=1, hi=MAX_BATCH)
 
 
 def _device_fraction() -> float:
     """Memory use of the selected device: the larger of its used fraction and peak/total."""
-    from hal.memory import resolve
+    from hal.memory import info as memory_info
+    from hal.memory import resolve_device
 
-    backend, index = resolve()
-    info = backend.memory(index)
+    backend, index = resolve_device()
+    info = memory_info()  # through the plugin boundary, as every memory() read
     peak = info.peak / info.total if info.total > 0 else 0.0
     backend.reset_peak_memory(index)
     return builtins.max(info.used_fraction, builtins.min(1.0, peak))

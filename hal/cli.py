@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 #: Command modules under hal.commands, in the order ``--help`` lists them.
-COMMANDS = ("devices", "plugins", "doctor", "run", "plan", "bench", "watch")
+COMMANDS = ("devices", "plugins", "doctor", "run", "plan", "bench", "watch", "completion")
 #: Commands that cannot start without torch: checked first, so a broken torch is one line.
 NEEDS_TORCH = ("bench", "run")
 #: Exit code when the reader of stdout went away (as a process killed by SIGPIPE reports).
@@ -74,21 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0][:200] if lines else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def require_torch(command: str) -> None:
     """Import torch for a command that needs it; a torch whose import raises is one HalError line."""
-    from hal.errors import HalError
+    from hal.errors import HalError, describe_exception
 
     try:
         import torch  # noqa: F401
     except Exception as exc:
-        raise HalError(f"torch cannot be imported ({_first_line(exc)}); 'hal {command}' needs "
-                       "it; 'hal doctor' says why") from None
+        raise HalError(f"torch cannot be imported ({describe_exception(exc, 300)}); "
+                       f"'hal {command}' needs it; 'hal doctor' says why") from None
 
 
 def _error(message: object) -> None:

@@ -23,7 +23,7 @@ from hal.versions import DistVersion, dist_version
 if TYPE_CHECKING:
     import torch
 
-    from hal.telemetry import Telemetry
+    from hal.readings import Telemetry
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -189,7 +189,7 @@ class Backend:
 
         The default knows only ``memory()``; vendors override it with their management library.
         """
-        from hal.telemetry import from_memory
+        from hal.readings import from_memory
 
         return from_memory(self.memory(index))
 
@@ -213,11 +213,36 @@ def is_collective_error(exc: BaseException) -> bool:
     return dist is not None and isinstance(exc, getattr(dist, "DistBackendError", ()))
 
 
+#: torch.accelerator's memory calls (2.13 has them all, 2.8 none): memory() takes them together
+#: or not at all, so its figures never mix two sources.
+ACCELERATOR_MEMORY_CALLS = ("memory_allocated", "memory_reserved", "max_memory_allocated",
+                            "get_memory_info")
+#: Device-module name -> torch.accelerator's name, where they differ.
+_ACCELERATOR_NAMES = {"set_device": "set_device_index", "mem_get_info": "get_memory_info"}
+
+
+def _read_memory(calls: Any, info: Callable[[int], Any] | None, index: int, source: str,
+                 fallback: str) -> MemoryInfo:
+    """One device's MemoryInfo from ``calls``' allocator counters and ``info`` (free, total);
+    without ``info`` (older runtimes) total from the device properties, free = total - reserved."""
+    allocated = int(calls.memory_allocated(index))
+    reserved = int(calls.memory_reserved(index))
+    peak = int(calls.max_memory_allocated(index))
+    if info is not None:
+        free, total = (int(v) for v in info(index))
+    else:
+        total = int(calls.get_device_properties(index).total_memory)
+        free, source = max(0, total - reserved), fallback
+    return MemoryInfo(total, free, allocated, reserved, peak, source)
+
+
 class DeviceModuleBackend(Backend):
     """Base of backends that drive a torch device module, found by ``device_type``.
 
     The module is ``torch.get_device_module(device_type)`` unless one is given (a fake in
-    tests); the environment is ``os.environ`` read at call time unless a mapping is given.
+    tests); memory and device calls go through ``torch.accelerator`` where the installed torch
+    has them for this device type, else the module (older torch: docs/backends-accelerator.md); the
+    environment is ``os.environ`` read at call time unless a mapping is given.
     Subclasses declare data (``oom_markers``, ``memory_source``, ...) and keep only what is
     theirs: probes, tables, findings.  Per-device calls that fail on an unavailable backend
     raise ``DeviceUnavailableError`` with the probe's reason (the probe runs only on failure).
@@ -235,6 +260,10 @@ class DeviceModuleBackend(Backend):
     memory_fallback_source: ClassVar[str] = (
         "mem_get_info is missing in this runtime: total from get_device_properties()"
         ".total_memory, free = total - memory_reserved (this process only)")
+    #: MemoryInfo.source of ``memory()`` when torch.accelerator answers (one path, every vendor).
+    accelerator_memory_source: ClassVar[str] = (
+        "total/free: torch.accelerator.get_memory_info (device-wide, other processes included); "
+        "allocated/reserved/peak: this process's caching allocator (torch.accelerator)")
     #: Torch-free evidence of the vendor for the default ``hardware()``: (label, PCI vendor id),
     #: (/dev glob, what the node is) pairs, and the driver's version file.
     pci_vendor: ClassVar[tuple[str, int] | None] = None
@@ -244,11 +273,13 @@ class DeviceModuleBackend(Backend):
     def __init__(self, module: Any = None, *, root: str = "/",
                  environ: Mapping[str, str] | None = None,
                  versions_of: DistVersion | None = None, version: Any = None,
-                 **libraries: Any) -> None:
+                 accelerator: Any = None, **libraries: Any) -> None:
         """``module`` stands in for the device module, ``root`` for /, ``environ`` for
-        os.environ, ``versions_of`` for installed-package lookup, ``version`` for torch.version;
+        os.environ, ``versions_of`` for installed-package lookup, ``version`` for torch.version,
+        ``accelerator`` for torch.accelerator (False, or a stand-in module alone: not used);
         ``libraries`` for optional vendor libraries by name (False: not installed)."""
         self._module = module
+        self._accelerator = False if accelerator is None and module is not None else accelerator
         self.root = root
         self._environ = environ
         self.versions_of: DistVersion = versions_of or dist_version
@@ -272,6 +303,30 @@ class DeviceModuleBackend(Backend):
         if self._module is None:
             self._module = self.load_module()
         return self._module
+
+    @property
+    def accelerator(self) -> Any:
+        """torch.accelerator when it drives this backend's ``device_type``, else None (loaded once)."""
+        if self._accelerator is None:
+            self._accelerator = quiet(self.load_accelerator, None) or False
+        return self._accelerator or None
+
+    def load_accelerator(self) -> Any:
+        """The real torch.accelerator if torch's current accelerator is ``device_type`` (no
+        runtime init: the build's registration alone), else None."""
+        import torch
+
+        acc = getattr(torch, "accelerator", None)
+        current = getattr(acc, "current_accelerator", None)
+        device = current() if current is not None else None
+        return acc if device is not None and str(device.type) == self.device_type else None
+
+    def device_fn(self, module: Any, name: str) -> Any:
+        """Device call ``name`` (the device module's name): torch.accelerator's where it has
+        it (``set_device`` is its ``set_device_index``), else ``module``'s; None when neither."""
+        acc = self.accelerator
+        fn = getattr(acc, _ACCELERATOR_NAMES.get(name, name), None) if acc is not None else None
+        return fn if fn is not None else getattr(module, name, None)
 
     def optional_module(self, key: str, name: str) -> Any:
         """The optional library ``key`` (the stand-in given at construction; False: not
@@ -314,38 +369,39 @@ class DeviceModuleBackend(Backend):
             raise DeviceUnavailableError(f"{self.name}: {probe.reason}") from exc
 
     def memory(self, index: int = 0) -> MemoryInfo:
-        """Device-wide total/free (``mem_get_info``) plus this process's allocator counters.
-
-        Without ``mem_get_info`` (older runtimes) the total comes from the device properties and
-        free is total minus what this process reserved; ``source`` says which path was taken.
-        """
+        """Device-wide total/free plus this process's allocator counters: torch.accelerator's
+        memory calls where torch has them all, else the device module's (``source`` says which)."""
         with self.device_call() as module:
-            allocated = int(module.memory_allocated(index))
-            reserved = int(module.memory_reserved(index))
-            peak = int(module.max_memory_allocated(index))
-            if hasattr(module, "mem_get_info"):
-                free, total = (int(v) for v in module.mem_get_info(index))
-                source = self.memory_source
-            else:
-                total = int(module.get_device_properties(index).total_memory)
-                free, source = max(0, total - reserved), self.memory_fallback_source
-        return MemoryInfo(total, free, allocated, reserved, peak, source)
+            acc, note = self.accelerator, ""
+            if acc is not None and all(getattr(acc, n, None) is not None
+                                       for n in ACCELERATOR_MEMORY_CALLS):
+                try:
+                    return _read_memory(acc, acc.get_memory_info, index,
+                                        self.accelerator_memory_source, "")
+                except Exception as exc:  # an extension whose allocator torch cannot ask
+                    note = f"torch.accelerator failed ({type(exc).__name__}); "
+            return _read_memory(module, getattr(module, "mem_get_info", None), index,
+                                note + self.memory_source, note + self.memory_fallback_source)
+
+    def _device_call(self, name: str, *args: Any) -> None:
+        with self.device_call() as module:
+            fn = self.device_fn(module, name)
+            if fn is None:
+                raise AttributeError(f"neither torch.accelerator nor the {self.device_type!r} "
+                                     f"device module has {name}()")
+            fn(*args)
 
     def set_device(self, index: int) -> None:
-        with self.device_call() as module:
-            module.set_device(index)
+        self._device_call("set_device", index)
 
     def synchronize(self, index: int | None = None) -> None:
-        with self.device_call() as module:
-            module.synchronize(index)
+        self._device_call("synchronize", index)
 
     def empty_cache(self) -> None:
-        with self.device_call() as module:
-            module.empty_cache()
+        self._device_call("empty_cache")
 
     def reset_peak_memory(self, index: int | None = None) -> None:
-        with self.device_call() as module:
-            module.reset_peak_memory_stats(index)
+        self._device_call("reset_peak_memory_stats", index)
 
     def is_oom(self, exc: BaseException) -> bool:
         """True when ``exc`` is one of ``oom_types`` and its text holds one of ``oom_markers``.

@@ -12,13 +12,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 from hal.contract import Backend, Probe
-from hal.selection import _record, safe_probe
+from hal.plugins import fail_backend
+from hal.selection import safe_probe
 from hal.validate import (
-    call_plugin,
-    check_devices,
+    Outcome,
+    call_checked,
     check_dtypes,
-    check_memory,
     check_versions,
+    fetch_devices,
+    fetch_memory,
     timeout_from_env,
 )
 
@@ -29,18 +31,20 @@ class _Broken(Exception):
     """The backend broke the contract: it is unavailable from here on, with this reason."""
 
 
-def _call(backend: Backend, fn: Callable[[], Any], what: str, check: Callable[[Any], T],
-          errors: list[str], timeout: float) -> T | None:
-    outcome = call_plugin(fn, f"backend {backend.name!r}: {what}", timeout)
+def _value(outcome: Outcome[T], what: str, errors: list[str]) -> T | None:
+    """A checked call's value; a raise is reported in ``errors``, anything else breaks the backend."""
     if outcome.state == "raised":
         errors.append(outcome.describe(what))
         return None
     if outcome.state != "ok":
         raise _Broken(outcome.describe(what))
-    try:
-        return check(outcome.value)
-    except ValueError as exc:
-        raise _Broken(str(exc)) from None
+    return outcome.value
+
+
+def _call(backend: Backend, fn: Callable[[], Any], what: str, check: Callable[[Any], T],
+          errors: list[str], timeout: float) -> T | None:
+    return _value(call_checked(fn, f"backend {backend.name!r}: {what}", check, timeout), what,
+                  errors)
 
 
 def describe_backend(backend: Backend, probe: Probe | None = None) -> dict[str, Any]:
@@ -65,10 +69,9 @@ def describe_backend(backend: Backend, probe: Probe | None = None) -> dict[str, 
     }
     if probe.available:
         try:
-            infos = _call(backend, backend.devices, "devices()", check_devices, errors, timeout) or []
+            infos = _value(fetch_devices(backend, timeout), "devices()", errors) or []
             for info in infos:
-                mem = _call(backend, partial(backend.memory, info.index), "memory()", check_memory,
-                            errors, timeout)
+                mem = _value(fetch_memory(backend, info.index, timeout), "memory()", errors)
                 dtypes = _call(backend, partial(backend.dtypes, info.index), "dtypes()",
                                check_dtypes, errors, timeout) or []
                 out["devices"].append({
@@ -86,7 +89,7 @@ def describe_backend(backend: Backend, probe: Probe | None = None) -> dict[str, 
             out["versions"] = _call(backend, backend.versions, "versions()", check_versions,
                                     errors, timeout) or {}
         except _Broken as exc:
-            _record(backend, str(exc))
+            fail_backend(backend.name, str(exc))
             out.update(available=False, reason=f"unavailable: {exc}", devices=[], versions={})
     out["errors"] = errors
     return out

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from hal.contract import Backend, MemoryInfo
-from hal.errors import ConfigError, DeviceUnavailableError, PluginError
+from hal.errors import ConfigError, DeviceUnavailableError, PluginError, renamed_attribute
+from hal.parse import parse_int
 from hal.selection import list_backends, select
 from hal.units import format_bytes
-from hal.validate import TIMEOUT_ENV, checked_memory
+from hal.validate import MAX_DEVICES, TIMEOUT_ENV, fetch_memory
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 DeviceLike = Union[None, int, str, "torch.device", Backend]
 
 
-def resolve(device: DeviceLike = None) -> tuple[Backend, int]:
+def resolve_device(device: DeviceLike = None) -> tuple[Backend, int]:
     """Backend and index for ``device``: None (selected), an index, a device, or a Backend.
 
     An index the backend does not have (``42``, ``cpu:7`` on a one-device host) is a
@@ -50,9 +51,11 @@ def resolve(device: DeviceLike = None) -> tuple[Backend, int]:
         return _known(sel, sel.backend, device, str(device))
     text = str(device)
     kind, _, idx = text.strip().lower().partition(":")
-    if idx and not (idx.isascii() and idx.isdigit() and len(idx) <= 6):
-        raise ConfigError(f"device {text[:80]!r}: index {idx[:20]!r} is not a non-negative integer")
-    index = int(idx) if idx else None
+    try:
+        index = parse_int("device index", idx, hi=MAX_DEVICES) if idx else None
+    except ConfigError:
+        raise ConfigError(f"device {text[:80]!r}: index {idx[:20]!r} is not a non-negative "
+                          f"integer (ASCII digits, at most {MAX_DEVICES})") from None
     backends = [sel.backend, *(b for b in list_backends() if b is not sel.backend)]
     for b in backends:
         if kind in (b.name.lower(), b.device_type.lower()):
@@ -80,23 +83,25 @@ def _known(sel: Any, backend: Backend, index: int, text: str) -> tuple[Backend, 
 
 def _memory(backend: Backend, index: int) -> MemoryInfo:
     """``backend.memory(index)`` through the plugin boundary: checked, bounded in time."""
-    m = checked_memory(backend, index)
-    if m is None:
-        raise PluginError(f"backend {backend.name!r}: memory({index}) gave no usable answer (it "
-                          f"raised, took longer than {TIMEOUT_ENV} or returned something other "
-                          "than a valid hal.MemoryInfo); `hal doctor` shows why", plugin=backend.name)
-    return m
+    outcome = fetch_memory(backend, index)
+    if outcome.value is None:
+        why = outcome.describe("it").replace(" (recorded, hal keeps running)", "")
+        if outcome.state == "hung":
+            why += f" ({TIMEOUT_ENV})"
+        raise PluginError(f"backend {backend.name!r}: memory({index}) gave no usable answer "
+                          f"({why}); `hal doctor` shows more", plugin=backend.name)
+    return outcome.value
 
 
 def info(device: DeviceLike = None) -> MemoryInfo:
     """Total, free, allocated, reserved and peak bytes of ``device`` (default: the selected)."""
-    backend, index = resolve(device)
+    backend, index = resolve_device(device)
     return _memory(backend, index)
 
 
 def summary(device: DeviceLike = None) -> str:
     """The memory figures of ``device`` as a few readable lines."""
-    backend, index = resolve(device)
+    backend, index = resolve_device(device)
     m = _memory(backend, index)
     where = backend.device_type if backend.device_type == "cpu" else f"{backend.device_type}:{index}"
     lines = [
@@ -114,7 +119,7 @@ def summary(device: DeviceLike = None) -> str:
 
 def empty_cache(device: DeviceLike = None) -> None:
     """Collect garbage, wait for queued work, and return cached unused memory to the driver."""
-    backend, index = resolve(device)
+    backend, index = resolve_device(device)
     gc.collect()
     backend.synchronize(index)
     backend.empty_cache()
@@ -122,7 +127,7 @@ def empty_cache(device: DeviceLike = None) -> None:
 
 def reset_peak(device: DeviceLike = None) -> None:
     """Restart the peak counter of ``device`` (on the CPU: the process RSS high-water mark)."""
-    backend, index = resolve(device)
+    backend, index = resolve_device(device)
     backend.reset_peak_memory(index)
 
 
@@ -173,7 +178,7 @@ def track(device: DeviceLike = None, *, collect: bool = True) -> Iterator[Tracke
     The peak counter is reset on entry, so nested blocks share it. With ``collect`` the
     garbage collector runs before each reading so that unreachable cycles do not count.
     """
-    backend, index = resolve(device)
+    backend, index = resolve_device(device)
     if collect:
         gc.collect()
     backend.synchronize(index)
@@ -192,3 +197,8 @@ def track(device: DeviceLike = None, *, collect: bool = True) -> Iterator[Tracke
         end = last
         tracker.usage = Usage(start.allocated, max(peak, end.allocated), end.allocated,
                               end.source)
+
+
+def __getattr__(name: str) -> Any:
+    """``resolve``: the deprecated name of ``resolve_device`` (one release; warns once)."""
+    return renamed_attribute(__name__, name, {"resolve": "resolve_device"})

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from hal.errors import ConfigError
 
+T = TypeVar("T")
+
 _INT_RE = re.compile(r"\A[0-9]{1,18}\Z")
+_SIGNED_INT_RE = re.compile(r"\A[+-]?[0-9]{1,18}\Z")
 _FLOAT_RE = re.compile(r"\A[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,3})?\Z")
 
 #: Values accepted as on/off switches (HAL_STRICT and the like), compared case-insensitively.
@@ -34,16 +39,23 @@ def _matched(name: str, text: object, pattern: re.Pattern[str], what: str, expec
     return raw
 
 
-def parse_int(name: str, text: object, *, lo: int = 0, hi: int = 2**31 - 1) -> int:
-    """``text`` as an int in [lo, hi] written with ASCII digits only; ConfigError naming ``name``."""
-    expected = f"{lo}..{hi}"
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    else:
-        value = int(_matched(name, text, _INT_RE, "a whole number", expected))
+def check_int(name: str, value: object, *, lo: int = 0, hi: int = 2**31 - 1) -> int:
+    """An int given as a Python value (not text, not a bool) in [lo, hi]; ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={_shown(value)} is not a whole number; expected {lo}..{hi}")
     if not lo <= value <= hi:
-        raise ConfigError(f"{name}={value} is out of range; expected {expected}")
+        raise ConfigError(f"{name}={value} is out of range; expected {lo}..{hi}")
     return value
+
+
+def parse_int(name: str, text: object, *, lo: int = 0, hi: int = 2**31 - 1) -> int:
+    """``text`` as an int in [lo, hi] written with ASCII digits only (a sign only when ``lo`` is
+    negative); an int value is checked as it is.  ConfigError naming ``name``."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return check_int(name, text, lo=lo, hi=hi)
+    pattern = _SIGNED_INT_RE if lo < 0 else _INT_RE
+    return check_int(name, int(_matched(name, text, pattern, "a whole number", f"{lo}..{hi}")),
+                     lo=lo, hi=hi)
 
 
 def parse_float(
@@ -71,3 +83,23 @@ def parse_bool(name: str, text: str | None, *, default: bool = False) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ConfigError(f"{name}={_shown(text)} is not a switch; expected 1/true/yes/on or 0/false/no/off")
+
+
+def flag_type(name: str, parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` that runs ``parse`` and turns its ConfigError into a one-line usage
+    error (exit 2) naming the flag."""
+    import argparse
+
+    def check(value: str) -> T:
+        try:
+            return parse(value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    check.__name__ = name
+    return check
+
+
+def int_flag(name: str, *, lo: int = 0, hi: int = 2**31 - 1) -> Callable[[str], int]:
+    """An argparse ``type=`` for a whole-number flag, checked by ``parse_int``."""
+    return flag_type(name, lambda text: parse_int(name, text, lo=lo, hi=hi))

@@ -23,14 +23,13 @@ import pluggy
 
 from hal import hookspecs
 from hal.contract import Backend, Finding
-from hal.errors import ConfigError, HalError, PluginError
+from hal.errors import ConfigError, HalError, PluginError, describe_exception, warn_renamed
 from hal.locks import ForkSafeLock
 from hal.validate import (
     NAME_RE,
     call_plugin,
     check_backend,
     check_findings,
-    describe_exception,
     forbid_reentry,
     timeout_from_env,
 )
@@ -90,8 +89,13 @@ def parse_name_list(var: str, value: str | None, *, allow_empty: bool) -> list[s
     return [name.lower() for name in names]
 
 
-def _describe(exc: BaseException | None) -> str:
-    return describe_exception(exc)
+def _meta_text(value: object) -> str | None:
+    """A distribution's Name or Version as hal shows it: escaped, one line, bounded (None kept)."""
+    if value is None:
+        return None
+    from hal.console import one_line
+
+    return one_line(value, 200)
 
 
 def _is_hal_dist(dist_name: str | None) -> bool:
@@ -152,9 +156,10 @@ class PluginHost:
         entries = []
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
+            # a distribution's metadata is the plugin's text too: escaped and bounded here
+            dist_name = _meta_text(dist.metadata["Name"]) if dist is not None else None
             entries.append((not _is_hal_dist(dist_name), ep, dist_name,
-                            dist.version if dist is not None else None))
+                            _meta_text(dist.version) if dist is not None else None))
         entries.sort(key=lambda e: e[0])  # stable: hal's own first, the others in their order
         self.reserved |= {ep.name.lower() for outside, ep, _, _ in entries if not outside}
         # An import may load torch or a vendor SDK (slow on a busy node): three plugin-call timeouts.
@@ -185,7 +190,7 @@ class PluginHost:
                     plugin = ep.load()
                 except Exception as exc:
                     self.records[name] = PluginRecord(
-                        name, dist_name, version, "failed", error=f"import failed: {_describe(exc)}")
+                        name, dist_name, version, "failed", error=f"import failed: {describe_exception(exc)}")
                     continue
                 self.register(plugin, name, distribution=dist_name, version=version)
                 continue
@@ -195,7 +200,7 @@ class PluginHost:
             outcome = call_plugin(ep.load, f"plugin {name!r}: import", timeout)
             notes = tuple(_environ_changes(before))
             if outcome.state != "ok":
-                why = (_describe(outcome.error) if outcome.state == "raised"
+                why = (describe_exception(outcome.error) if outcome.state == "raised"
                        else outcome.describe("its import"))
                 self.records[name] = PluginRecord(name, dist_name, version, "failed",
                                                   error=f"import failed: {why}", notes=notes)
@@ -262,7 +267,7 @@ class PluginHost:
             try:
                 self.pm.register(plugin, name=name)
             except Exception as exc:
-                error = f"registration failed: {_describe(exc)}"
+                error = f"registration failed: {describe_exception(exc)}"
         hooks = tuple(
             sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
         ) if error is None else ()
@@ -282,7 +287,8 @@ class PluginHost:
 
     # -- calling, one plugin at a time ----------------------------------------
 
-    def _fail(self, plugin_name: str, message: str) -> None:
+    def fail_plugin(self, plugin_name: str, message: str) -> None:
+        """Mark plugin ``plugin_name`` failed with ``message`` (appended to earlier errors, once)."""
         record = self.records.get(plugin_name)
         if record is None:
             record = PluginRecord(plugin_name, None, None, "failed")
@@ -295,7 +301,7 @@ class PluginHost:
         """Record a contract breach of backend ``backend_name`` against the plugin providing it."""
         plugin = self.providers.get(backend_name.lower())
         if plugin is not None:
-            self._fail(plugin, f"backend {backend_name!r}: {message}")
+            self.fail_plugin(plugin, f"backend {backend_name!r}: {message}")
 
     def provider(self, backend_name: str) -> str | None:
         """The plugin that provides backend ``backend_name`` (None when unknown)."""
@@ -315,7 +321,7 @@ class PluginHost:
             outcome = call_plugin(partial(impl.function, *args),
                                   f"plugin {impl.plugin_name!r}: {hook_name}", timeout)
             if outcome.state != "ok":
-                self._fail(impl.plugin_name, outcome.describe(hook_name))
+                self.fail_plugin(impl.plugin_name, outcome.describe(hook_name))
                 continue
             result = outcome.value
             if result is None:
@@ -323,9 +329,9 @@ class PluginHost:
             try:
                 problem = check(result)
             except Exception as exc:  # a hostile __len__/__iter__/__eq__
-                problem = f"a value that cannot be read ({_describe(exc)})"
+                problem = f"a value that cannot be read ({describe_exception(exc)})"
             if problem is not None:
-                self._fail(impl.plugin_name, f"{hook_name} returned {problem}")
+                self.fail_plugin(impl.plugin_name, f"{hook_name} returned {problem}")
                 continue
             yield impl.plugin_name, result
 
@@ -343,24 +349,24 @@ class PluginHost:
             try:
                 items = list(itertools.islice(result, 64))  # an endless iterator cannot hang us
             except Exception as exc:  # a hostile sequence
-                self._fail(plugin_name,
-                           f"hal_backends returned a list that cannot be read ({_describe(exc)})")
+                self.fail_plugin(plugin_name,
+                           f"hal_backends returned a list that cannot be read ({describe_exception(exc)})")
                 continue
             for backend in items:
                 try:
                     problem = check_backend(backend)
                 except Exception as exc:  # a property that raises
-                    problem = f"a backend whose attributes cannot be read ({_describe(exc)})"
+                    problem = f"a backend whose attributes cannot be read ({describe_exception(exc)})"
                 if problem is not None:
-                    self._fail(plugin_name, f"hal_backends returned {problem}")
+                    self.fail_plugin(plugin_name, f"hal_backends returned {problem}")
                     continue
                 key = backend.name.lower()
                 if plugin_name not in self.trusted and key in self.reserved:
-                    self._fail(plugin_name, f"backend name {backend.name!r} is reserved for "
+                    self.fail_plugin(plugin_name, f"backend name {backend.name!r} is reserved for "
                                             "hal's built-in backend; refused")
                     continue
                 if key in providers:
-                    self._fail(plugin_name, f"backend name {backend.name!r} is already taken")
+                    self.fail_plugin(plugin_name, f"backend name {backend.name!r} is already taken")
                     continue
                 found.append(backend)
                 providers[key] = plugin_name
@@ -391,10 +397,15 @@ class PluginHost:
             out.extend((plugin_name, entry) for entry in itertools.islice(result, 10000))
         return out
 
-    def plugin_list(self) -> list[dict[str, Any]]:
+    def list_plugins(self) -> list[dict[str, Any]]:
         """Every plugin hal saw, with distribution, version, hooks and status, sorted by name."""
         self.backends()  # calling the hook is what reveals a plugin broken inside it
         return [self.records[name].as_dict() for name in sorted(self.records)]
+
+    def plugin_list(self) -> list[dict[str, Any]]:
+        """Deprecated name of ``list_plugins`` (warns once per process)."""
+        warn_renamed("plugins.PluginHost.plugin_list", "plugins.PluginHost.list_plugins")
+        return self.list_plugins()
 
     def failed(self) -> list[str]:
         """Names of the plugins that failed to load or broke the contract."""
@@ -446,6 +457,27 @@ def load_plugins() -> PluginHost:
         return _host
 
 
+def install_host(host: PluginHost | None) -> PluginHost | None:
+    """Make ``host`` the process's plugin host (None: load afresh on next use); returns the old one.
+
+    For the doctor's child (a host that announces each step) and the pytest fixture.
+    """
+    global _host
+    with _lock:
+        previous, _host = _host, host
+    return previous
+
+
+def fail_backend(backend_name: str, message: str) -> None:
+    """Record a contract breach of backend ``backend_name`` against its plugin in the loaded host.
+
+    Nothing happens when no plugins are loaded (a backend built by hand, outside any host).
+    """
+    host = _host
+    if host is not None:
+        host.fail_backend(backend_name, message)
+
+
 def reset_plugins() -> None:
     """Forget loaded plugins so the next use reloads them (tests, or a changed HAL_PLUGINS)."""
     global _host
@@ -455,7 +487,7 @@ def reset_plugins() -> None:
 
 def list_plugins() -> list[dict[str, Any]]:
     """Every plugin with distribution, version, hooks and status: feeds ``hal plugins`` and tests."""
-    return load_plugins().plugin_list()
+    return load_plugins().list_plugins()
 
 
 @contextmanager

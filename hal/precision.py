@@ -155,9 +155,9 @@ def _resolve_device(device: Any) -> tuple[Backend, int]:
     if device is None:
         sel = select()
         return sel.backend, sel.index or 0
-    from hal.memory import resolve
+    from hal.memory import resolve_device
 
-    return resolve(device)
+    return resolve_device(device)
 
 
 # (HAL_PRECISION, id(backend), index) -> (backend, policy); holding the backend keeps its id

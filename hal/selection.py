@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hal.contract import Backend, Probe
-from hal.errors import ConfigError, DeviceUnavailableError, HalFallbackWarning
+from hal.errors import ConfigError, DeviceUnavailableError, HalFallbackWarning, renamed_attribute
 from hal.locks import ForkSafeLock, orphaned_import
 from hal.parse import parse_bool, parse_int
-from hal.plugins import load_plugins, reset_plugins
+from hal.plugins import fail_backend, load_plugins, reset_plugins
 from hal.validate import MAX_DEVICES, PendingCall, check_probe, forbid_reentry, timeout_from_env
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Request:
+class DeviceRequest:
     """One parsed HAL_DEVICE entry: a backend or device-type name and an optional index."""
 
     text: str
@@ -136,7 +136,7 @@ def probe_all(backends: Sequence[Backend], timeout: float | None = None,
         if problem is not None:
             out[backend.name] = Probe(False, problem, 0)
             if outcome.state != "raised":  # a raising probe is reported, not a breach of trust
-                _record(backend, problem)
+                fail_backend(backend.name, problem)
     return out
 
 
@@ -149,15 +149,7 @@ def _import_torch_first() -> None:
         import torch  # noqa: F401
 
 
-def _record(backend: Backend, problem: str) -> None:
-    from hal import plugins
-
-    host = plugins._host
-    if host is not None:
-        host.fail_backend(backend.name, problem)
-
-
-def parse_device_env(value: str) -> list[Request]:
+def parse_device_env(value: str) -> list[DeviceRequest]:
     """Parse HAL_DEVICE: ``name``, ``name:index`` or a comma-separated ordered list of those."""
     if not value.strip():
         raise ConfigError(
@@ -183,7 +175,7 @@ def parse_device_env(value: str) -> list[Request]:
                     f"{DEVICE_ENV}={_short(value)!r}: device index {index_text[:40]!r} in "
                     f"{text[:50]!r} is not a non-negative integer (ASCII digits, at most "
                     f"{MAX_DEVICES})") from None
-        requests.append(Request(text, m.group("name").lower(), index))
+        requests.append(DeviceRequest(text, m.group("name").lower(), index))
     return requests
 
 
@@ -223,7 +215,7 @@ def decide(
 
     by_name = {b.name.lower(): b for b in ordered}
     names_accepted = sorted(set(by_name) | {b.device_type.lower() for b in ordered})
-    chain: list[tuple[Backend, int | None, Request | None]] = []
+    chain: list[tuple[Backend, int | None, DeviceRequest | None]] = []
     missing: list[str] = []
     for req in requests:
         # A backend name first, then every backend whose torch device type it also is: two
@@ -450,3 +442,8 @@ def reset(*, plugins: bool = False) -> None:
         _device = None
         if plugins:
             reset_plugins()
+
+
+def __getattr__(name: str) -> Any:
+    """``Request``: the deprecated name of ``DeviceRequest`` (one release; warns once)."""
+    return renamed_attribute(__name__, name, {"Request": "DeviceRequest"})

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from hal.contract import Backend, DeviceInfo, Finding, MemoryInfo, Probe
-from hal.errors import PluginError
+from hal.errors import PluginError, describe_exception
 from hal.parse import parse_float
+from hal.readings import ProcessUsage, Telemetry
 
 if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 TIMEOUT_ENV = "HAL_PROBE_TIMEOUT"
 #: Seconds one call into plugin code may take: a slow real driver answers well within it.
@@ -44,7 +46,7 @@ MAX_DEVICES = 1 << 16
 MAX_TEXT = 2000
 MAX_BYTES = 1 << 62
 
-State = Literal["ok", "raised", "exited", "hung"]
+State = Literal["ok", "raised", "exited", "hung", "invalid"]
 _local = threading.local()
 
 
@@ -69,6 +71,11 @@ def timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
     if raw is None or not raw.strip():
         return DEFAULT_TIMEOUT
     return parse_float(TIMEOUT_ENV, raw, lo=0.0, hi=MAX_TIMEOUT, lo_inclusive=False)
+
+
+class PluginInterrupt(KeyboardInterrupt):
+    """A KeyboardInterrupt raised inside plugin code: it stops hal (exit 130) like Ctrl-C, even
+    where a command treats the user's own Ctrl-C as a normal way to quit."""
 
 
 class _PluginStdout:
@@ -98,7 +105,10 @@ def route_plugin_stdout() -> None:
 
 @dataclass
 class Outcome(Generic[T]):
-    """How one call into plugin code ended: its value, or why there is none."""
+    """How one call into plugin code ended: its value, or why there is none.
+
+    ``invalid``: it returned, but its value broke the contract (``error`` is the ValueError).
+    """
 
     state: State
     value: T | None = None
@@ -112,19 +122,19 @@ class Outcome(Generic[T]):
         if self.state == "exited":
             code = getattr(self.error, "code", None)
             return f"{what} called sys.exit({code!r}) (recorded, hal keeps running)"
+        if self.state == "invalid":
+            return str(self.error)
         return f"{what} raised {describe_exception(self.error)}"
 
-
-def describe_exception(exc: BaseException | None) -> str:
-    """``Type: first line`` of an exception, cut to a readable length."""
-    if exc is None:
-        return "nothing"
-    try:
-        lines = str(exc).strip().splitlines()
-    except Exception:  # a hostile __str__
-        lines = []
-    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
+    def checked(self, check: Callable[[Any], U]) -> Outcome[U]:
+        """This outcome with ``check`` applied to an ``ok`` value: a ValueError from ``check``
+        makes it ``invalid`` (naming the problem); any other state passes as it is."""
+        if self.state != "ok":
+            return Outcome(self.state, error=self.error, seconds=self.seconds)
+        try:
+            return Outcome("ok", check(self.value), seconds=self.seconds)
+        except ValueError as exc:
+            return Outcome("invalid", error=exc, seconds=self.seconds)
 
 
 class PendingCall(Generic[T]):
@@ -136,6 +146,8 @@ class PendingCall(Generic[T]):
         self._box: list[Outcome[T]] = []
         self._done = threading.Event()
         self._start = time.monotonic()
+        #: monotonic time the call started (how long a hung call has been running)
+        self.started = self._start
         thread = threading.Thread(target=self._run, args=(fn,), name=f"hal-plugin {label}"[:60],
                                   daemon=True)
         thread.start()
@@ -152,13 +164,20 @@ class PendingCall(Generic[T]):
         finally:
             self._done.set()
 
+    def done(self) -> bool:
+        """True once the call has returned or raised (a hung call stays False)."""
+        return self._done.is_set()
+
     def wait(self, until: float) -> Outcome[T]:
-        """The outcome, waiting at most until the monotonic time ``until`` (then: hung)."""
+        """The outcome, waiting at most until the monotonic time ``until`` (then: hung).
+
+        A KeyboardInterrupt inside the plugin is raised here as :class:`PluginInterrupt`.
+        """
         if not self._done.wait(max(0.0, until - time.monotonic())):
             return Outcome("hung", seconds=round(until - self._start, 1))
         outcome = self._box[0]
         if isinstance(outcome.error, KeyboardInterrupt):
-            raise outcome.error
+            raise PluginInterrupt(f"{self.label} raised KeyboardInterrupt") from outcome.error
         return outcome
 
 
@@ -173,6 +192,15 @@ def call_plugin(fn: Callable[[], T], label: str, timeout: float | None = None) -
     return PendingCall(fn, label).wait(time.monotonic() + timeout)
 
 
+def call_checked(fn: Callable[[], Any], label: str, check: Callable[[Any], T],
+                 timeout: float | None = None) -> Outcome[T]:
+    """:func:`call_plugin`, then ``check`` on the value: the one checked call into plugin code.
+
+    A value that ``check`` rejects (ValueError) is an ``invalid`` outcome naming the problem.
+    """
+    return call_plugin(fn, label, timeout).checked(check)
+
+
 # -- values coming back from plugins ------------------------------------------------
 
 
@@ -181,10 +209,14 @@ def _first(value: Any, n: int) -> list[Any]:
     return list(itertools.islice(iter(value), n))
 
 
-def _text(value: Any, what: str) -> str:
+def check_text(value: Any, what: str) -> str:
+    """A plugin's string, or ValueError naming ``what``: control characters escaped (no terminal
+    sequence or extra line reaches any output) and cut to about ``MAX_TEXT`` characters."""
     if not isinstance(value, str):
         raise ValueError(f"{what} is a {type(value).__name__}, expected str")
-    return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "..."
+    from hal.console import one_line
+
+    return one_line(value, MAX_TEXT)
 
 
 def _count(value: Any, what: str, hi: int = MAX_DEVICES) -> int:
@@ -204,7 +236,7 @@ def _bytes(value: Any, what: str) -> int:
 def _scalar(value: Any, what: str) -> Any:
     """A JSON-safe scalar (str, bool, int, finite float, None) or a list of them."""
     if value is None or isinstance(value, (str, bool, int)):
-        return _text(value, what) if isinstance(value, str) else value
+        return check_text(value, what) if isinstance(value, str) else value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{what} is {value!r}, expected a finite number")
@@ -220,7 +252,7 @@ def check_probe(value: Any) -> Probe:
         raise ValueError(f"probe() returned {type(value).__name__}, expected hal.Probe")
     if not isinstance(value.available, bool):
         raise ValueError(f"probe() returned available={value.available!r}, expected True or False")
-    reason = _text(value.reason, "probe() reason")
+    reason = check_text(value.reason, "probe() reason")
     count = _count(value.device_count, "probe() device_count")
     return Probe(value.available, reason, count)
 
@@ -236,13 +268,14 @@ def check_devices(value: Any) -> list[DeviceInfo]:
                              "expected hal.DeviceInfo")
         capability = item.capability
         if capability is not None:
-            capability = _text(capability, "DeviceInfo.capability")
+            capability = check_text(capability, "DeviceInfo.capability")
         extras = item.extras
         if not isinstance(extras, Mapping):
             raise ValueError(f"DeviceInfo.extras is a {type(extras).__name__}, expected a mapping")
-        checked = {_text(k, "DeviceInfo.extras key"): _scalar(v, f"DeviceInfo.extras[{k!r}]")
+        checked = {check_text(k, "DeviceInfo.extras key"): _scalar(v, f"DeviceInfo.extras[{k!r}]")
                    for k, v in extras.items()}
-        out.append(DeviceInfo(_count(item.index, "DeviceInfo.index"), _text(item.name, "DeviceInfo.name"),
+        out.append(DeviceInfo(_count(item.index, "DeviceInfo.index"),
+                              check_text(item.name, "DeviceInfo.name"),
                               _bytes(item.total_memory, "DeviceInfo.total_memory"), capability, checked))
     return out
 
@@ -255,7 +288,7 @@ def check_memory(value: Any) -> MemoryInfo:
         _bytes(getattr(value, f), f"MemoryInfo.{f}")
         for f in ("total", "free", "allocated", "reserved", "peak"))
     return MemoryInfo(total, free, allocated, reserved, peak,
-                      source=_text(value.source, "MemoryInfo.source"))
+                      source=check_text(value.source, "MemoryInfo.source"))
 
 
 def check_versions(value: Any) -> dict[str, str]:
@@ -268,7 +301,7 @@ def check_versions(value: Any) -> dict[str, str]:
             raise ValueError(f"versions()[{key!r}] is {item!r}, expected a version string")
         if not isinstance(item, (str, int, float)) or isinstance(item, bool):
             raise ValueError(f"versions()[{key!r}] is a {type(item).__name__}, expected str")
-        out[_text(key, "versions() key")] = _text(str(item), "versions() value")
+        out[check_text(key, "versions() key")] = check_text(str(item), "versions() value")
     return out
 
 
@@ -293,9 +326,89 @@ def check_findings(value: Any, what: str = "findings()") -> list[Finding]:
     for item in _first(value, 1000):
         if not isinstance(item, Finding):
             raise ValueError(f"{what} returned a {type(item).__name__} in its list, expected hal.Finding")
-        out.append(Finding(_text(item.id, "Finding.id"), item.severity,
-                           _text(item.message, "Finding.message"), _text(item.fix, "Finding.fix")))
+        out.append(Finding(check_text(item.id, "Finding.id"), item.severity,
+                           check_text(item.message, "Finding.message"), check_text(item.fix, "Finding.fix")))
     return out
+
+
+_TELEMETRY_INTS = ("memory_used", "memory_total")
+_TELEMETRY_FLOATS = ("utilization", "power", "power_limit", "temperature", "clock", "memory_clock")
+#: Plausible ranges: a reading outside them is a unit mistake (mW for W, m°C for °C, kHz ...).
+_TELEMETRY_RANGES = {"power": (0.0, 10_000.0), "power_limit": (0.0, 10_000.0),
+                     "temperature": (-273.15, 1000.0), "clock": (0.0, 100_000.0),
+                     "memory_clock": (0.0, 100_000.0)}
+_TELEMETRY_UNITS = {"utilization": "a fraction 0..1", "power": "watts", "power_limit": "watts",
+                    "temperature": "degrees Celsius"}
+
+
+def check_telemetry(value: Any) -> Telemetry:
+    """telemetry(): the Telemetry itself when its types, units and ranges are right, else
+    ValueError naming the problem (``memory_used 5 > memory_total 4``, ``power ... watts``)."""
+    if not isinstance(value, Telemetry):
+        raise ValueError(f"returned {type(value).__name__}, expected hal.Telemetry")
+    if not isinstance(value.source, str) or not value.source.strip():
+        raise ValueError("source must be a non-empty str naming where the figures came from")
+    if value.name is not None and not isinstance(value.name, str):
+        raise ValueError(f"name {value.name!r} must be a str or None")
+    for name in _TELEMETRY_INTS:
+        v = getattr(value, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise ValueError(f"{name} = {v!r}; expected an int >= 0 (bytes) or None")
+    if (value.memory_used is not None and value.memory_total is not None
+            and value.memory_used > value.memory_total):
+        raise ValueError(f"memory_used {value.memory_used} > memory_total {value.memory_total}")
+    for name in _TELEMETRY_FLOATS:
+        v = getattr(value, name)
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"{name} = {v!r}; expected a finite number or None")
+        lo, hi = _TELEMETRY_RANGES.get(name, (0.0, 1.0))
+        if not lo <= v <= hi:
+            raise ValueError(f"{name} = {v!r} is outside {lo:g}..{hi:g}; "
+                             f"expected {_TELEMETRY_UNITS.get(name, 'MHz')}")
+    if value.unit_utilization is not None:
+        if not isinstance(value.unit_utilization, tuple):
+            raise ValueError("unit_utilization must be a tuple of fractions or None")
+        for v in value.unit_utilization:
+            if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
+                raise ValueError(f"unit_utilization holds {v!r}; expected fractions 0..1")
+    if value.processes is not None:
+        if not isinstance(value.processes, tuple):
+            raise ValueError("processes must be a tuple of hal.telemetry.ProcessUsage or None")
+        for p in value.processes:
+            if not isinstance(p, ProcessUsage):
+                raise ValueError(f"processes holds a {type(p).__name__}, expected ProcessUsage")
+            if not isinstance(p.pid, int) or p.pid < 0:
+                raise ValueError(f"process pid {p.pid!r} must be an int >= 0")
+            if p.memory is not None and (not isinstance(p.memory, int) or p.memory < 0):
+                raise ValueError(f"process {p.pid} memory {p.memory!r} must be an int >= 0 (bytes)")
+            for text in ("user", "command"):
+                if getattr(p, text) is not None and not isinstance(getattr(p, text), str):
+                    raise ValueError(f"process {p.pid} {text} must be a str or None")
+    return _safe_telemetry(value)
+
+
+#: Most processes one reading may list (a runaway listing cannot flood the display).
+MAX_PROCESSES = 1000
+
+
+def _safe_telemetry(value: Telemetry) -> Telemetry:
+    """``value`` with its strings escaped and bounded (check_text) and at most MAX_PROCESSES
+    processes: what a reader returns reaches watch's table, CSV and JSON safe."""
+    from dataclasses import replace
+
+    def text(s: str | None, what: str) -> str | None:
+        return None if s is None else check_text(s, what)
+
+    processes = value.processes
+    if processes is not None:
+        processes = tuple(replace(p, user=text(p.user, "ProcessUsage.user"),
+                                  command=text(p.command, "ProcessUsage.command"))
+                          for p in processes[:MAX_PROCESSES])
+    safe = replace(value, source=check_text(value.source, "Telemetry.source"),
+                   name=text(value.name, "Telemetry.name"), processes=processes)
+    return value if safe == value else safe  # a clean reading is returned as it came
 
 
 def check_backend(item: Any) -> str | None:
@@ -330,20 +443,25 @@ def check_backend(item: Any) -> str | None:
     return None
 
 
+def fetch_devices(backend: Backend, timeout: float | None = None) -> Outcome[list[DeviceInfo]]:
+    """``backend.devices()`` through the boundary, checked: the one way hal fetches devices
+    (inventory, planner, bench, hal.memory, doctor); the outcome says why when there are none."""
+    return call_checked(backend.devices, f"backend {backend.name!r}: devices()", check_devices,
+                        timeout)
+
+
+def fetch_memory(backend: Backend, index: int, timeout: float | None = None) -> Outcome[MemoryInfo]:
+    """``backend.memory(index)`` through the boundary, checked: the one way hal fetches memory."""
+    return call_checked(lambda: backend.memory(index), f"backend {backend.name!r}: memory()",
+                        check_memory, timeout)
+
+
 def checked_devices(backend: Backend, timeout: float | None = None) -> list[DeviceInfo] | None:
-    """``backend.devices()`` through the boundary: checked DeviceInfo, or None when it raised,
-    hung, exited or returned garbage (for callers outside hal's inventory, e.g. the planner)."""
-    outcome = call_plugin(backend.devices, f"backend {backend.name!r}: devices()", timeout)
-    try:
-        return check_devices(outcome.value) if outcome.state == "ok" else None
-    except ValueError:
-        return None
+    """:func:`fetch_devices`' value: checked DeviceInfo, or None when it raised, hung, exited or
+    returned garbage (for callers that only leave the backend out)."""
+    return fetch_devices(backend, timeout).value
 
 
 def checked_memory(backend: Backend, index: int, timeout: float | None = None) -> MemoryInfo | None:
-    """``backend.memory(index)`` through the boundary: a checked MemoryInfo, or None."""
-    outcome = call_plugin(lambda: backend.memory(index), f"backend {backend.name!r}: memory()", timeout)
-    try:
-        return check_memory(outcome.value) if outcome.state == "ok" else None
-    except ValueError:
-        return None
+    """:func:`fetch_memory`' value: a checked MemoryInfo, or None."""
+    return fetch_memory(backend, index, timeout).value

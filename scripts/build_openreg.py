@@ -8,7 +8,9 @@ versions that compile against torch 2.13 (docs/backends-accelerator.md), and it 
 this project's tree.  This script looks for that source in ``$HAL_OPENREG_SRC`` or
 ``~/.cache/hal-test/openreg/src``, builds a wheel in a temporary folder (g++, cmake, ninja or make;
 cached per source and torch version in ``~/.cache/hal-test/openreg/wheels``) and installs it.
-Without the source it says so and exits 3, and tests/test_openreg.py skips with that reason.
+Without the source it says so and exits 3, and tests/test_openreg.py skips with that reason;
+under tox it also writes the reason to ``$HAL_TOX_SKIP_FILE``, so the env's own result line
+says SKIP instead of OK (toxfile.py).
 """
 
 from __future__ import annotations
@@ -39,18 +41,26 @@ def digest(src: Path, torch_version: str) -> str:
     return h.hexdigest()[:16]
 
 
+def cannot(reason: str) -> int:
+    """Say why torch_openreg cannot be built (and tell tox, where it runs us); NO_SOURCE."""
+    print(reason)
+    marker = os.environ.get("HAL_TOX_SKIP_FILE")
+    if marker:
+        Path(marker).write_text(f"torch_openreg was not built: {reason}\n")
+    return NO_SOURCE
+
+
 def main(argv: list[str]) -> int:
     """Build (or reuse) the wheel and pip-install it; 3 when the source cannot be had."""
     src = source_dir()
     if not (src / "setup.py").is_file() or not (src / "csrc").is_dir():
-        print(f"torch_openreg source not found at {src}: it is not on any package registry "
-              "(pytorch's test/cpp_extensions/open_registration_extension/torch_openreg at the "
-              "file versions in docs/backends-accelerator.md); set HAL_OPENREG_SRC to a copy")
-        return NO_SOURCE
+        return cannot(f"torch_openreg source not found at {src}: it is not on any package registry "
+                      "(pytorch's test/cpp_extensions/open_registration_extension/torch_openreg "
+                      "at the file versions in docs/backends-accelerator.md); set HAL_OPENREG_SRC "
+                      "to a copy")
     missing = [t for t in ("cmake", "g++") if shutil.which(t) is None]
     if missing:
-        print(f"cannot build torch_openreg: {', '.join(missing)} not found")
-        return NO_SOURCE
+        return cannot(f"cannot build torch_openreg: {', '.join(missing)} not found")
     import torch
 
     wheels = CACHE / "wheels" / digest(src, torch.__version__)

@@ -117,6 +117,24 @@ def run_hal(*args: str, env: dict[str, str] | None = None,
                           text=True, env=base, timeout=timeout)
 
 
+def read_terminal(fd: int) -> bytes:
+    """Everything a child writes to the pseudo-terminal whose leader is ``fd``, until its last
+    writer is gone (EOF, or EIO on Linux); ``fd`` is closed after."""
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(fd)
+    return out
+
+
 class StubBackend(Backend):
     """A test-only meta backend whose probe reports its ``probe_*`` class attributes; subclasses set
     ``name`` and the behaviour under test."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -272,6 +273,37 @@ def test_finding_torch_npu_not_matching_torch(tmp_path: Path, npu: str, torch_ve
     if mismatch:
         rel = torch_version.split("+")[0]
         assert found[0].fix.startswith(f"pip install torch-npu=={rel}")
+
+
+@pytest.mark.parametrize(("npu", "torch_version", "cann", "want", "keep"), [
+    ("2.10.0.post4", "2.10.0", "8.5.0", "9.1.0", None),  # vllm-ascend 0.23.0's pins on an old CANN
+    ("2.9.0.post6", "2.9.0", "8.5.1", "9.1.0", "2.9.0"),  # a torch_npu for this CANN exists
+    ("2.9.0", "2.9.0", "8.5.1", None, None),  # a patch release of the same line
+    ("2.8.0", "2.8.0", "8.3.RC2.alpha003", None, None),  # another RC of the same line
+    ("2.13.0", "2.13.0", "8.0.RC2", None, None),  # a release the table does not list: no claim
+], ids=["new-npu-old-cann", "with-alternative", "patch", "rc", "unlisted"])
+def test_finding_cann_not_the_release_torch_npu_is_built_for(
+        tmp_path: Path, npu: str, torch_version: str, cann: str, want: str | None,
+        keep: str | None) -> None:
+    root = npu_tree(tmp_path)
+    info = Path(root, "usr/local/Ascend/ascend-toolkit/latest/x86_64-linux/ascend_toolkit_install.info")
+    info.write_text(TOOLKIT_INFO.replace("version=8.0.RC2", f"version={cann}"))
+    found = [f for f in backend_for(fn.fake_npu(version=npu), root, torch_version=torch_version)
+             .findings() if f.id == "ascend.cann_mismatch"]
+    assert bool(found) is (want is not None)
+    if found:
+        assert found[0].severity == "warn"
+        assert f"torch_npu {npu} is built for CANN {want}, but CANN {cann} is installed" in found[0].message
+        assert found[0].fix.startswith(f"install CANN {want}")
+        assert (f"pip install torch-npu=={keep}" in found[0].fix) is (keep is not None)
+
+
+def test_the_torch_npu_cann_table_is_well_formed() -> None:
+    from hal.backends.ascend import compat
+    for npu, cann in compat.TORCH_NPU_CANN.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+(\.post\d+)?", npu), npu
+        assert compat.cann_line(cann) is not None, cann
+    assert compat.cann_line("CANN 8.3.RC1") == (8, 3) and compat.cann_line("eight") is None
 
 
 @pytest.mark.parametrize(("value", "hides"), [

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from hal.planner import estimate
+from hal.planner.speed import engines
 
 EXAMPLE = ["deepseek-r1-distill-qwen-14b", "--dtype", "int4", "--context", "32768"]
 
@@ -178,10 +179,11 @@ def test_efficiency_flags_and_variables_reach_the_estimate() -> None:
             "--all", "--layer-overhead", "0"]
     base = json.loads(hal_cli(*args).stdout)
     half = json.loads(hal_cli(*args, "--bw-efficiency", "0.3").stdout)
-    assert base["efficiency"]["bandwidth"] == 0.6 and half["efficiency"]["bandwidth"] == 0.3
+    shipped = engines()["serving"].factors.bandwidth  # the engine class's fitted share
+    assert base["efficiency"]["bandwidth"] == shipped and half["efficiency"]["bandwidth"] == 0.3
     cell = lambda d: next(p for p in d["placements"] if p["dtype"] == "bf16")["speed"]  # noqa: E731
-    assert cell(half)["decode_tokens_s"] == pytest.approx(cell(base)["decode_tokens_s"] / 2,
-                                                          rel=0.01)
+    assert cell(half)["decode_tokens_s"] == pytest.approx(
+        cell(base)["decode_tokens_s"] * 0.3 / shipped, rel=0.01)
     assert cell(half)["decode_tokens_s_bound"] == cell(base)["decode_tokens_s_bound"]
     env = {**os.environ, "HAL_DEVICE": "cpu", "HAL_PLAN_LAYER_OVERHEAD": "bad"}
     out = subprocess.run([sys.executable, "-m", "hal", "plan", *args], capture_output=True,
@@ -214,3 +216,29 @@ def test_compact_json_of_a_7b_plan_is_small_and_all_is_everything() -> None:
     assert data["schema"] == "hal.plan/3" and len(data["ranking"]["rows"]) <= 10
     full = json.loads(hal_cli("7B", "--no-local", "--json", "--all").stdout)
     assert len(full["ranking"]["rows"]) == data["ranking"]["total"] > 10
+
+
+def test_engine_picks_the_serving_class_and_an_unknown_one_is_one_line() -> None:
+    from hal.planner.planning import plan
+
+    def decode(engine: str | None) -> float:
+        p = plan("deepseek-r1", batch=1, context=1024, local=False, cards=["h200-sxm"],
+                 formats=("fp8",), engine=engine)
+        s = p.placement("h200-sxm").speed
+        assert s is not None and s.decode_tokens_s
+        return s.decode_tokens_s
+
+    fused, vllm = decode("serving"), decode(None)  # the default is vLLM's class
+    assert decode("serving-vllm") == vllm
+    # the same layout and bytes; only the fitted MoE-layer cost differs, in the 58 layers
+    # that route (R1's first 3 of 61 are dense: first_k_dense_replace)
+    gap = 58 * (engines()["serving-vllm"].factors.moe_layer_s
+                - engines()["serving"].factors.moe_layer_s)
+    assert 1 / vllm - 1 / fused == pytest.approx(gap, rel=0.01)
+    dense = [plan("deepseek-r1-distill-llama-8b", local=False, cards=["h100-sxm"],
+                  formats=("bf16",), engine=e).placement("h100-sxm").speed for e in
+             (None, "serving-vllm")]
+    assert dense[0] and dense[1] and dense[0].decode_tokens_s == dense[1].decode_tokens_s
+    out = hal_cli("deepseek-r1", "--no-local", "--engine", "tgi")
+    assert out.returncode == 2 and "serving, serving-vllm" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,11 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def _ranks(stdout: str) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    """Every rank's JSON report; the ranks share one stdout, so each object is decoded where it
+    starts (two can land on one line), not line by line."""
+    decoder = json.JSONDecoder()
+    starts = re.finditer(r'(?:^|(?<=\}))\{"', stdout, re.MULTILINE)  # a line's or after another's
+    rows = [decoder.raw_decode(stdout, m.start())[0] for m in starts]
     return sorted(rows, key=lambda r: r["rank"])
 
 

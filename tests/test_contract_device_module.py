@@ -25,8 +25,8 @@ class ToyBackend(DeviceModuleBackend):
     device_type = "cuda"  # any torch device type: the base looks its module up by this
     oom_markers = ("TOY out of memory",)
 
-    def __init__(self, module: Any = None, *, available: bool = True) -> None:
-        super().__init__(module)
+    def __init__(self, module: Any = None, *, available: bool = True, accelerator: Any = None) -> None:
+        super().__init__(module, accelerator=accelerator)
         self.available = available
 
     def probe(self) -> Probe:
@@ -49,16 +49,21 @@ def toy_module(**overrides: Any) -> types.SimpleNamespace:
     return module
 
 
+def drive(toy: Backend) -> None:
+    """Every device call of the base once, on device 1 where it takes one."""
+    toy.set_device(1)
+    toy.synchronize(1)
+    toy.empty_cache()
+    toy.reset_peak_memory(1)
+
+
 def test_the_base_drives_any_device_module_from_declared_data() -> None:
     module = toy_module()
     toy = ToyBackend(module)
     mem = toy.memory(0)
     assert (mem.total, mem.free, mem.allocated, mem.reserved, mem.peak) == (100, 70, 10, 20, 15)
     assert mem.source == ToyBackend.memory_source
-    toy.set_device(1)
-    toy.synchronize(1)
-    toy.empty_cache()
-    toy.reset_peak_memory(1)
+    drive(toy)
     assert module.calls[-4:] == ["set_device(1,)", "synchronize(1,)", "empty_cache()",
                                  "reset_peak(1,)"]
 
@@ -68,6 +73,103 @@ def test_memory_without_mem_get_info_says_so() -> None:
     del module.mem_get_info
     mem = ToyBackend(module).memory(0)
     assert (mem.total, mem.free) == (100, 80) and mem.source == ToyBackend.memory_fallback_source
+
+
+class FakeAccelerator:
+    """torch.accelerator in miniature, with the installed torch's signatures (checked below)."""
+
+    __contract_namespace__ = True
+
+    def __init__(self, memory_api: bool = True, broken: bool = False) -> None:
+        self.calls: list[str] = []
+        self.broken = broken
+        if not memory_api:  # torch 2.8: device calls, but no memory calls, in torch.accelerator
+            for name in ("memory_allocated", "memory_reserved", "max_memory_allocated",
+                         "get_memory_info", "empty_cache", "reset_peak_memory_stats"):
+                setattr(self, name, None)
+
+    def set_device_index(self, device: Any, /) -> None:
+        self.calls.append(f"set_device_index({device})")
+
+    def synchronize(self, device: Any = None, /) -> None:
+        self.calls.append(f"synchronize({device})")
+
+    def memory_allocated(self, device_index: Any = None, /) -> int:
+        if self.broken:
+            raise RuntimeError("no device allocator is registered for this device type")
+        return 1000
+
+    def memory_reserved(self, device_index: Any = None, /) -> int:
+        return 2000
+
+    def max_memory_allocated(self, device_index: Any = None, /) -> int:
+        return 1500
+
+    def get_memory_info(self, device_index: Any = None, /) -> tuple[int, int]:
+        self.calls.append(f"get_memory_info({device_index})")
+        return (7000, 8000)
+
+    def empty_cache(self) -> None:
+        self.calls.append("empty_cache()")
+
+    def reset_peak_memory_stats(self, device_index: Any = None, /) -> None:
+        self.calls.append(f"reset_peak_memory_stats({device_index})")
+
+
+def test_memory_and_device_calls_go_through_torch_accelerator_where_it_has_them() -> None:
+    module, acc = toy_module(), FakeAccelerator()
+    toy = ToyBackend(module, accelerator=acc)
+    mem = toy.memory(1)
+    assert (mem.total, mem.free, mem.allocated, mem.reserved, mem.peak) == (8000, 7000, 1000, 2000,
+                                                                            1500)
+    assert mem.source == DeviceModuleBackend.accelerator_memory_source
+    drive(toy)
+    assert acc.calls == ["get_memory_info(1)", "set_device_index(1)", "synchronize(1)",
+                         "empty_cache()", "reset_peak_memory_stats(1)"]
+    assert module.calls == []  # the device module is not asked at all
+
+
+def test_torch_2_8_without_accelerator_memory_calls_uses_the_device_module() -> None:
+    module, acc = toy_module(), FakeAccelerator(memory_api=False)
+    toy = ToyBackend(module, accelerator=acc)
+    mem = toy.memory(0)
+    assert (mem.total, mem.free, mem.allocated, mem.reserved, mem.peak) == (100, 70, 10, 20, 15)
+    assert mem.source == ToyBackend.memory_source
+    drive(toy)
+    assert acc.calls == ["set_device_index(1)", "synchronize(1)"]  # 2.8 has these two
+    assert module.calls == ["allocated(0,)", "reserved(0,)", "peak(0,)", "info(0,)",
+                            "empty_cache()", "reset_peak(1,)"]
+
+
+def test_an_accelerator_whose_allocator_torch_cannot_ask_falls_back_and_says_so() -> None:
+    mem = ToyBackend(toy_module(), accelerator=FakeAccelerator(broken=True)).memory(0)
+    assert (mem.total, mem.free, mem.allocated) == (100, 70, 10)
+    assert mem.source == "torch.accelerator failed (RuntimeError); " + ToyBackend.memory_source
+
+
+def test_the_real_torch_accelerator_only_for_its_own_device_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = torch.accelerator.current_accelerator()
+    assert ToyBackend().accelerator is (torch.accelerator if real is not None and real.type == "cuda"
+                                        else None)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator",
+                        lambda check_available=False: torch.device("cuda"))
+    assert ToyBackend().accelerator is torch.accelerator
+    assert ToyBackend(toy_module()).accelerator is None  # a stand-in module is used alone
+    monkeypatch.setattr(torch.accelerator, "current_accelerator",
+                        lambda check_available=False: torch.device("xpu"))
+    assert ToyBackend().accelerator is None  # torch's accelerator is another device type
+
+
+def test_every_torch_accelerator_name_used_exists_with_the_real_signature() -> None:
+    from hal.contract import ACCELERATOR_MEMORY_CALLS
+    from hal.testing.contract import check_against, exercise, record
+
+    assert all(hasattr(torch.accelerator, n) for n in ACCELERATOR_MEMORY_CALLS), torch.__version__
+    proxy, rec = record(FakeAccelerator())
+    exercise(ToyBackend(toy_module(get_device_name=lambda i: "toy"), accelerator=proxy))
+    assert {"set_device_index", "synchronize", "empty_cache", "reset_peak_memory_stats",
+            *ACCELERATOR_MEMORY_CALLS} <= set(rec.names)
+    check_against(rec, torch.accelerator)
 
 
 def test_the_default_module_is_torch_get_device_module() -> None:

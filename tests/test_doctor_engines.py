@@ -20,7 +20,9 @@ from helpers import run_hal
 from hal.doctor import engines
 from hal.versions import torch_version
 
-REAL = {"vllm": "0.34.0", "sglang": "0.5.23"}
+#: Engines and an engine platform plugin (vllm-ascend pins torch-npu, read through its
+#: ``vllm.platform_plugins`` entry point), as wheels only: building an sdist is never needed.
+REAL = {"vllm": "0.34.0", "sglang": "0.5.23", "vllm-ascend": "0.23.0"}
 
 
 def write_dist(root: Path, name: str, version: str, requires: list[str], entry_points: str = "") -> None:
@@ -98,12 +100,15 @@ def test_hal_doctor_names_real_vllm_and_sglang_torch_mismatches(real_engines: Pa
     report = json.loads(done.stdout)
     by_id = {f["id"]: f for f in report["findings"]}
     for name, version in REAL.items():
-        dist = next(real_engines.glob(f"{name}-{version}.dist-info"))
-        pin = next(line.split(": ", 1)[1] for line in (dist / "METADATA").read_text().splitlines()
-                   if line.startswith("Requires-Dist: torch=="))
+        dist = next(real_engines.glob(f"{name.replace('-', '_')}-{version}.dist-info"))
+        meta = (dist / "METADATA").read_text().splitlines()
+        pin = next(line.split(": ", 1)[1] for line in meta if line.startswith("Requires-Dist: torch=="))
+        label = next(line.split(": ", 1)[1] for line in meta if line.startswith("Name: "))
         got = by_id[f"engine-pins-{name}"]
         assert got["severity"] == "error", got
-        assert f"{name} {version} was built for another torch stack" in got["message"]
+        assert f"{label} {version} was built for another torch stack" in got["message"]
         assert f"{pin} but {torch_version()} is installed" in got["message"]
         assert f"'{pin}'" in got["fix"]
+        for ext in (line.split(": ", 1)[1] for line in meta if line.startswith("Requires-Dist: torch-npu")):
+            assert f"{ext} is not installed" in got["message"]  # the plugin's own extension pin
     assert done.returncode == 1  # errors found: the doctor's exit status says so

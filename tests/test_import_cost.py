@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-CHECK = "import sys; {body}; heavy = sorted(m for m in ('torch', 'pluggy', 'psutil', 'rich') " \
+CHECK = "import sys; {body}; heavy = sorted(m for m in ('torch', 'pluggy', 'psutil', 'rich', " \
+        "'shtab') " \
         "if m in sys.modules); print(','.join(heavy))"
 
 
@@ -23,7 +24,8 @@ def test_import_hal_imports_nothing_heavy() -> None:
 
 def test_help_does_not_import_torch() -> None:
     body = ("from hal.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass")
-    assert "torch" not in _heavy_after(f"exec({body!r})")
+    heavy = _heavy_after(f"exec({body!r})")
+    assert "torch" not in heavy and "shtab" not in heavy  # completion costs nothing at --help
 
 
 @pytest.mark.parametrize("name", ["Backend", "Probe", "hookimpl", "HalError", "ConfigError"])

@@ -6,6 +6,8 @@ Imports inside functions and under ``TYPE_CHECKING`` are lazy by design and not 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import hal
@@ -82,3 +84,44 @@ def test_no_module_level_import_cycle() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _all_imports(name: str, modules: dict[str, Path]) -> set[str]:
+    """Every hal module ``name`` imports anywhere: top level, inside functions, TYPE_CHECKING."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(modules[name].read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in found if m in modules and m != name}
+
+
+def test_the_contract_layer_reaches_no_selection_even_lazily() -> None:
+    # The Telemetry value (hal.readings) is apart from the sampler (hal.telemetry), which calls
+    # selection and memory: the contract and the boundary never close a circle through them.
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py") if "__pycache__" not in p.parts}
+    for start in ("hal.contract", "hal.readings", "hal.validate"):
+        via: dict[str, str] = {start: ""}
+        todo = [start]
+        while todo:
+            here = todo.pop()
+            for dep in _all_imports(here, modules) - via.keys():
+                via[dep] = here
+                todo.append(dep)
+        assert "hal.telemetry" in _all_imports("hal.commands.watch", modules)  # it sees imports
+        chain, node = [], "hal.selection"
+        while node in via and node != start:
+            chain.append(node)
+            node = via[node]
+        assert "hal.selection" not in via, f"{start} -> " + " -> ".join(reversed(chain))
+
+
+def test_importing_the_contract_leaves_selection_out() -> None:
+    code = ("import sys, hal.contract, hal.readings; "
+            "print(sorted(m for m in ('hal.selection', 'hal.telemetry', 'hal.memory') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]", out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _results(out: str) -> list[dict[str, Any]]:
-    rows = [json.loads(line.split("RESULT ", 1)[1]) for line in out.splitlines() if "RESULT {" in line]
+    """Every ``RESULT {json}`` the ranks printed; they share one pipe, so two reports can land
+    on one line (one rank's newline after the other's text): each object is decoded where it
+    starts, not per line."""
+    decoder = json.JSONDecoder()
+    rows = [decoder.raw_decode(out, m.end())[0] for m in re.finditer(r"RESULT (?=\{)", out)]
     return sorted(rows, key=lambda r: r["rank"])
 
 

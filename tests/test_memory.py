@@ -7,7 +7,7 @@ import torch
 
 import hal
 from hal.errors import ConfigError
-from hal.memory import Usage, info, reset_peak, resolve, summary, track
+from hal.memory import Usage, info, reset_peak, resolve_device, summary, track
 
 MiB = 1 << 20
 
@@ -30,7 +30,7 @@ def test_summary_is_readable() -> None:
 @pytest.mark.parametrize("device", ["bogus", "cpu:x", -1, True])
 def test_bad_devices_are_config_errors(device: object) -> None:
     with pytest.raises(ConfigError):
-        resolve(device)  # type: ignore[arg-type]
+        resolve_device(device)  # type: ignore[arg-type]
 
 
 def test_track_reports_the_peak_of_a_freed_tensor_and_no_leak() -> None:

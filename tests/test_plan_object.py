@@ -14,8 +14,8 @@ from hal.planner import estimate, preset
 from hal.planner.catalogue import find
 from hal.planner.estimate import Workload, memory
 from hal.planner.layouts import TensorPipeline
-from hal.planner.planning import LocalDevice, plan, tp_degrees
-from hal.planner.speed import Efficiency, Rates, efficiency, speed
+from hal.planner.planning import DEFAULT_ENGINE, LocalDevice, plan, tp_degrees
+from hal.planner.speed import Efficiency, Rates, efficiency, engines, speed
 
 GIB = 2**30
 
@@ -190,8 +190,13 @@ def test_local_device_uses_the_saved_calibration(tmp_path: Path,
     assert d.rates_basis.startswith("measured by hal bench")
     assert d.speed is not None and d.speed.decode_tokens_s
     # measured copy bandwidth, scaled like a spec sheet's (decode GEMVs reach a share of a copy)
-    assert d.speed.decode_tokens_s == pytest.approx(
-        Efficiency().bandwidth * 20e9 / d.speed.bytes_per_step, rel=0.05)
+    # by the plan's engine class, its fixed per-layer costs added
+    terms = d.speed.terms
+    assert terms is not None and terms.memory_s == pytest.approx(d.speed.bytes_per_step / 20e9)
+    eff = engines()[DEFAULT_ENGINE].factors
+    step = terms.step_s(eff)
+    assert step and d.speed.decode_tokens_s == pytest.approx(1 / step, rel=0.05)
+    assert d.speed.decode_tokens_s < eff.bandwidth * 20e9 / d.speed.bytes_per_step
     assert d.needed == estimate("350M", dtype="fp32", runtime_bytes=0).total  # a CPU: no runtime
     assert p.ranking and p.ranking[0].kind == "local"
 

@@ -90,6 +90,8 @@ def test_deepseek_v3_and_r1_presets_are_671b_with_37b_active() -> None:
         spec = preset(name)
         assert spec.params_total == pytest.approx(671e9, rel=0.002)
         assert spec.params_active == pytest.approx(37e9, rel=0.03)
+        assert spec.moe_layers == 58  # first_k_dense_replace 3: the first 3 of 61 are dense
+    assert from_config(MIXTRAL_8X7B).moe_layers == 32  # every layer routes
 
 
 @pytest.mark.parametrize(("name", "published"), [

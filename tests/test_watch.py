@@ -23,7 +23,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ISOLATED_VARS, hide_module_site, plugin_site, pythonpath, run_hal
+from helpers import (
+    ISOLATED_VARS,
+    backend_source,
+    hide_module_site,
+    plugin_site,
+    pythonpath,
+    read_terminal,
+    run_hal,
+)
 
 FAKES = """
     import os
@@ -196,6 +204,20 @@ def test_raising_and_hanging_backends_get_rows_others_keep_updating(tmp_path: Pa
     assert all(r["cpu:0"]["error"] is None and r["cpu:0"]["memory_total"] for r in rows)
 
 
+INTERRUPTING = backend_source("interrupting", priority=None, extra="""
+    def telemetry(self, index=0):
+        raise KeyboardInterrupt
+""")
+
+
+def test_keyboard_interrupt_in_a_telemetry_reader_stops_hal_watch(tmp_path: Path) -> None:
+    # A plugin call like any other: Ctrl-C raised inside the reader stops hal with 130, one line.
+    env = pythonpath(plugin_site(tmp_path / "site", "interrupting", INTERRUPTING))
+    proc = run_hal("watch", "--once", env=env)
+    assert proc.returncode == 130, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and proc.stderr.strip() == "hal: interrupted"
+
+
 def test_csv_log_then_plot(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     log, png = tmp_path / "log.csv", tmp_path / "log.png"
@@ -342,3 +364,59 @@ def test_a_full_csv_disk_is_blamed_on_the_csv_and_the_snapshot_still_printed() -
     assert "cpu:0" in proc.stdout  # the snapshot meant for stdout
     assert proc.stderr.splitlines()[-1] == ("hal: error: --csv '/dev/full' cannot be written: "
                                             "No space left on device")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _once_on_a_terminal(fakes: Fakes, env: dict[str, str], columns: int
+                        ) -> tuple[int, str]:
+    """``hal watch --once`` with stdout a pseudo-terminal ``columns`` wide: its pid and text."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(fakes.site / "launch.py"), "watch", "--once"],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = read_terminal(master)
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")
+    return proc.pid, ANSI.sub("", out.decode()).replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [60, 80, 120])
+@pytest.mark.parametrize("where", ["terminal", "pipe", "ascii pipe"])
+def test_once_fits_the_width_keeping_device_pid_user_and_memory(
+        fakes: Fakes, tmp_path: Path, columns: int, where: str) -> None:
+    import pwd
+
+    env = dict(fakes.env, COLUMNS=str(columns), TERM="xterm-256color")
+    env["PYTHONPATH"] += os.pathsep + str(plugin_site(tmp_path / "site", "broken", BROKEN))
+    if where == "ascii pipe":  # a cut is marked "..." there: still within the width
+        env["PYTHONIOENCODING"] = "ascii"
+    if where == "terminal":
+        pid, out = _once_on_a_terminal(fakes, env, columns)
+    else:
+        proc = subprocess.Popen([sys.executable, str(fakes.site / "launch.py"), "watch",
+                                 "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        pid = proc.pid
+    lines = out.splitlines()
+    assert lines and all(len(line) <= columns for line in lines), "\n".join(lines)
+    rows = {}
+    for line in lines:  # the first line of each key is its device row
+        rows.setdefault(line.split(" ", 1)[0], line)
+    for key in ("cuda:0", "cuda:1", "rocm:0", "ascend:1", "xpu:0", "cpu:0"):
+        assert rows[key].startswith(key + "  "), rows
+    assert "4.1 GiB/80.0 GiB" in rows["cuda:0"] and "37%" in rows["cuda:0"]
+    assert "11.6 GiB/192.0 GiB" in rows["rocm:0"]
+    # A device without figures: its reason starts on its own row, after the key.
+    assert re.match(r"raising:0 +telemetry raised OSError", rows["raising:0"]), rows
+    assert re.match(r"hanging:0 +telemetry has not answered", rows["hanging:0"]), rows
+    header = next(line for line in lines if line.startswith("device") and "pid" in line)
+    assert header.split()[:4] == ["device", "pid", "user", "memory"], header
+    # cuda:0's fake process is the watching process itself: every field but the command whole.
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert re.search(rf"^cuda:0 +{pid} +{re.escape(user)} +4\.0 GiB( |$)", out, re.M), out
+    if columns >= 80:
+        assert re.search(r"^xpu:0 +\d+ +\S+ +2\.0 GiB +python train\.py$", out, re.M), out

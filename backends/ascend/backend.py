@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hal.backends.ascend import socs, stack
+from hal.backends.ascend import compat, socs, stack
 from hal.contract import DeviceInfo, DeviceModuleBackend, Finding, Hardware, Probe
 from hal.errors import DeviceUnavailableError
 from hal.hardware import ACCELERATOR_CLASS, dev_nodes, pci_devices
@@ -283,6 +283,22 @@ class AscendBackend(DeviceModuleBackend):
             out["driver"] = driver
         return out
 
+    def _cann_match(self, npu_version: str | None, torch_rel: str | None) -> list[Finding]:
+        """A finding when the installed CANN is not the release line the torch_npu is built for."""
+        want = compat.cann_for(npu_version) if npu_version else None
+        cann, cann_file = stack.cann_version(self.root, self.environ)
+        if not want or not cann or compat.cann_line(cann) == compat.cann_line(want):
+            return []
+        other = compat.torch_npu_for(torch_rel, cann) if torch_rel else []
+        fix = f"install CANN {want} (then: source {stack.set_env_script(self.root)})"
+        if other:
+            fix += f", or keep CANN {cann}: pip install torch-npu=={other[0]}"
+        return [Finding(
+            "ascend.cann_mismatch", "warn",
+            f"torch_npu {npu_version} is built for CANN {want}, but CANN {cann} is installed "
+            f"({cann_file}); operators may fail to load or run (Ascend's version matching table)",
+            fix)]
+
     def findings(self) -> Sequence[Finding]:
         found: list[Finding] = []
         hw = self.hardware_count()
@@ -318,6 +334,7 @@ class AscendBackend(DeviceModuleBackend):
                 f"torch_npu {npu_version} is built for torch {npu_rel}, "
                 f"but torch {torch_version} is installed",
                 f"pip install torch-npu=={torch_rel}  (or: pip install torch=={npu_rel})"))
+        found.extend(self._cann_match(npu_version, torch_rel))
         value = self.environ.get(stack.VISIBLE_DEVICES_ENV)
         if hw and stack.visible_count(value, hw) == 0:
             found.append(Finding(

@@ -59,7 +59,8 @@ class CpuBackend(Backend):
     def probe(self) -> Probe:
         return Probe(True, "the host CPU is always available", 1)
 
-    def _total_free(self) -> tuple[int, int, int | None]:
+    def ram_figures(self) -> tuple[int, int, int | None]:
+        """(total, available, cgroup limit or None) in bytes, capped by the cgroup; read fresh."""
         import psutil
 
         vm = psutil.virtual_memory()
@@ -77,7 +78,7 @@ class CpuBackend(Backend):
     def devices(self) -> Sequence[DeviceInfo]:
         import psutil
 
-        total, _, limit = self._total_free()
+        total, _, limit = self.ram_figures()
         facts = self.facts
         extras = {
             "vendor": facts.vendor,
@@ -92,7 +93,7 @@ class CpuBackend(Backend):
         return [DeviceInfo(0, facts.model, total, platform.machine(), extras)]
 
     def memory(self, index: int = 0) -> MemoryInfo:
-        total, free, limit = self._total_free()
+        total, free, limit = self.ram_figures()
         rss, hwm = process_memory(self.root)
         capped = "min(host RAM, cgroup limit)" if limit is not None else "host RAM (no cgroup limit)"
         return MemoryInfo(

@@ -225,7 +225,7 @@ _readers: Readers[CpuTelemetry] = Readers("/proc and sysfs")
 def read(backend: Any) -> Telemetry:
     """The CPU backend's telemetry: one stateful reader per backend object (rates need history)."""
     def memory() -> tuple[int, int]:
-        total, free, _ = backend._total_free()
+        total, free, _ = backend.ram_figures()
         return int(total), int(free)
 
     return _readers.read(backend, lambda: CpuTelemetry(backend.root, memory=memory),

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hal.errors import describe_exception
+
 if TYPE_CHECKING:
     from hal.dtypes import DType
 
@@ -99,12 +101,6 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None], budget: float,
     if calls == 0:
         return first, 1
     return (_now() - begin) / calls, calls
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
 def _checked_dtypes(backend: Any, index: int) -> list[Any]:
@@ -186,7 +182,8 @@ def _matmul_row(torch: Any, device: Any, entry: DType, native: bool, sync: Calla
         build(16)()
         sync()
     except Exception as exc:  # any refusal means "this device cannot"
-        row.update(status="skipped", reason=f"{how} refused {entry.short} here ({_reason(exc)})")
+        row.update(status="skipped",
+                   reason=f"{how} refused {entry.short} here ({describe_exception(exc, 200)})")
         return row
     sizes = HOST_SIZES if device.type == "cpu" else DEVICE_SIZES
     deadline = _now() + SWEEP_SHARE * budget * len(sizes)  # the whole sweep's share of the run
@@ -204,9 +201,9 @@ def _matmul_row(torch: Any, device: Any, entry: DType, native: bool, sync: Calla
             seconds, calls = _timed(build(n), sync, budget, deadline)
         except Exception as exc:  # out of memory at a size: keep the smaller ones
             if not row["sizes"]:
-                row.update(status="failed", reason=f"{how} at {n}x{n}: {_reason(exc)}")
+                row.update(status="failed", reason=f"{how} at {n}x{n}: {describe_exception(exc, 200)}")
                 return row
-            row["reason"] = f"stopped before {n}x{n}: {_reason(exc)}"
+            row["reason"] = f"stopped before {n}x{n}: {describe_exception(exc, 200)}"
             break
         rate = 2 * n**3 / seconds / 1e12
         row["sizes"].append({"n": n, "tflops": rate, "calls": calls})
@@ -232,7 +229,7 @@ def _bandwidth_row(what: str, size: int, run_copy: Callable[[], tuple[float, int
     try:
         seconds, _ = run_copy()
     except Exception as exc:  # keep the other rows
-        row.update(status="failed", reason=_reason(exc))
+        row.update(status="failed", reason=describe_exception(exc, 200))
         return row
     row["bytes_per_s"] = factor * size / seconds
     if peak:

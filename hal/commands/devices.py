@@ -57,16 +57,15 @@ def _require_torch() -> None:
 
 def _torch_broken(exc: BaseException) -> HalError:
     """The one-line error for an ``import torch`` that raises: the error and its root cause."""
-    from hal.errors import HalError
+    from hal.errors import HalError, describe_exception
 
     root, seen = exc, {id(exc)}
     while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
         root = nxt
         seen.add(id(nxt))
-    text = f"{type(exc).__name__}: {exc}"
+    text = describe_exception(exc, 500)
     if root is not exc:
-        text += f" (caused by {type(root).__name__}: {root})"
-    text = " ".join(text.split())
+        text += f" (caused by {describe_exception(root, 500)})"
     return HalError(f"torch is installed but `import torch` fails: {text}; "
                     "run `hal doctor` for the cause and the fix")
 

@@ -12,8 +12,17 @@ import json
 import sys
 from typing import Any
 
+from hal.commands import completes_path
+
 #: Width of the compact bars next to key numbers.
 BAR = 10
+
+
+def _whole(flag: str) -> Any:
+    """A flag's whole number, ASCII digits and a sign only; ``plan()`` checks its range."""
+    from hal.parse import int_flag
+
+    return int_flag(flag, lo=-(2**31), hi=2**31 - 1)
 
 
 def add_parser(sub: Any) -> None:
@@ -38,12 +47,13 @@ def add_parser(sub: Any) -> None:
                    "it (fp8 on a card without fp8 becomes w8a8 or bf16 otherwise)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the weight dtype "
                    "for 16/32-bit weights, else fp16)")
-    p.add_argument("--batch", type=int, default=1, help="sequences at once (default 1)")
-    p.add_argument("--context", type=int, default=4096, help="tokens per sequence (default 4096)")
+    p.add_argument("--batch", type=_whole("--batch"), default=1, help="sequences at once (default 1)")
+    p.add_argument("--context", type=_whole("--context"), default=4096,
+                   help="tokens per sequence (default 4096)")
     p.add_argument("--train", action="store_true", help="training: gradients, Adam, activations")
     p.add_argument("--checkpointing", action="store_true",
                    help="with --train: activation checkpointing")
-    p.add_argument("--tensor-parallel", type=int, default=1, metavar="N",
+    p.add_argument("--tensor-parallel", type=_whole("--tensor-parallel"), default=1, metavar="N",
                    help="the breakdown per device under tensor parallelism of degree N")
     p.add_argument("--rank", choices=("memory", "speed", "power"), default=None,
                    help="one table of the feasible configurations, best first: least memory, "
@@ -51,7 +61,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cards", default=None, metavar="IDS",
                    help="catalogue cards to consider, comma-separated ids or name parts "
                    "(default all; 'none' for none)")
-    p.add_argument("--max-tp", type=int, default=8, metavar="N",
+    p.add_argument("--max-tp", type=_whole("--max-tp"), default=8, metavar="N",
                    help="largest tensor-parallel degree (devices a node; default 8)")
     p.add_argument("--layout", default=None, metavar="KIND",
                    help="use only this layout kind: tp (tensor x pipeline parallel), "
@@ -66,6 +76,11 @@ def add_parser(sub: Any) -> None:
                    help="speculative decoding with a multi-token-prediction draft (DeepSeek-V3/"
                    "R1's MTP module): 1 + ACCEPT tokens a step (default 0.85, the DeepSeek-V3 "
                    "report's acceptance); off unless given")
+    p.add_argument("--engine", default=None, metavar="CLASS",
+                   help="the serving engine class whose fitted costs the tensor-parallel and "
+                   "expert-parallel rows use: serving-vllm (vLLM; default) or serving (SGLang, "
+                   "TensorRT-LLM: fused MoE kernels, ~6x less a DeepSeek MoE layer; "
+                   "hal/data/engines.json)")
     p.add_argument("--gpu-memory-utilization", default=None, metavar="F",
                    help="share of each card's memory a deployment may fill (default 0.9, "
                    "vLLM's default; the rest is the engine's margin)")
@@ -77,13 +92,15 @@ def add_parser(sub: Any) -> None:
                        ("layer-overhead", "fixed seconds a layer costs a decode step"),
                        ("moe-layer-overhead", "seconds an MoE layer adds (routing, dispatch)"),
                        ("hop-latency", "seconds a pipeline stage takes to pass a token on"),
-                       ("host-bw-efficiency", "offloaded experts' share of host bandwidth")):
+                       ("host-bw-efficiency", "offloaded experts' share of host bandwidth"),
+                       ("moe-token-overhead", "seconds each sequence adds to an MoE layer")):
         p.add_argument(f"--{name}", default=None, metavar="X",
                        help=f"{what} (default: the engine class's, hal/data/engines.json; "
                        "HAL_PLAN_* variables too)")
-    p.add_argument("--plot", default=None, metavar="FILE",
-                   help="write a PNG or SVG: memory by term against context, and the ranking "
-                   "(needs matplotlib: the plot extra, docs/planner.md)")
+    completes_path(p.add_argument(
+        "--plot", default=None, metavar="FILE",
+        help="write a PNG or SVG: memory by term against context, and the ranking "
+        "(needs matplotlib: the plot extra, docs/planner.md)"))
     p.add_argument("--no-local", action="store_true",
                    help="skip the local devices (no device probe, no torch)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON (compact; "
@@ -109,14 +126,15 @@ def build(args: argparse.Namespace) -> Any:
                  "link": args.link_efficiency, "allreduce_latency_s": args.allreduce_latency,
                  "layer_overhead_s": args.layer_overhead, "node_latency_s": args.node_latency,
                  "moe_layer_s": args.moe_layer_overhead, "hop_s": args.hop_latency,
-                 "host_bandwidth": args.host_bw_efficiency}
+                 "host_bandwidth": args.host_bw_efficiency,
+                 "moe_token_s": args.moe_token_overhead}
     return plan(args.model, args.dtype, kv_dtype=args.kv_dtype, batch=args.batch,
                 context=args.context, train=args.train, checkpointing=args.checkpointing,
                 tensor_parallel=args.tensor_parallel, cards=cards, local=not args.no_local,
                 rank=args.rank, max_tp=args.max_tp, efficiency_overrides=overrides,
                 convert=not args.no_convert,
                 gpu_memory_utilization=args.gpu_memory_utilization, layout=args.layout,
-                host=args.host, mtp=args.mtp)
+                host=args.host, mtp=args.mtp, engine=args.engine)
 
 
 def _emit(plan: Any, args: argparse.Namespace) -> int:
@@ -297,8 +315,9 @@ def compact(plan: Any) -> str:
         what = {"memory": "least memory", "speed": "fastest", "power": "most tokens a joule"}[by]
         caveat = (f"{req.dtype} weights, context {req.context:,}, batch {req.batch}; {what}"
                   f" of {len(plan.ranking)} that fit, {format_bytes(top.needed_per_device)} a "
-                  "device; decode is an estimate: published runs of one setup differ by up to "
-                  "1.6x between engines (docs/planner.md)")
+                  f"device; decode is an estimate for the {req.engine} engine class: "
+                  "published MoE runs of one setup differ by up to 3x between engines "
+                  "(--engine; docs/planner.md)")
         out.extend(textwrap.wrap(caveat, WIDTH, initial_indent="  ", subsequent_indent="  "))
     else:
         out.extend(textwrap.wrap(plan.answer, WIDTH, subsequent_indent="  "))

@@ -4,11 +4,14 @@ The launch goes through torch.distributed.run (torchrun's own ``main``), in this
 ``--standalone`` on one machine; torchrun's multi-node rendezvous flags pass through unchanged.
 Every rank starts through ``hal.distributed._bootstrap``, which makes it die with this process;
 SIGINT/SIGTERM reach the ranks through torchrun and end here as "hal: interrupted".
+torchrun's own log lines (its OMP_NUM_THREADS banner, "Sending process ... closing signal")
+are shown only with ``-v``: hal says each event in one line of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shlex
@@ -17,8 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hal.commands import completes_path
 from hal.errors import ConfigError, HalError
-from hal.parse import parse_int
+from hal.parse import flag_type, parse_int
 
 #: torchrun flags hal forwards unchanged; giving any of them turns ``--standalone`` off.
 RENDEZVOUS_FLAGS = ("--nnodes", "--node-rank", "--rdzv-endpoint", "--rdzv-backend", "--rdzv-id",
@@ -31,17 +35,6 @@ _HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$")
 ABORT_HINT = ("an abort inside a collective usually means the ranks disagreed (shapes, dtypes "
               "or the order of collectives); rerun with TORCH_DISTRIBUTED_DEBUG=DETAIL to have "
               "every collective checked")
-
-
-def _checked(flag: str, parse: Any) -> Any:
-    """An argparse type that turns a ConfigError from ``parse`` into a one-line usage error."""
-    def check(value: str) -> Any:
-        try:
-            return parse(value)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    check.__name__ = flag
-    return check
 
 
 def _nnodes(value: str) -> str:
@@ -87,20 +80,20 @@ def add_parser(sub: Any) -> None:
         description="Launch SCRIPT with one process per device of the selected backend "
         "(one on CPU) through torch.distributed.run; rendezvous flags pass through to it.",
     )
-    p.add_argument("-n", "--nproc-per-node", type=_checked("-n", _count), default=None,
+    p.add_argument("-n", "--nproc-per-node", type=flag_type("-n", _count), default=None,
                    metavar="N", help="processes on this machine (default: the selected "
                    "backend's device count; 1 on CPU)")
-    p.add_argument("--nnodes", type=_checked("--nnodes", _nnodes),
+    p.add_argument("--nnodes", type=flag_type("--nnodes", _nnodes),
                    help="nodes, N or MIN:MAX (torchrun)")
-    p.add_argument("--node-rank", "--node_rank", type=_checked("--node-rank", _node_rank),
+    p.add_argument("--node-rank", "--node_rank", type=flag_type("--node-rank", _node_rank),
                    help="this node's rank (torchrun)")
     p.add_argument("--rdzv-endpoint", "--rdzv_endpoint",
-                   type=_checked("--rdzv-endpoint", _endpoint), help="HOST:PORT of the rendezvous")
+                   type=flag_type("--rdzv-endpoint", _endpoint), help="HOST:PORT of the rendezvous")
     p.add_argument("--rdzv-backend", "--rdzv_backend", help="rendezvous backend, e.g. c10d")
     p.add_argument("--rdzv-id", "--rdzv_id", help="job id shared by every node")
     p.add_argument("--rdzv-conf", "--rdzv_conf", help="extra rendezvous settings (torchrun)")
     p.add_argument("--master-addr", "--master_addr", help="static rendezvous master address")
-    p.add_argument("--master-port", "--master_port", type=_checked("--master-port", _port),
+    p.add_argument("--master-port", "--master_port", type=flag_type("--master-port", _port),
                    help="static master port")
     p.add_argument("--cuda-compat", action="store_true",
                    help="map code written for torch's GPU-only device API to the selected backend "
@@ -108,7 +101,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--launcher", choices=("slurm", "mpirun"),
                    help="hand the job to srun or mpirun (the line is printed; hal.distributed.launch)")
     p.add_argument("--dry-run", action="store_true", help="print the launch command line only")
-    p.add_argument("script", help="the Python script to run in every process")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show torchrun's own log lines (hidden by default)")
+    completes_path(p.add_argument("script", help="the Python script to run in every process"))
     p.add_argument("script_args", nargs=argparse.REMAINDER, help="arguments for the script")
     p.set_defaults(run=run)
 
@@ -238,6 +233,16 @@ def check_endpoint(args: argparse.Namespace) -> None:
 INTERRUPTED = 130
 
 
+def omp_threads(nproc: int) -> int:
+    """OMP_NUM_THREADS for each of ``nproc`` ranks: this process's usable cores shared out.
+
+    torchrun sets 1 (with a four-line banner) whenever several ranks start; sharing the cores
+    avoids the same oversubscription without leaving a many-core machine idle.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(nproc, 1))
+
+
 def _interrupted() -> int:
     sys.stderr.write("hal: interrupted\n")
     return INTERRUPTED
@@ -269,10 +274,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     check_endpoint(args)
     import torch.distributed.run
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from hal.distributed._bootstrap import LAUNCHER_VAR
+    from hal.distributed._bootstrap import LAUNCHER_VAR, VERBOSE_VAR
 
     torchrun: Any = torch.distributed.run  # untyped module: its run() and parse_args()
     argv = torchrun_argv(args, nproc)
@@ -280,11 +283,33 @@ def run(args: argparse.Namespace) -> int:
     cut = len(argv) - 1 - len(args.script_args)  # where the script starts
     argv = [*argv[:cut], "--module", BOOTSTRAP, *argv[cut:]]
     os.environ[LAUNCHER_VAR] = str(os.getpid())
+    if args.verbose:
+        os.environ[VERBOSE_VAR] = "1"
+    else:
+        os.environ.pop(VERBOSE_VAR, None)
     if args.cuda_compat:  # every rank's bootstrap enables the mode before the script runs
         from hal.cuda_compat import ENV_VAR
 
         os.environ[ENV_VAR] = "1"
+    if nproc > 1 and "OMP_NUM_THREADS" not in os.environ:  # the user's value is kept
+        os.environ["OMP_NUM_THREADS"] = str(omp_threads(nproc))
+        if args.verbose:
+            sys.stderr.write(f"hal run: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} for each "
+                             f"of {nproc} ranks (set it to choose)\n")
     received = _note_signals()
+    if not args.verbose:  # torchrun logs from this process only: the ranks' logging is theirs
+        logging.disable(logging.ERROR)
+    try:
+        return _launch(torchrun, argv, received)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _launch(torchrun: Any, argv: list[str], received: list[int]) -> int:
+    """torchrun's ``run`` on ``argv``, its outcomes as hal's exit code and one line."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     try:
         torchrun.run(torchrun.parse_args(argv))
     except ChildFailedError as exc:

@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
+from hal.commands import completes_path
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
@@ -46,9 +48,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help="stream one JSON object per tick (schema hal.watch/1)")
     p.add_argument("--count", metavar="N", help="stop after N samples")
-    p.add_argument("--csv", metavar="FILE", help="append one row per device and sample to FILE")
-    p.add_argument("--plot", metavar="PNG",
-                   help="draw the --csv FILE log into PNG and exit (needs matplotlib)")
+    completes_path(p.add_argument("--csv", metavar="FILE",
+                                  help="append one row per device and sample to FILE"))
+    completes_path(p.add_argument("--plot", metavar="PNG",
+                                  help="draw the --csv FILE log into PNG and exit (needs matplotlib)"))
     p.add_argument("--timeout", default="2", metavar="SECONDS",
                    help="how long a backend's telemetry may take before its row says so (default 2)")
     p.set_defaults(run=run)
@@ -82,6 +85,181 @@ def _bar(fraction: float | None, width: int = 12) -> str:
     return "█" * filled + "░" * (width - filled) + f" {fraction * 100:3.0f}%"
 
 
+def _pct(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{fraction * 100:3.0f}%"
+
+
+GAP = 2  # spaces between columns
+
+
+class _Column:
+    """One column of a fitted table: its header, its cells in each variant (widest first), and
+    how far it has been narrowed (a cut width, a narrower variant, or dropped)."""
+
+    def __init__(self, header: str, variants: list[list[Any]] | None = None,
+                 keep: str = "start") -> None:
+        self.header = header
+        self.variants = variants or [[]]
+        self.keep = keep  # the end a cut keeps: "start" (ellipsis at the end) or "end" (newest)
+        self.variant = 0
+        self.cut: int | None = None
+        self.dropped = False
+
+    def natural(self, key_cells: Sequence[Any] = ()) -> int:
+        from rich.cells import cell_len
+
+        cells = [*self.variants[self.variant], *key_cells]
+        return int(max([cell_len(self.header), *(cell.cell_len for cell in cells)]))
+
+    def width(self, key_cells: Sequence[Any] = ()) -> int:
+        natural = self.natural(key_cells)
+        return 0 if self.dropped else natural if self.cut is None else min(natural, self.cut)
+
+    def fit(self, cell: Any, width: int, ellipsis: str = "…") -> Any:
+        """``cell`` (a rich Text) cut to ``width`` from the end this column keeps, padded."""
+        cell = cell.copy()
+        if cell.cell_len > width:
+            if self.keep == "end":
+                cell = cell[len(cell) - width:]
+            else:
+                cell.truncate(max(0, width - len(ellipsis)))
+                cell.append(ellipsis[:width])
+        cell.pad_right(width - cell.cell_len)
+        return cell
+
+
+class FittedTable:
+    """Rows of text columns laid out for the width rich renders them at: when they do not
+    fit, ``steps`` narrow them in order (least important first), so the key column, first,
+    is the last to shrink.  A note row is a key and one text spanning the other columns."""
+
+    def __init__(self, headers: Sequence[str], steps: Sequence[tuple[str, str, int]],
+                 keep_end: Sequence[str] = ()) -> None:
+        self.headers = list(headers)
+        self.steps = list(steps)  # (column, "cut" to at least N | "variant" N | "drop", N)
+        self.keep_end = set(keep_end)
+        self.rows: list[list[Any]] = []  # per row, a cell (or a list of variants) per column
+        self.notes: list[tuple[int, Any, Any]] = []  # (position among rows, key, text)
+
+    def add_row(self, *cells: Any) -> None:
+        """One row: per column a Text (or str), or a list of them, widest variant first."""
+        self.rows.append(list(cells))
+
+    def add_note(self, key: str, text: Any) -> None:
+        self.notes.append((len(self.rows), key, text))
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows) + len(self.notes)
+
+    def _columns(self) -> list[_Column]:
+        from rich.text import Text
+
+        def text(cell: Any) -> Text:
+            return cell if isinstance(cell, Text) else Text(str(cell))
+
+        columns = []
+        for i, header in enumerate(self.headers):
+            cells = [row[i] if isinstance(row[i], list) else [row[i]] for row in self.rows]
+            depth = max((len(c) for c in cells), default=1)
+            variants = [[text(c[min(v, len(c) - 1)]) for c in cells] for v in range(depth)]
+            columns.append(_Column(header, variants, "end" if header in self.keep_end
+                                   else "start"))
+        return columns
+
+    def layout(self, width: int, ellipsis: str = "…") -> list[Any]:
+        """The table's lines, none wider than ``width`` (while the key column fits at all);
+        ``ellipsis`` marks a cut (``...`` where the output's encoding lacks the character)."""
+        from rich.text import Text
+
+        columns = self._columns()
+        by_name = {c.header: c for c in columns}
+        keys = [Text(key) for _, key, _ in self.notes]
+
+        def total() -> int:
+            widths = [c.width(keys if c is columns[0] else ()) for c in columns]
+            shown = [w for w, c in zip(widths, columns) if not c.dropped]
+            return sum(shown) + GAP * (len(shown) - 1)
+
+        for name, action, n in self.steps:
+            excess = total() - width
+            if excess <= 0:
+                break
+            col = by_name[name]
+            if col.dropped:
+                continue
+            if action == "cut":
+                now = col.width(keys if col is columns[0] else ())
+                col.cut = max(min(n, now), now - excess)
+            elif action == "variant":
+                col.variant = max(col.variant, min(n, len(col.variants) - 1))
+            elif action == "drop" and col is not columns[0]:
+                col.dropped = True
+        # What later steps freed goes back to the cut columns, the most important first.
+        for name, action, _ in reversed(self.steps):
+            col = by_name[name]
+            slack = width - total()
+            if action == "cut" and col.cut is not None and not col.dropped and slack > 0:
+                col.cut += slack
+        shown = [c for c in columns if not c.dropped]
+        widths = [c.width(keys if c is columns[0] else ()) for c in shown]
+        gap = " " * GAP
+
+        def line(cells: list[Any]) -> Text:
+            out = Text(gap).join(cells)
+            out.rstrip()
+            return out
+
+        header = line([_Column("").fit(Text(c.header, style="bold"), w, ellipsis)
+                       for c, w in zip(shown, widths)])
+        lines: list[Text] = [header]
+        notes = list(self.notes)
+        for r in range(len(self.rows) + 1):
+            while notes and notes[0][0] == r:
+                _, key, text = notes.pop(0)
+                lines.extend(self._note(key, text, widths[0], width))
+            if r < len(self.rows):
+                lines.append(line([c.fit(c.variants[c.variant][r], w, ellipsis)
+                                   for c, w in zip(shown, widths)]))
+        return lines
+
+    def _note(self, key: str, text: Any, key_width: int, width: int) -> list[Any]:
+        """A note row: the key, then its text wrapped in the width left (under itself)."""
+        import textwrap
+
+        from rich.text import Text
+
+        indent = key_width + GAP
+        room = max(10, width - indent)
+        plain = text.plain if isinstance(text, Text) else str(text)
+        style = text.style if isinstance(text, Text) else ""
+        out = []
+        for i, part in enumerate(textwrap.wrap(plain, room) or [""]):
+            head = _Column("").fit(Text(key if i == 0 else ""), key_width)
+            out.append(Text.assemble(head, " " * GAP, Text(part, style=style)))
+        return out
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        try:
+            "…".encode(options.encoding or "utf-8")
+            ellipsis = "…"
+        except (UnicodeError, LookupError):
+            ellipsis = "..."
+        yield from self.layout(options.max_width, ellipsis)
+
+
+#: How the device table narrows, least important first: the sparkline keeps its newest
+#: samples, names are cut, bars give way to their percentages, then whole columns go.
+DEVICE_STEPS = (("last minute", "cut", 5), ("name", "cut", 10), ("use", "variant", 1),
+                ("memory", "variant", 1), ("last minute", "drop", 0), ("clock", "drop", 0),
+                ("temp", "drop", 0), ("power", "drop", 0), ("name", "drop", 0),
+                ("use", "drop", 0), ("memory", "cut", 4), ("device", "cut", 3))
+#: The process table: the command first, device, pid, user and memory kept longest.
+PROCESS_STEPS = (("command", "cut", 12), ("user", "cut", 8), ("command", "drop", 0),
+                 ("memory", "drop", 0), ("user", "drop", 0), ("pid", "drop", 0),
+                 ("device", "cut", 3))
+
+
 class View:
     """What the watcher shows: the latest readings plus a minute of utilisation per device."""
 
@@ -100,39 +278,37 @@ class View:
             hist.append(r.telemetry.utilization if r.telemetry is not None else None)
 
     def table(self) -> RenderableType:
-        """The rich renderable: one row per device, its top processes beneath it."""
+        """The rich renderable: one row per device, its top processes beneath it, both fitted
+        to the width they are rendered at."""
         from rich.console import Group
-        from rich.table import Table
         from rich.text import Text
 
-        table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-        for col in ("device", "name", "memory", "use", "last minute", "power", "temp", "clock"):
-            table.add_column(col, no_wrap=True)
+        table = FittedTable(("device", "name", "memory", "use", "last minute", "power", "temp",
+                             "clock"), DEVICE_STEPS, keep_end=("last minute",))
         for r in self.readings:
             key = f"{r.backend}:{r.index}"
             t = r.telemetry
             if t is None:
-                table.add_row(key, "", Text(r.error or "no reading", style="red"))
+                table.add_note(key, Text(r.error or "no reading", style="red"))
                 continue
             if t.source.startswith("none:"):  # the backend says why it has no figures
-                table.add_row(key, (t.name or "")[:28], Text(t.source[5:].strip(), style="yellow"))
+                name = f"{t.name}: " if t.name else ""
+                table.add_note(key, Text(name + t.source[5:].strip(), style="yellow"))
                 continue
-            mem = _bar(t.memory_fraction)
+            figures = ""
             if t.memory_total is not None:
-                mem += f" {_fmt_bytes(t.memory_used)}/{_fmt_bytes(t.memory_total)}"
+                figures = f" {_fmt_bytes(t.memory_used)}/{_fmt_bytes(t.memory_total)}"
             elif t.memory_used is not None:  # total unknown (some sysfs sources): show the used
-                mem += f" {_fmt_bytes(t.memory_used)} used"
+                figures = f" {_fmt_bytes(t.memory_used)} used"
+            memory = [_bar(t.memory_fraction) + figures, _pct(t.memory_fraction) + figures]
             power = _num(t.power, "W")
             if t.power_limit is not None:
                 power += f"/{t.power_limit:.0f}"
             spark = sparkline(list(self.history.get(key, ())))
-            table.add_row(key, (t.name or "")[:28], mem, _bar(t.utilization, 8),
+            table.add_row(key, t.name or "", memory, [_bar(t.utilization, 8), _pct(t.utilization)],
                           Text(spark, style="green"), power, _num(t.temperature, "C"),
                           _num(t.clock, "MHz"))
-        procs = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-        for col in ("device", "pid", "user", "memory", "command"):
-            procs.add_column(col, no_wrap=True, overflow="ellipsis",
-                             max_width=70 if col == "command" else None)
+        procs = FittedTable(("device", "pid", "user", "memory", "command"), PROCESS_STEPS)
         for r in self.readings:
             for p in ((r.telemetry.processes or ()) if r.telemetry else ())[:TOP_PROCESSES]:
                 procs.add_row(f"{r.backend}:{r.index}", str(p.pid), p.user or "?",
@@ -343,9 +519,11 @@ def _sampler(timeout: float) -> Sampler:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Watch every device; exit 0 on q, Ctrl-C, --count or --once; 2 on a bad flag."""
+    """Watch every device; exit 0 on q, Ctrl-C, --count or --once; 2 on a bad flag; 130 when a
+    backend's telemetry raises KeyboardInterrupt (cli.py)."""
     from hal.errors import ConfigError
     from hal.parse import parse_float, parse_int
+    from hal.validate import PluginInterrupt
 
     interval = parse_float("--interval", args.interval, lo=0.0, hi=3600.0, lo_inclusive=False)
     timeout = parse_float("--timeout", args.timeout, lo=0.0, hi=600.0, lo_inclusive=False)
@@ -380,6 +558,8 @@ def run(args: argparse.Namespace) -> int:
             if once or (count is not None and tick >= count):
                 return 0
             time.sleep(interval)
+    except PluginInterrupt:
+        raise  # a telemetry reader raised it: hal stops (exit 130), as for any plugin call
     except KeyboardInterrupt:
         return 0
     finally:
@@ -401,15 +581,23 @@ def _print(view: View, out: TextIO) -> None:
     """One plain snapshot: rich without colour or cursor codes when ``out`` is not a terminal."""
     from hal.console import console as hal_console
 
-    # A pipe or a file has no width: wide enough that no column is cut (a log is read later).
-    width = _columns() if out.isatty() else 200
+    # A pipe or a file has no width: wide enough that no column is cut (a log is read later),
+    # unless COLUMNS asks for one.
+    width = _columns() if out.isatty() else _env_columns() or 200
     console = hal_console(file=out, width=width, soft_wrap=False)
     console.print(view.table())
 
 
+def _env_columns() -> int | None:
+    """COLUMNS when it holds a usable width (at least 10 columns), else None."""
+    value = os.environ.get("COLUMNS", "")
+    return int(value) if value.isascii() and value.isdigit() and 10 <= int(value) <= 10000 else None
+
+
 def _columns() -> int:
+    """The terminal's width: COLUMNS first (as rich and shutil read it), then the terminal."""
     try:
-        return os.get_terminal_size().columns
+        return _env_columns() or os.get_terminal_size().columns
     except OSError:
         return 120
 
@@ -422,6 +610,7 @@ def _live(sampler: Sampler, view: View, interval: float, count: int | None,
     from rich.text import Text
 
     from hal.console import console as hal_console
+    from hal.validate import PluginInterrupt
 
     console = hal_console()
     header = Text(f"hal watch: every {interval:g} s; q or Ctrl-C quits", style="bold")
@@ -439,5 +628,7 @@ def _live(sampler: Sampler, view: View, interval: float, count: int | None,
                     return 0
                 if _wait(fd, interval):
                     return 0
+        except PluginInterrupt:
+            raise  # a telemetry reader raised it: hal stops (exit 130), the terminal is restored
         except KeyboardInterrupt:
             return 0

@@ -122,9 +122,9 @@ def disable() -> None:
     with _state.lock:
         if _state.patches is not None:
             _state.patches.undo()
-        from hal.cuda_compat._patches import _autocast_dtype
+        from hal.cuda_compat._patches import forget_targets
 
-        _autocast_dtype.cache_clear()  # let the target go
+        forget_targets()
         _state.mapping = _state.target = _state.patches = None
 
 

@@ -168,6 +168,11 @@ def _autocast_dtype(target: Target, index: int, requested: str | None) -> Any:
                   requested=requested).autocast_dtype
 
 
+def forget_targets() -> None:
+    """Drop the cached autocast dtypes, and with them the targets they hold (on ``disable()``)."""
+    _autocast_dtype.cache_clear()
+
+
 def autocast_class(target: Target, original: type) -> type:
     """torch.autocast whose "cuda" means the target, in the precision hal's policy picks."""
 

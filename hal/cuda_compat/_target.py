@@ -132,6 +132,8 @@ class Target:
 
 
 def local_rank() -> int:
-    """This process's LOCAL_RANK (0 outside a launcher); hal's selection has checked it."""
-    text = os.environ.get("LOCAL_RANK", "")
-    return int(text) if text.isdigit() else 0
+    """This process's local rank as its launcher environment gives it (0 outside a launcher)."""
+    from hal.distributed.environments import placement
+
+    place = placement(os.environ)
+    return place.local_rank if place is not None else 0

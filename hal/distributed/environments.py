@@ -280,8 +280,11 @@ class Slurm(Environment):
             import hostlist
 
             counts = hostlist.parse_slurm_tasks_per_node(text)
-        except ImportError:
-            counts = [int(t) for t in text.split(",")] if text.replace(",", "").isdigit() else []
+        except ImportError:  # plain counts only ("2,1"); the "2(x3)" form needs hostlist
+            try:
+                counts = [parse_int(var, t, hi=MAX_WORLD_SIZE) for t in text.split(",")]
+            except ConfigError:
+                counts = []
         except Exception:
             counts = []
         if not counts or node_rank >= len(counts):
@@ -329,9 +332,12 @@ def applicable(environ: Mapping[str, str]) -> list[type[Environment]]:
 
 def _outer_size(env: type[Environment], environ: Mapping[str, str]) -> tuple[str, int] | None:
     found = _first(environ, env.world_size_vars)
-    if found is None or not found[1].isascii() or not found[1].isdigit():
+    if found is None:
         return None
-    return found[0], int(found[1])
+    try:
+        return found[0], parse_int(found[0], found[1], hi=MAX_WORLD_SIZE)
+    except ConfigError:
+        return None  # not a size: this outer launcher says nothing to compare
 
 
 def _winner(environ: Mapping[str, str]) -> tuple[type[Environment], str] | None:

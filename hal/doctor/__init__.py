@@ -2,9 +2,12 @@
 what is wrong and the command that fixes it.
 
 ``collect()`` returns the report as JSON-able data (schema ``hal.doctor/1``, see docs/doctor.md);
-``render()`` turns it into rich, plain, markdown or JSON text.  Torch-touching probes run in one
-child process with a step timeout, so a hanging or crashing vendor runtime cannot take the
-doctor down.  Submodules load lazily: the child process imports only what it needs.
+``render()`` turns it into rich, plain, markdown or JSON text.  All plugin and torch code runs in
+one child process with a step timeout, so a hanging or crashing vendor runtime cannot take the
+doctor down.  Sides of the child boundary: ``child`` (with ``report.local_sections``,
+``smoke`` and ``torchinfo.import_torch``) runs in the child; ``isolate``, ``report.collect``,
+``findings``, ``engines``, ``cluster``, ``render`` and ``redact`` run in the parent; ``records``
+is the typed protocol both speak.  Submodules load lazily: the child process imports only what it needs.
 """
 
 from __future__ import annotations

@@ -1,15 +1,17 @@
-"""The torch-touching half of ``hal doctor``, run in ONE child process (``python -m hal.doctor.child``).
+"""The plugin- and torch-touching half of ``hal doctor``; everything here runs in the CHILD.
 
-It imports torch once, then probes and describes every backend, asks each for its findings,
-makes the selection and (with ``--smoke``) exercises the selected device.  Before each step it
-writes a ``step`` record and after it a result record, one JSON object a line, so the parent can
-name the step that hung or crashed and keep everything that finished before it.
+One child process (``python -m hal.doctor.child``, started by ``hal.doctor.isolate``) loads the
+plugins, reads the torch-free sections (system, hardware, environment), imports torch once,
+probes and describes every backend, asks each for its findings, makes the selection and (with
+``--smoke``) exercises the selected device.  Before each step it writes a ``Step`` record and
+after it a result record (``hal.doctor.records``, one JSON line each), so the parent can name the
+step that hung or crashed and keep everything that finished before it.  With ``--in-process``
+the same ``run_steps`` runs in the doctor's own process instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -19,20 +21,32 @@ from functools import partial
 from typing import IO, Any
 
 from hal.contract import Backend, Finding, Probe
-from hal.validate import Outcome, PendingCall, describe_exception
+from hal.doctor.records import (
+    BackendDescribed,
+    Done,
+    Hung,
+    PluginFindings,
+    PluginsError,
+    PluginsListed,
+    Record,
+    Sections,
+    SelectionMade,
+    SmokeRan,
+    SourcedFinding,
+    Step,
+    StepFailed,
+    TorchInfo,
+    encode,
+    sourced,
+)
+from hal.errors import describe_exception
+from hal.validate import Outcome, PendingCall
 
-#: Version of the record protocol between parent and child.
-PROTOCOL = 1
+Emit = Callable[[Record], None]
 
 
-def finding_dict(finding: Finding, source: str) -> dict[str, Any]:
-    """A Finding as the JSON the report carries, with who reported it."""
-    return {"id": finding.id, "severity": finding.severity, "message": finding.message,
-            "fix": finding.fix, "source": source}
-
-
-def _method_failed(backend: Backend, what: str) -> dict[str, Any]:
-    return finding_dict(Finding(
+def _method_failed(backend: Backend, what: str) -> SourcedFinding:
+    return sourced(Finding(
         id="backend-method-failed",
         severity="warn",
         message=f"backend {backend.name!r}: {what}",
@@ -41,24 +55,26 @@ def _method_failed(backend: Backend, what: str) -> dict[str, Any]:
     ), source="doctor")
 
 
-def backend_record(backend: Backend) -> dict[str, Any]:
+def backend_record(backend: Backend) -> BackendDescribed | None:
     """Describe one backend (probe, devices, memory, dtypes, versions) and collect its findings.
 
     Every method goes through the plugin boundary: one that raises becomes a finding, one that
-    hangs or returns garbage makes the backend unavailable; never a crash of the doctor.
+    hangs or returns garbage makes the backend unavailable; never a crash of the doctor.  None
+    when its probe hung.
     """
     from hal.inventory import describe_backend
-    from hal.selection import _record, probe_all
+    from hal.plugins import fail_backend
+    from hal.selection import probe_all
     from hal.validate import call_plugin, check_findings
 
     states: dict[str, str] = {}
     probe = probe_all([backend], states=states)[backend.name]
     if states.get(backend.name) == "hung":
-        return {"type": "backend", "name": backend.name, "hung": True}
+        return None
     data = describe_backend(backend, probe)
-    findings: list[dict[str, Any]] = []
+    findings: list[SourcedFinding] = []
     for error in data.pop("errors", []):
-        findings.append(finding_dict(Finding(
+        findings.append(sourced(Finding(
             id="backend-method-failed", severity="warn",
             message=f"backend {backend.name!r}: {error}",
             fix=f"report this to the maintainers of the plugin that provides {backend.name!r}",
@@ -69,26 +85,26 @@ def backend_record(backend: Backend) -> dict[str, Any]:
         try:
             produced = check_findings(outcome.value)
         except ValueError as exc:
-            _record(backend, str(exc))
+            fail_backend(backend.name, str(exc))
             findings.append(_method_failed(backend, str(exc)))
         else:
-            findings.extend(finding_dict(f, source=backend.name) for f in produced)
+            findings.extend(sourced(f, backend.name) for f in produced)
     else:
         if outcome.state != "raised":
-            _record(backend, outcome.describe("findings()"))
+            fail_backend(backend.name, outcome.describe("findings()"))
         findings.append(_method_failed(backend, outcome.describe("findings()")))
-    return {"type": "backend", "name": backend.name, "data": data, "findings": findings}
+    return BackendDescribed(backend.name, data, tuple(findings))
 
 
-def _probe_of(record: Mapping[str, Any]) -> Probe:
+def _probe_of(record: BackendDescribed) -> Probe:
     """The probe answer a backend record holds (the selection reuses it)."""
-    data = record["data"]
+    data = record.data
     return Probe(bool(data["available"]), str(data["reason"]), int(data["device_count"]))
 
 
 def selection_record(backends: Sequence[Backend],
                      environ: Mapping[str, str] | None = None,
-                     probes: Mapping[str, Probe] | None = None) -> dict[str, Any]:
+                     probes: Mapping[str, Probe] | None = None) -> SelectionMade:
     """What ``hal.get_device()`` would pick here and why, or the error it would raise.
 
     ``probes``: the answers the backend records already hold, so no backend is probed twice.
@@ -99,56 +115,51 @@ def selection_record(backends: Sequence[Backend],
     try:
         selection = decide(backends, environ, probes)
     except HalError as exc:
-        return {"type": "selection", "data": None,
-                "error": {"type": type(exc).__name__, "message": str(exc)}}
-    return {"type": "selection", "data": selection.as_dict(), "error": None}
+        return SelectionMade(None, {"type": type(exc).__name__, "message": str(exc)})
+    return SelectionMade(selection.as_dict(), None)
 
 
 class _Writer:
-    """Writes records to the parent, one JSON object a line, flushed at once."""
+    """Writes records to the parent, one JSON line each, flushed at once."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
         self.lock = threading.Lock()
 
-    def __call__(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, default=str)
+    def __call__(self, record: Record) -> None:
+        line = encode(record)
         with self.lock:
             self.stream.write(line + "\n")
             self.stream.flush()
 
 
 def _no_answer(name: str, outcome: Outcome[Any], what: str,
-               backend: str | None = None) -> dict[str, Any]:
+               backend: str | None = None) -> Hung | StepFailed:
     """The record for a step that gave no value: hung, exited, raised or returned nothing."""
     if outcome.state == "hung":
-        return {"type": "hung", "step": name, "backend": backend, "what": what,
-                "detail": f"no answer within {outcome.seconds:g} s"}
+        return Hung(name, backend, what, f"no answer within {outcome.seconds:g} s")
     if outcome.state == "ok":
         label, detail = "returned nothing", "it returned no value"
     elif outcome.state == "exited":
         label, detail = "exited", f"it called sys.exit({getattr(outcome.error, 'code', None)!r})"
     else:
         label, detail = "raised", f"it raised {describe_exception(outcome.error)}"
-    return {"type": "step_failed", "step": name, "backend": backend, "what": what,
-            "outcome": label, "detail": detail}
+    return StepFailed(name, backend, what, label, detail)
 
 
-def _announced_host(emit: Callable[[Mapping[str, Any]], None]) -> Any:
+def _announced_host(emit: Emit) -> Any:
     """Load plugins into the process's host, announcing each import and hook call as a step, so
     a plugin that kills the process is named by the parent."""
     from hal import plugins
 
     host = plugins.PluginHost()
-    host.on_call = lambda plugin, hook: emit(
-        {"type": "step", "step": f"plugin {plugin}: {hook}", "plugin": plugin})
-    host.load_entry_points(on_import=lambda name: emit(
-        {"type": "step", "step": f"import plugin {name}", "plugin": name}))
-    plugins._host = host
+    host.on_call = lambda plugin, hook: emit(Step(f"plugin {plugin}: {hook}", plugin=plugin))
+    host.load_entry_points(on_import=lambda name: emit(Step(f"import plugin {name}", plugin=name)))
+    plugins.install_host(host)
     return host
 
 
-def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] = (),
+def run_steps(emit: Emit, *, skip: Iterable[str] = (),
               smoke: bool = False, environ: Mapping[str, str] | None = None,
               timeout: float = 30.0, serial: bool = False, announce: bool = False) -> None:
     """Every plugin-touching and torch-touching step in order, each announced before it runs.
@@ -166,32 +177,33 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
     from hal.selection import list_backends
 
     skipped = set(skip)
-    emit({"type": "step", "step": "load plugins"})
+    emit(Step("load plugins"))
     try:
         host = _announced_host(emit) if announce else load_plugins()
-        emit({"type": "step", "step": "plugin hooks"})
+        emit(Step("plugin hooks"))
         backends = list_backends()
     except ConfigError as exc:
-        emit({"type": "plugins_error", "message": str(exc)})
-        emit({"type": "done", "protocol": PROTOCOL})
+        emit(PluginsError(str(exc)))
+        emit(Done())
         return
-    emit({"type": "step", "step": "system and hardware"})
+    emit(Step("system and hardware"))
     sections, found, _ = local_sections(backends, timeout)
-    emit({"type": "sections", "data": sections, "findings": found})
+    emit(Sections(sections, tuple(found)))
 
-    emit({"type": "step", "step": "import torch"})
+    emit(Step("import torch"))
     torch_info = import_torch()
-    emit({"type": "torch", "data": torch_info})
+    emit(TorchInfo(torch_info))
 
     backends = [b for b in backends if b.name not in skipped]
     answered: list[Backend] = []
     probes: dict[str, Probe] = {}
     label = "doctor: describing"
 
-    def take(backend: Backend, outcome: Outcome[dict[str, Any]]) -> None:
+    def take(backend: Backend, outcome: Outcome[BackendDescribed | None]) -> None:
         """Emit one backend's record, or why none came; keep the backends that answered."""
-        if outcome.value is None or outcome.value.get("hung"):
-            outcome = outcome if outcome.value is None else Outcome("hung", seconds=timeout)
+        if outcome.value is None:
+            hung = outcome.state == "ok"  # its probe hung: backend_record said so with None
+            outcome = Outcome("hung", seconds=timeout) if hung else outcome
             emit(_no_answer(f"backend {backend.name}", outcome, "probe", backend.name))
             return
         emit(outcome.value)
@@ -200,51 +212,50 @@ def run_steps(emit: Callable[[Mapping[str, Any]], None], *, skip: Iterable[str] 
 
     if serial:
         for backend in backends:
-            emit({"type": "step", "step": f"backend {backend.name}", "backend": backend.name})
+            emit(Step(f"backend {backend.name}", backend=backend.name))
             take(backend, PendingCall(partial(backend_record, backend), label, plugin=False).wait(
                 time.monotonic() + timeout + 1.0))
     else:
-        emit({"type": "step", "step": "backends", "backends": [b.name for b in backends]})
+        emit(Step("backends", backends=tuple(b.name for b in backends)))
         handles = [(b, PendingCall(partial(backend_record, b), label, plugin=False)) for b in backends]
         until = time.monotonic() + timeout + 1.0  # the probes' own timeout fires first
         for backend, handle in handles:
             take(backend, handle.wait(until))
 
-    emit({"type": "step", "step": "selection"})
+    emit(Step("selection"))
     chosen = PendingCall(lambda: selection_record(answered, environ, probes), "doctor: selection",
                          plugin=False).wait(time.monotonic() + timeout)
     if chosen.value is None:
         emit(_no_answer("selection", chosen, "selection"))
-        selection: dict[str, Any] = {"type": "selection", "data": None, "error": None}
+        selection = SelectionMade(None, None)
     else:
         selection = chosen.value
         emit(selection)
 
-    if smoke and selection["data"] is not None:
+    if smoke and selection.data is not None:
         from hal.doctor.smoke import smoke_test
 
-        picked = next(b for b in answered if b.name == selection["data"]["backend"])
-        emit({"type": "step", "step": "smoke", "device_backend": picked.name})
-        device = selection["data"]["device"]
+        picked = next(b for b in answered if b.name == selection.data["backend"])
+        emit(Step("smoke", device_backend=picked.name))
+        device = selection.data["device"]
         ran = PendingCall(lambda: smoke_test(picked, device), f"backend {picked.name!r}: smoke",
                           plugin=False).wait(time.monotonic() + max(timeout, 60.0))
         if ran.value is None:
             emit(_no_answer("smoke", ran, "smoke test"))
         else:
-            emit({"type": "smoke", "data": ran.value})
+            emit(SmokeRan(ran.value))
 
-    emit({"type": "step", "step": "plugin findings"})
+    emit(Step("plugin findings"))
     report: dict[str, Any] = dict(sections)
-    report.update({"torch": torch_info, "selection": selection["data"]})
+    report.update({"torch": torch_info, "selection": selection.data})
     hook = PendingCall(lambda: host.doctor_findings(report), "doctor: plugin findings",
                        plugin=False).wait(time.monotonic() + timeout)
     if hook.value is None:
         emit(_no_answer("plugin findings", hook, "a plugin's hal_doctor_findings hook"))
     else:
-        found = [finding_dict(f, source=plugin) for plugin, f in hook.value]
-        emit({"type": "plugin_findings", "findings": found})
-    emit({"type": "plugins", "data": host.plugin_list()})
-    emit({"type": "done", "protocol": PROTOCOL})
+        emit(PluginFindings(tuple(sourced(f, plugin) for plugin, f in hook.value)))
+    emit(PluginsListed(tuple(host.list_plugins())))
+    emit(Done())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

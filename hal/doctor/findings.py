@@ -1,4 +1,4 @@
-"""The generic, vendor-free doctor findings, computed from the report's JSON data alone.
+"""The generic, vendor-free doctor findings, computed in the PARENT from the report's JSON data alone.
 
 Vendor knowledge comes from each backend's own ``findings()``; these checks cover what every
 machine shares: torch itself, /dev/shm, plugins, the selection and the requested precision.

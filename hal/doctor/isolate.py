@@ -1,14 +1,15 @@
-"""Isolation for plugin and torch code that may hang, crash or exit: one child process, started
-without the working directory on sys.path, watched with a silence timeout.
+"""Isolation for plugin and torch code that may hang, crash or exit; this runs in the PARENT.
 
-A child step that makes no progress for ``timeout`` seconds is declared hung and the child is
-killed; a child that dies mid-step is declared crashed (a signal) or exited (an exit code).
-Either way the records written before are kept and the step that misbehaved is named.
+One child process, started without the working directory on sys.path, watched with a silence
+timeout.  A child step that makes no progress for ``timeout`` seconds is declared hung and the
+child is killed; a child that dies mid-step is declared crashed (a signal) or exited (an exit
+code).  Either way the records written before are kept and the step that misbehaved is named.
+Each line the child writes is parsed here, once, into a typed record (``hal.doctor.records``);
+a line that is not one is kept as a rejection with its reason.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -18,24 +19,31 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
+
+from hal.doctor.records import Done, Record, RecordError, Step, decode
+
+R = TypeVar("R", bound=Record)
+#: Rejected lines kept per child (the first ones say what went wrong).
+MAX_REJECTED = 20
 
 
 @dataclass(frozen=True)
 class ChildResult:
     """What the child process left behind: its records, and how it ended."""
 
-    records: tuple[Mapping[str, Any], ...]
+    records: tuple[Record, ...]
     outcome: str  # "done", "hung", "crashed" (a signal), "exited" (an exit code, no "done")
-    step: Mapping[str, Any] | None = None  # the step that hung or crashed
+    step: Step | None = None  # the step that hung or crashed
     returncode: int | None = None
     stderr_tail: str = ""
     seconds: float = 0.0
     detail: str = ""
+    rejected: tuple[str, ...] = ()  # why each line that is not a valid record was refused
 
-    def of_type(self, kind: str) -> list[Mapping[str, Any]]:
-        """Records of one type, in order."""
-        return [r for r in self.records if r.get("type") == kind]
+    def of(self, kind: type[R]) -> list[R]:
+        """Records of one kind, in order."""
+        return [r for r in self.records if isinstance(r, kind)]
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -113,8 +121,9 @@ def _watch(proc: subprocess.Popen[str], timeout: float, start: float) -> ChildRe
     for target in (read_stdout, read_stderr):
         threading.Thread(target=target, daemon=True).start()
 
-    records: list[Mapping[str, Any]] = []
-    step: Mapping[str, Any] | None = None
+    records: list[Record] = []
+    rejected: list[str] = []
+    step: Step | None = None
     outcome = "crashed"
     detail = ""
     while True:
@@ -127,16 +136,18 @@ def _watch(proc: subprocess.Popen[str], timeout: float, start: float) -> ChildRe
             break
         if line is None:
             break
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+        if not line.strip():
             continue
-        if not isinstance(record, dict):
+        try:
+            record = decode(line)
+        except RecordError as exc:
+            if len(rejected) < MAX_REJECTED:
+                rejected.append(str(exc))
             continue
         records.append(record)
-        if record.get("type") == "step":
+        if isinstance(record, Step):
             step = record
-        elif record.get("type") == "done":
+        elif isinstance(record, Done):
             outcome = "done"
             step = None
     try:
@@ -149,7 +160,7 @@ def _watch(proc: subprocess.Popen[str], timeout: float, start: float) -> ChildRe
         if returncode is not None and returncode >= 0:
             outcome = "exited"  # an exit code, not a signal: the process ended itself
     return ChildResult(tuple(records), outcome, step, returncode,
-                       "".join(stderr)[-4000:], time.perf_counter() - start, detail)
+                       "".join(stderr)[-4000:], time.perf_counter() - start, detail, tuple(rejected))
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

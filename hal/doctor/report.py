@@ -1,7 +1,14 @@
-"""Assemble the doctor's report: torch-free sections here, torch-touching ones from the child.
+"""The doctor's report: the torch-free sections (read in the CHILD) and the assembly (in the PARENT).
 
-The child process (``hal.doctor.child``) is started first, so its ``import torch`` overlaps
-everything this process does meanwhile: plugins, hardware evidence, system facts, environment.
+Which side of the child boundary each part runs on:
+
+- child (called by ``hal.doctor.child.run_steps``, where the plugins are loaded):
+  ``local_sections`` and what it calls (``system_section``, ``environment_section``, each
+  backend's ``hardware()``);
+- parent (loads no plugin, imports no torch): ``collect``, which runs the child and reruns it
+  without what hung or crashed it (``_supervise``), then builds the report from the child's
+  typed records (``Report``, ``_assemble``); ``fallback_sections`` is what it knows alone.
+
 The result is one JSON-able dict (schema ``hal.doctor/1``), redacted, with findings and an
 exit code.
 """
@@ -12,18 +19,37 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from functools import partial
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial, singledispatchmethod
 from typing import Any
 
 import hal
-from hal.contract import Backend, Finding, Hardware
+from hal.contract import SEVERITIES, Backend, Finding, Hardware
 from hal.doctor import engines
 from hal.doctor import findings as generic
-from hal.doctor.child import finding_dict, run_steps
+from hal.doctor.child import run_steps
 from hal.doctor.cluster import cluster_findings
 from hal.doctor.isolate import ChildResult, child_env, run_child
+from hal.doctor.records import (
+    BackendDescribed,
+    Hung,
+    PluginFindings,
+    PluginsError,
+    PluginsListed,
+    Record,
+    RecordError,
+    Sections,
+    SelectionMade,
+    SmokeRan,
+    SourcedFinding,
+    Step,
+    StepFailed,
+    TorchInfo,
+    decode,
+    encode,
+    sourced,
+)
 from hal.doctor.redact import is_secret_name, redact_env, redact_tree, secret_values
 from hal.doctor.torchinfo import AUTOLOAD_ENV
 from hal.plugins import DENY_ENV
@@ -39,7 +65,8 @@ GENERIC_PREFIXES = ("HAL_", "TORCH_", "PYTORCH_")
 GENERIC_NAMES = ("LD_LIBRARY_PATH", "LD_PRELOAD", "OMP_NUM_THREADS", "LOCAL_RANK", "RANK",
                  "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _ISOLATION_IDS = ("probe-", "torch-import-hung", "torch-import-crashed", "doctor-step-")
-SEVERITY_ORDER = {"error": 0, "warn": 1, "info": 2, "ok": 3}
+#: Severities worst first, from the contract's one list: the findings' order and the summary's keys.
+WORST_FIRST = tuple(reversed(SEVERITIES))
 
 
 @dataclass(frozen=True)
@@ -122,7 +149,16 @@ def system_section(cpu: Backend | None) -> dict[str, Any]:
         "shm": shm_section(),
     }
     if cpu is not None:
-        info = cpu.devices()[0]
+        from hal.errors import PluginError
+        from hal.validate import fetch_devices, fetch_memory
+
+        devices, memory = fetch_devices(cpu), fetch_memory(cpu, 0)  # the one checked fetch path
+        if not devices.value or memory.value is None:
+            why = (memory.describe("memory(0)") if devices.value else
+                   devices.describe("devices()") if devices.state != "ok" else
+                   "devices() returned no device")
+            raise PluginError(f"backend {cpu.name!r}: {why}", plugin=cpu.name)
+        info, mem = devices.value[0], memory.value
         extras = dict(info.extras)
         out["cpu"] = {
             "model": info.name,
@@ -133,22 +169,22 @@ def system_section(cpu: Backend | None) -> dict[str, Any]:
             "usable_cores": extras.get("usable_cores"),
             "flags": extras.get("flags", []),
         }
-        mem = cpu.memory(0)
         out["memory"] = {"total": mem.total, "available": mem.free,
                          "cgroup_limit": extras.get("cgroup_limit"), "source": mem.source}
     return out
 
 
 def _hardware(backend: Backend) -> list[dict[str, Any]]:
-    from hal.validate import _text
+    from hal.validate import check_text
 
     out = []
     for h in backend.hardware():
         if not isinstance(h, Hardware):
             raise ValueError(f"hardware() returned a {type(h).__name__}, expected hal.Hardware")
-        out.append({"backend": backend.name, "vendor": _text(h.vendor, "Hardware.vendor"),
-                    "kind": _text(h.kind, "Hardware.kind"), "detail": _text(h.detail, "Hardware.detail"),
-                    "path": _text(h.path, "Hardware.path")})
+        out.append({"backend": backend.name, "vendor": check_text(h.vendor, "Hardware.vendor"),
+                    "kind": check_text(h.kind, "Hardware.kind"),
+                    "detail": check_text(h.detail, "Hardware.detail"),
+                    "path": check_text(h.path, "Hardware.path")})
     return out
 
 
@@ -159,7 +195,7 @@ def fallback_sections() -> dict[str, Any]:
 
 
 def local_sections(backends: Sequence[Backend], timeout: float
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Backend]]:
+                   ) -> tuple[dict[str, Any], list[SourcedFinding], list[Backend]]:
     """The torch-free sections (system, hardware, environment), each plugin call at the plugin
     boundary with a deadline.  Runs where the plugins are loaded: the doctor's child.
 
@@ -167,7 +203,7 @@ def local_sections(backends: Sequence[Backend], timeout: float
     """
     from hal.validate import PendingCall
 
-    found: list[dict[str, Any]] = []
+    found: list[SourcedFinding] = []
     until = time.monotonic() + timeout
     cpu = next((b for b in backends if b.name == "cpu"), None)
     system = PendingCall(lambda: system_section(cpu), "doctor: system facts", plugin=False)
@@ -180,14 +216,14 @@ def local_sections(backends: Sequence[Backend], timeout: float
         sections["system"] = done.value
     else:
         sections["system"] = system_section(None)
-        found.append(finding_dict(Finding("system-info-failed", "warn",
-                                          done.describe("reading CPU and memory facts")), "doctor"))
+        found.append(sourced(Finding("system-info-failed", "warn",
+                                     done.describe("reading CPU and memory facts")), "doctor"))
     for backend, handle in hardware:
         got = handle.wait(until)
         if got.state == "ok" and isinstance(got.value, list):
             sections["hardware"].extend(got.value)
             continue
-        found.append(finding_dict(Finding(
+        found.append(sourced(Finding(
             "hardware-scan-failed", "warn",
             f"backend {backend.name!r}: {got.describe('hardware()')}",
             f"report this to the maintainers of the plugin that provides {backend.name!r}",
@@ -195,15 +231,11 @@ def local_sections(backends: Sequence[Backend], timeout: float
     return sections, found, list(backends)
 
 
-# -- the torch-touching half -----------------------------------------------------
-
-
-def _provider(plugins: Sequence[Mapping[str, Any]], backend: str) -> str | None:
-    return next((p["name"] for p in plugins if backend in p.get("backends", [])), None)
+# -- the parent: run the child, rerun it without what broke it, assemble the report --
 
 
 class _Collector:
-    """Runs the child (or the steps in-process) and folds its records into the report."""
+    """Runs the child (or the steps in-process, through the same encoding) for the parent."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -221,61 +253,133 @@ class _Collector:
         return run_child(argv, timeout=self.options.timeout + CHILD_MARGIN, env=child_env(env))
 
     def in_process(self) -> ChildResult:
-        records: list[Mapping[str, Any]] = []
+        records: list[Record] = []
+        rejected: list[str] = []
         start = time.perf_counter()
-        run_steps(records.append, smoke=self.options.smoke, timeout=self.options.timeout)
-        return ChildResult(tuple(records), "done", seconds=time.perf_counter() - start)
+
+        def take(record: Record) -> None:
+            # Through its JSON line, so in-process reads exactly what a child would send.
+            try:
+                records.append(decode(encode(record)))
+            except RecordError as exc:
+                rejected.append(str(exc))
+
+        run_steps(take, smoke=self.options.smoke, timeout=self.options.timeout)
+        return ChildResult(tuple(records), "done", seconds=time.perf_counter() - start,
+                           rejected=tuple(rejected))
 
 
-def _fold(result: ChildResult, report: dict[str, Any], found: list[dict[str, Any]]) -> None:
-    """Copy a child's records into the report: backends by name, the others by type."""
-    for r in result.of_type("plugins"):  # first: findings below name the providing plugin
-        report["plugins"] = r["data"]
-    for r in result.records:
-        kind = r.get("type")
-        if kind == "sections":
-            report.update(r["data"])
-            found.extend(r["findings"])
-        elif kind == "torch":
-            report["torch"] = r["data"]
-        elif kind == "backend":
-            report["backends"] = [b for b in report["backends"] if b["name"] != r["name"]]
-            report["backends"].append(r["data"])
-            found.extend(r["findings"])
-        elif kind == "selection":
-            report["selection"] = r["data"]
-            report["selection_error"] = r["error"]
-        elif kind == "smoke":
-            report["smoke"] = r["data"]
-        elif kind == "plugin_findings":
-            found.extend(r["findings"])
-        elif kind == "plugins":
-            report["plugins"] = r["data"]
-        elif kind in ("hung", "step_failed"):
-            outcome = "hung" if kind == "hung" else str(r.get("outcome"))
-            found.append(finding_dict(generic.isolation_finding(
-                outcome, r, str(r.get("detail")),
-                _provider(report["plugins"], r["backend"]) if r.get("backend") else None,
-            ), "doctor"))
-        elif kind == "plugins_error":
-            found.append(finding_dict(Finding("plugins-config", "error", str(r["message"]),
-                                              "fix or unset the variable named above"),
-                                      "doctor"))
+def _doctor(finding: Finding) -> SourcedFinding:
+    return sourced(finding, "doctor")
+
+
+@dataclass
+class Report:
+    """The report being assembled in the parent from the child's records (schema hal.doctor/1)."""
+
+    system: dict[str, Any] | None
+    hardware: list[dict[str, Any]]
+    environment: dict[str, str]
+    plugins: list[dict[str, Any]]
+    torch: dict[str, Any] | None = None
+    backends: list[dict[str, Any]] = field(default_factory=list)
+    selection: dict[str, Any] | None = None
+    selection_error: dict[str, Any] | None = None
+    smoke: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    found: list[SourcedFinding] = field(default_factory=list)
+
+    @classmethod
+    def start(cls) -> Report:
+        """What the parent knows before any child reports."""
+        return cls(**fallback_sections())
+
+    def provider(self, backend: str | None) -> str | None:
+        """The plugin that provides ``backend``, as the child listed them."""
+        if not backend:
+            return None
+        return next((p["name"] for p in self.plugins if backend in p.get("backends", [])), None)
+
+    def fold(self, result: ChildResult) -> None:
+        """Take a child's records in order (backends by name, the others replace their part)."""
+        for listed in result.of(PluginsListed):  # first: findings below name the providing plugin
+            self.take(listed)
+        for record in result.records:
+            self.take(record)
+        self.found.extend(_doctor(Finding(
+            "doctor-record-invalid", "warn", f"the doctor's child wrote a line that is not a valid "
+            f"record, left out: {why}", "report it with hal doctor --markdown")) for why in result.rejected)
+
+    @singledispatchmethod
+    def take(self, record: Record) -> None:
+        """One record's part of the report; steps and ``done`` add nothing."""
+
+    @take.register
+    def _(self, record: Sections) -> None:
+        self.system = record.data["system"]
+        self.hardware = record.data["hardware"]
+        self.environment = record.data["environment"]
+        self.found.extend(record.findings)
+
+    @take.register
+    def _(self, record: TorchInfo) -> None:
+        self.torch = record.data
+
+    @take.register
+    def _(self, record: BackendDescribed) -> None:
+        self.backends = [b for b in self.backends if b["name"] != record.name] + [record.data]
+        self.found.extend(record.findings)
+
+    @take.register
+    def _(self, record: SelectionMade) -> None:
+        self.selection, self.selection_error = record.data, record.error
+
+    @take.register
+    def _(self, record: SmokeRan) -> None:
+        self.smoke = record.data
+
+    @take.register
+    def _(self, record: PluginFindings) -> None:
+        self.found.extend(record.findings)
+
+    @take.register
+    def _(self, record: PluginsListed) -> None:
+        self.plugins = list(record.data)
+
+    @take.register
+    def _(self, record: Hung) -> None:
+        self.found.append(_doctor(generic.isolation_finding(
+            "hung", record, record.detail, self.provider(record.backend))))
+
+    @take.register
+    def _(self, record: StepFailed) -> None:
+        self.found.append(_doctor(generic.isolation_finding(
+            record.outcome, record, record.detail, self.provider(record.backend))))
+
+    @take.register
+    def _(self, record: PluginsError) -> None:
+        self.found.append(_doctor(Finding("plugins-config", "error", record.message,
+                                          "fix or unset the variable named above")))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report's sections in schema order (findings and summary are added by ``_assemble``)."""
+        return {"schema": SCHEMA, "system": self.system, "hardware": self.hardware,
+                "environment": self.environment, "plugins": self.plugins, "torch": self.torch,
+                "backends": self.backends, "selection": self.selection,
+                "selection_error": self.selection_error, "smoke": self.smoke, "runs": self.runs}
 
 
 def _unfinished(result: ChildResult) -> list[str]:
     """Backends the child had started but not answered for when it hung or crashed."""
-    step = result.step or {}
-    started = list(step.get("backends", [])) or ([step["backend"]] if step.get("backend") else [])
-    answered = {r.get("name") for r in result.of_type("backend")}
-    answered |= {r.get("backend") for r in result.of_type("hung")}
-    answered |= {r.get("backend") for r in result.of_type("step_failed")}
+    started = result.step.started() if result.step else []
+    answered: set[str | None] = {r.name for r in result.of(BackendDescribed)}
+    answered |= {r.backend for r in result.of(Hung)} | {r.backend for r in result.of(StepFailed)}
     return [b for b in started if b not in answered]
 
 
 def _run_entry(result: ChildResult, skip: Sequence[str]) -> dict[str, Any]:
     return {"outcome": result.outcome, "seconds": round(result.seconds, 3),
-            "step": (result.step or {}).get("step"), "detail": result.detail,
+            "step": result.step.step if result.step else None, "detail": result.detail,
             "returncode": result.returncode, "skipped": list(skip)}
 
 
@@ -296,15 +400,150 @@ def _smoke_findings(smoke: Mapping[str, Any] | None) -> list[Finding]:
     return out
 
 
-def _mark_plugins(report: dict[str, Any], broken: Mapping[str, str]) -> None:
+def _mark_plugins(report: Report, broken: Mapping[str, str]) -> None:
     """Plugins that killed or hung a child are failed in the report, whatever a rerun saw."""
-    plugins = [p for p in report["plugins"] if p["name"] not in broken]
+    plugins = [p for p in report.plugins if p["name"] not in broken]
     for name, why in broken.items():
-        old = next((p for p in report["plugins"] if p["name"] == name), None)
+        old = next((p for p in report.plugins if p["name"] == name), None)
         plugins.append({"name": name, "distribution": (old or {}).get("distribution"),
                         "version": (old or {}).get("version"), "status": "failed", "error": why,
                         "hooks": [], "backends": [], "notes": (old or {}).get("notes", [])})
-    report["plugins"] = sorted(plugins, key=lambda p: str(p["name"]))
+    report.plugins = sorted(plugins, key=lambda p: str(p["name"]))
+
+
+@dataclass
+class _Supervisor:
+    """Runs the child and reruns it without the plugin or backend that hung, crashed or ended it
+    (at most ``MAX_RUNS`` children); records whom it blamed."""
+
+    collector: _Collector
+    report: Report
+    skip: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+    broken_plugins: dict[str, str] = field(default_factory=dict)
+    crashed_backends: dict[str, str] = field(default_factory=dict)
+    retry_torch: dict[str, Any] | None = None
+
+    def deny_env(self) -> dict[str, str]:
+        """``HAL_DISABLE_PLUGINS`` for a rerun: the user's own list plus the plugins blamed."""
+        if not self.denied:
+            return {}
+        old = os.environ.get(DENY_ENV, "").strip()
+        return {DENY_ENV: ",".join([old, *self.denied] if old else self.denied)}
+
+    def run(self, first: ChildResult) -> None:
+        """Fold ``first`` and every rerun into the report; then the autoload check if it applies."""
+        result, started = first, 1
+        while True:
+            self.report.fold(result)
+            self.report.runs.append(dict(_run_entry(result, self.skip),
+                                         **({"env": self.deny_env()} if self.denied else {})))
+            if result.outcome == "done":
+                break
+            rerun = self._blame(result)
+            if started >= MAX_RUNS or rerun is None:
+                break
+            result, started = rerun(), started + 1
+        self._without_autoload()
+
+    def _blame(self, result: ChildResult) -> Callable[[], ChildResult] | None:
+        """Say what ended ``result`` (a finding) and return the rerun without it, or None."""
+        culprits = _unfinished(result)
+        step = result.step or Step("start-up")
+        happened = generic.OUTCOME_WORDS.get(result.outcome, result.outcome)
+        if step.plugin:
+            self.broken_plugins[step.plugin] = (f"{happened} the doctor's probe process during "
+                                                f"{step.step!r} ({result.detail})")
+            self.report.found.append(_doctor(generic.plugin_process_finding(
+                step.plugin, result.outcome, step.step, result.detail, result.stderr_tail)))
+            return partial(self._rerun, deny=step.plugin)
+        if len(culprits) == 1:
+            (backend,) = culprits
+            self.crashed_backends[backend] = (f"backend {backend!r} {happened} the doctor's probe "
+                                              f"process ({result.detail})")
+            self.report.found.append(_doctor(generic.isolation_finding(
+                result.outcome, Step(f"backend {backend}", backend=backend), result.detail,
+                self.report.provider(backend), result.stderr_tail)))
+            return partial(self._rerun, skip=backend)
+        if culprits:  # several were running at once: one at a time says which
+            return partial(self._rerun, serial=True)
+        self.report.found.append(_doctor(generic.isolation_finding(
+            result.outcome, result.step, result.detail, None, result.stderr_tail)))
+        if step.step == "smoke":
+            return partial(self._rerun, smoke=False)
+        return None
+
+    def _rerun(self, deny: str | None = None, skip: str | None = None, serial: bool = False,
+               smoke: bool | None = None) -> ChildResult:
+        """One more child: without the plugin ``deny`` or the backend ``skip`` from now on."""
+        self.denied += [deny] if deny else []
+        self.skip += [skip] if skip else []
+        return self.collector.child(self.skip, self.deny_env(), smoke=smoke, serial=serial)
+
+    def _without_autoload(self) -> None:
+        """``import torch`` failed with device extensions autoloaded: confirm the diagnosis and
+        still describe the backends, in one more run with autoload off."""
+        report, torch = self.report, self.report.torch
+        if not (self.collector.options.isolate and torch and torch.get("error")
+                and torch["autoload"]["enabled"] and torch["autoload"]["extensions"]):
+            return
+        again = self.collector.child(self.skip, {AUTOLOAD_ENV: "0", **self.deny_env()}, smoke=False)
+        self.retry_torch = next((r.data for r in again.of(TorchInfo)), None)
+        report.found = [f for f in report.found if f.finding.id.startswith(_ISOLATION_IDS)]
+        report.fold(again)
+        report.torch = dict(torch, autoload_disabled=self.retry_torch)
+        report.runs.append(dict(_run_entry(again, self.skip), env={AUTOLOAD_ENV: "0"}))
+
+    def blamed_plugins(self) -> dict[str, str]:
+        """Plugins to mark failed: those blamed directly, and the providers of crashed backends."""
+        broken = dict(self.broken_plugins)
+        for backend, why in self.crashed_backends.items():
+            owner = self.report.provider(backend)
+            if owner and owner not in broken:
+                broken[owner] = why
+        return broken
+
+
+def _assemble(supervisor: _Supervisor, seconds: float) -> dict[str, Any]:
+    """The report as JSON-able data: the child's parts, the core findings, the summary."""
+    report = supervisor.report
+    # Reruns set these for the child; the report shows the user's own environment.
+    environment = dict(report.environment or {})
+    for key in (DENY_ENV, AUTOLOAD_ENV):
+        if key in os.environ:
+            environment[key] = os.environ[key]
+        else:
+            environment.pop(key, None)
+    report.environment = environment
+    broken = supervisor.blamed_plugins()
+    if broken:
+        _mark_plugins(report, broken)
+
+    retry_torch = supervisor.retry_torch
+    core: list[Finding] = []
+    if report.torch is not None:
+        core += generic.torch_findings(report.torch, retry_torch, sys.executable)
+    core += generic.shm_findings((report.system or {}).get("shm"))
+    core += generic.plugin_findings([p for p in report.plugins if p["name"] not in broken])
+    core += generic.selection_findings(report.selection, report.selection_error)
+    core += generic.precision_findings(os.environ, report.selection, report.backends)
+    core += engines.findings()  # serving engines whose pinned torch stack is not installed
+    core += _smoke_findings(report.smoke)
+    out = report.as_dict()
+    core += cluster_findings(os.environ, out)  # hal/doctor/cluster.py
+    if retry_torch is not None:  # what was probed is what works once autoloading is off
+        core = [replace(f, severity="info", message=f"with {AUTOLOAD_ENV}=0, {f.message}")
+                if f.id == "selection" else f for f in core]
+    unique: list[SourcedFinding] = []
+    for f in [_doctor(f) for f in core] + report.found:
+        if f not in unique:
+            unique.append(f)
+    unique.sort(key=lambda f: WORST_FIRST.index(f.severity))
+    out["findings"] = [f.wire() for f in unique]
+    out["summary"] = {s: sum(f.severity == s for f in unique) for s in WORST_FIRST}
+    out["exit_code"] = 1 if out["summary"]["error"] else 0
+    out["seconds"] = round(seconds, 3)
+    return out
 
 
 def collect(options: Options | None = None) -> dict[str, Any]:
@@ -316,121 +555,8 @@ def collect(options: Options | None = None) -> dict[str, Any]:
     opts = options or Options()
     start = time.perf_counter()
     collector = _Collector(opts)
-    report: dict[str, Any] = {
-        "schema": SCHEMA,
-        **fallback_sections(),
-        "torch": None,
-        "backends": [],
-        "selection": None,
-        "selection_error": None,
-        "smoke": None,
-        "runs": [],
-    }
-    found: list[dict[str, Any]] = []
-    results = [collector.child(()) if opts.isolate else collector.in_process()]
-    skip: list[str] = []
-    denied: list[str] = []
-    broken_plugins: dict[str, str] = {}
-    crashed_backends: dict[str, str] = {}
-    retry_torch: Mapping[str, Any] | None = None
-
-    def deny_env() -> dict[str, str]:
-        if not denied:
-            return {}
-        old = os.environ.get(DENY_ENV, "").strip()
-        return {DENY_ENV: ",".join([old, *denied] if old else denied)}
-
-    while True:
-        result = results[-1]
-        _fold(result, report, found)
-        report["runs"].append(dict(_run_entry(result, skip), **({"env": deny_env()} if denied else {})))
-        if result.outcome == "done":
-            break
-        culprits = _unfinished(result)
-        step = result.step or {}
-        step_name = step.get("step")
-        plugin = step.get("plugin")
-        if plugin:
-            why = f"{generic.OUTCOME_WORDS.get(result.outcome, result.outcome)} the doctor's " \
-                  f"probe process during {step_name!r} ({result.detail})"
-            broken_plugins[str(plugin)] = why
-            found.append(finding_dict(generic.plugin_process_finding(
-                str(plugin), result.outcome, str(step_name), result.detail, result.stderr_tail),
-                "doctor"))
-        elif len(culprits) == 1:
-            crashed_backends[culprits[0]] = (f"backend {culprits[0]!r} "
-                                             f"{generic.OUTCOME_WORDS.get(result.outcome, result.outcome)} "
-                                             f"the doctor's probe process ({result.detail})")
-            found.append(finding_dict(generic.isolation_finding(
-                result.outcome, {"step": f"backend {culprits[0]}", "backend": culprits[0]},
-                result.detail, _provider(report["plugins"], culprits[0]),
-                result.stderr_tail), "doctor"))
-        elif not culprits:
-            found.append(finding_dict(generic.isolation_finding(
-                result.outcome, result.step, result.detail, None, result.stderr_tail),
-                "doctor"))
-        if len(results) >= MAX_RUNS:
-            break
-        if plugin:
-            denied.append(str(plugin))
-            results.append(collector.child(skip, deny_env()))
-        elif len(culprits) == 1:
-            skip.append(culprits[0])
-            results.append(collector.child(skip, deny_env()))
-        elif culprits:  # several were running at once: one at a time says which
-            results.append(collector.child(skip, deny_env(), serial=True))
-        elif step_name == "smoke":
-            results.append(collector.child(skip, deny_env(), smoke=False))
-        else:
-            break
-    torch = report["torch"]
-    if (opts.isolate and torch and torch.get("error") and torch["autoload"]["enabled"]
-            and torch["autoload"]["extensions"]):
-        # Confirm the diagnosis and still describe the backends: the same run, autoload off.
-        again = collector.child(skip, {AUTOLOAD_ENV: "0", **deny_env()}, smoke=False)
-        retry_torch = next((r["data"] for r in again.of_type("torch")), None)
-        kept_torch = report["torch"]
-        found = [f for f in found if f["id"].startswith(_ISOLATION_IDS)]
-        _fold(again, report, found)
-        report["torch"] = dict(kept_torch, autoload_disabled=retry_torch)
-        report["runs"].append(dict(_run_entry(again, skip), env={AUTOLOAD_ENV: "0"}))
-    # Reruns set these for the child; the report shows the user's own environment.
-    environment = dict(report.get("environment") or {})
-    for key in (DENY_ENV, AUTOLOAD_ENV):
-        if key in os.environ:
-            environment[key] = os.environ[key]
-        else:
-            environment.pop(key, None)
-    report["environment"] = environment
-    for backend, why in crashed_backends.items():
-        owner = _provider(report["plugins"], backend)
-        if owner and owner not in broken_plugins:
-            broken_plugins[owner] = why
-    if broken_plugins:
-        _mark_plugins(report, broken_plugins)
-
-    core: list[Finding] = []
-    if report["torch"] is not None:
-        core += generic.torch_findings(report["torch"], retry_torch, sys.executable)
-    core += generic.shm_findings((report.get("system") or {}).get("shm"))
-    core += generic.plugin_findings([p for p in report["plugins"] if p["name"] not in broken_plugins])
-    core += generic.selection_findings(report["selection"], report["selection_error"])
-    core += generic.precision_findings(os.environ, report["selection"], report["backends"])
-    core += engines.findings()  # serving engines whose pinned torch stack is not installed
-    core += _smoke_findings(report["smoke"])
-    core += cluster_findings(os.environ, report)  # hal/doctor/cluster.py
-    if retry_torch is not None:  # what was probed is what works once autoloading is off
-        core = [replace(f, severity="info", message=f"with {AUTOLOAD_ENV}=0, {f.message}")
-                if f.id == "selection" else f for f in core]
-    found = [finding_dict(f, "doctor") for f in core] + found
-    unique: list[dict[str, Any]] = []
-    for f in found:
-        if f not in unique:
-            unique.append(f)
-    unique.sort(key=lambda f: SEVERITY_ORDER.get(f["severity"], 9))
-    report["findings"] = unique
-    report["summary"] = {s: sum(f["severity"] == s for f in unique) for s in SEVERITY_ORDER}
-    report["exit_code"] = 1 if report["summary"]["error"] else 0
-    report["seconds"] = round(time.perf_counter() - start, 3)
+    supervisor = _Supervisor(collector, Report.start())
+    supervisor.run(collector.child(()) if opts.isolate else collector.in_process())
+    report = _assemble(supervisor, time.perf_counter() - start)
     redacted: dict[str, Any] = redact_tree(report, secrets=secret_values(os.environ))
     return redacted

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hal.contract import Backend
+from hal.errors import describe_exception
 
 #: Matrix size of the matmul step: big enough to reach the device kernels, quick everywhere.
 MATMUL_N = 256
@@ -24,7 +25,7 @@ def _step(name: str, fn: Callable[[], str]) -> dict[str, Any]:
         detail = fn()
     except Exception as exc:
         return {"name": name, "ok": False, "seconds": time.perf_counter() - start,
-                "detail": "", "error": f"{type(exc).__name__}: {exc}"}
+                "detail": "", "error": describe_exception(exc)}
     return {"name": name, "ok": True, "seconds": time.perf_counter() - start,
             "detail": detail, "error": None}
 
@@ -79,7 +80,7 @@ def smoke_test(backend: Backend, device_string: str) -> dict[str, Any]:
         dtypes = list(backend.dtypes(index or 0))
     except Exception as exc:
         steps.append({"name": "dtypes", "ok": False, "seconds": 0.0, "detail": "",
-                      "error": f"{type(exc).__name__}: {exc}"})
+                      "error": describe_exception(exc)})
         dtypes = [torch.float32]
     for dtype in dtypes:
         steps.append(_step(f"matmul {str(dtype).removeprefix('torch.')}", matmul(dtype)))

@@ -7,6 +7,7 @@ Lightning's own ``DDPStrategy`` on the selected backend's process-group backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -19,6 +20,8 @@ from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy, Stra
 
 from hal.errors import ConfigError
 from hal.integrations import device_count, selected
+from hal.parse import parse_int
+from hal.validate import MAX_DEVICES
 
 NAME = "hal"
 DDP_NAME = "hal_ddp"
@@ -51,11 +54,15 @@ def _indices(devices: int | str | list[int]) -> list[int]:
         if text in ("auto", "-1"):
             return list(range(count))
         parts = [p for p in text.split(",") if p.strip()]
-        if not parts or not all(p.strip().isdigit() for p in parts):
+        try:
+            numbers = [parse_int("devices", p, hi=MAX_DEVICES) for p in parts]
+        except ConfigError:
+            numbers = []
+        if not numbers:
             raise ConfigError(f"Trainer(devices={devices!r}): expected 'auto', a count or indices "
-                              "such as '0,1'")
+                              "such as '0,1'") from None
         # "2" is a count, "1," or "0,1" are indices (Lightning's own convention).
-        wanted = ([int(p) for p in parts] if "," in text else list(range(int(parts[0]))))
+        wanted = numbers if "," in text else list(range(numbers[0]))
     elif isinstance(devices, bool) or not isinstance(devices, (int, list)):
         raise ConfigError(f"Trainer(devices={devices!r}): expected 'auto', a count or a list of indices")
     elif isinstance(devices, int):
@@ -121,8 +128,9 @@ class HalAccelerator(Accelerator):  # type: ignore[misc]
                 return HalAccelerator.auto_device_count()
             if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
                 return devices
-            if isinstance(devices, str) and devices.strip().isdigit() and int(devices) > 0:
-                return int(devices)
+            if isinstance(devices, str):
+                with contextlib.suppress(ConfigError):
+                    return parse_int("devices", devices, lo=1, hi=MAX_DEVICES)
             raise ConfigError(f"Trainer(devices={devices!r}) on the host: expected 'auto' or a "
                               "positive count of processes")
         return _indices(devices)

@@ -187,7 +187,7 @@ def catalogue(plugins: bool = True) -> list[Accelerator]:
             try:
                 acc = from_mapping(entry, provider=plugin_name)
             except ConfigError as exc:
-                host._fail(plugin_name, f"hal_accelerators entry skipped: {exc}")
+                host.fail_plugin(plugin_name, f"hal_accelerators entry skipped: {exc}")
                 continue
             entries[acc.id] = acc
     return list(entries.values())

@@ -107,6 +107,14 @@ class Layout:
         """The share of the batch's sequences one device runs attention for (1: all of them)."""
         return 1.0
 
+    def compute_share(self) -> float:
+        """The share of a step's matmul FLOPs one device computes (its tensor-parallel slice)."""
+        return 1 / self.tp
+
+    def overlaps(self, batch: int) -> bool:
+        """Whether a step's collectives run under its computation (False: they add)."""
+        return False
+
     def device_read(self, read: float, routed: float) -> float:
         """Bytes one device reads a decode step, of ``read`` in all (``routed`` of them the
         routed experts the step touches): its tensor-parallel share of what is on devices."""
@@ -397,6 +405,17 @@ class ExpertParallel(Layout):
     def batch_share(self, batch: int) -> float:
         """Data-parallel attention: each device runs ceil(batch / devices) of the sequences."""
         return -(-batch // self.devices) / batch
+
+    def overlaps(self, batch: int) -> bool:
+        """With two or more sequences a device, the batch splits in two micro-batches and one's
+        dispatch and combine run under the other's computation (DeepSeek's inference system,
+        SGLang's two-batch overlap, DeepEP); one sequence has nothing to overlap with."""
+        return -(-batch // self.devices) >= 2
+
+    def compute_share(self) -> float:
+        """Each device computes its own sequences' attention and its experts' tokens: 1 / devices
+        of the step's FLOPs (routing taken as balanced)."""
+        return 1 / self.devices
 
     def device_read(self, read: float, routed: float) -> float:
         """The attention device reads the shared part whole; the touched experts are read on

@@ -48,6 +48,7 @@ class ModelSpec:
     routed_experts: int = 0  # MoE: experts a token is routed among (0: dense)
     experts_per_token: int = 0  # MoE: routed experts a token uses
     routed_params: int = 0  # MoE: parameters of all routed experts, every layer
+    moe_layers: int = 0  # MoE: layers with routed experts (R1: 58 of 61; 0: every layer)
     source: str = ""
     notes: tuple[str, ...] = field(default=())
 
@@ -264,6 +265,7 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
             raise ConfigError(f"{where}: field 'intermediate_size' is missing; expected a "
                               "positive integer")
         mlp_total = mlp_active = layers * dense_mlp
+        moe_layers = 0
         active_inter = inter
 
     body_common = layers * (attn + per_layer_norms) + norm  # + the final norm
@@ -296,7 +298,8 @@ def from_config(cfg: Mapping[str, Any], name: str = "config", where: str = "conf
         sliding_window=window if window_layers else None,
         max_context=_opt_int(cfg, "max_position_embeddings", 0) or None,
         routed_experts=n_routed if kind == "moe" else 0, experts_per_token=top_k,
-        routed_params=routed, source=where, notes=tuple(notes),
+        routed_params=routed, moe_layers=moe_layers, source=where,
+        notes=tuple(notes),
     )
 
 

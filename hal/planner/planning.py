@@ -236,6 +236,7 @@ class Request:
     layout: str | None = None  # a forced layout kind
     host: str | None = None  # a host platform id: offload layouts are tried
     mtp: float = 0.0  # speculative decoding acceptance (0: off)
+    engine: str = "serving-vllm"  # the engine class tensor-parallel and EP layouts use
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -371,12 +372,14 @@ class _Planner:
         return hit
 
     def eff(self, layout: Layout) -> Efficiency:
-        """The efficiency factors of the layout's engine class, with env and flag overrides."""
-        hit = self.factors.get(layout.engine)
+        """The efficiency factors of the layout's engine class (the requested serving engine
+        for the serving layouts), with env and flag overrides."""
+        cls = self.req.engine if layout.engine == SERVING else layout.engine
+        hit = self.factors.get(cls)
         if hit is None:
             known = engines()
-            base = known[layout.engine].factors if layout.engine in known else None
-            hit = self.factors[layout.engine] = efficiency(self.overrides, base=base)
+            base = known[cls].factors if cls in known else None
+            hit = self.factors[cls] = efficiency(self.overrides, base=base)
         return hit
 
     def layouts(self, card: Accelerator | None) -> list[Layout]:
@@ -492,6 +495,29 @@ def native_format(model: str | int | ModelSpec | Mapping[str, Any]) -> str:
     return "bf16"
 
 
+#: The engine class of the layouts a serving engine runs (tensor x pipeline, expert parallel).
+SERVING = "serving"
+#: The serving class a plan uses unless told: vLLM's, the engine most deployers start from
+#: (its memory cap is the default cap too); ``engine="serving"`` is SGLang / TensorRT-LLM.
+DEFAULT_ENGINE = "serving-vllm"
+
+
+def serving_engines() -> tuple[str, ...]:
+    """The serving engine classes ``--engine`` may name (hal/data/engines.json)."""
+    return tuple(k for k in engines() if k == SERVING or k.startswith(SERVING + "-"))
+
+
+def serving_engine(name: str | None) -> str:
+    """The serving engine class for ``name`` (None: the default), or one line naming them."""
+    if name is None:
+        return DEFAULT_ENGINE
+    key = name.strip().lower()
+    known = serving_engines()
+    if key not in known:
+        raise ConfigError(f"engine {name!r} is unknown; expected one of: {', '.join(known)}")
+    return key
+
+
 def plan(
     model: str | int | ModelSpec | Mapping[str, Any],
     dtype: str | None = None,
@@ -514,6 +540,7 @@ def plan(
     layout: str | None = None,
     host: str | None = None,
     mtp: float | None = None,
+    engine: str | None = None,
 ) -> Plan:
     """Plan ``model`` at ``dtype`` (None: its checkpoint's own format, :func:`native_format`):
     the estimate, per card and format the smallest layout that
@@ -547,6 +574,7 @@ def plan(
     util = None if gpu_memory_utilization is None else parse_float(
         "--gpu-memory-utilization", gpu_memory_utilization, lo=0.0, hi=1.0, lo_inclusive=False)
     kinds(layout)  # an unknown kind is one line naming the known ones
+    serving = serving_engine(engine)
     platform = find_host(host) if host is not None else None
     if layout == "offload" and platform is None:
         from hal.planner.catalogue import hosts
@@ -564,7 +592,8 @@ def plan(
                   tensor_parallel=tensor_parallel, max_tp=max_tp, rank=rank, formats=fmts,
                   cards=None if cards is None else tuple(a.id for a in chosen),
                   gpu_memory_utilization=util, layout=layout, host=host,
-                  mtp=0.0 if mtp is None else parse_float("--mtp", mtp, lo=0.0, hi=1.0))
+                  mtp=0.0 if mtp is None else parse_float("--mtp", mtp, lo=0.0, hi=1.0),
+                  engine=serving)
     p = _Planner(spec, req, DEFAULT_RUNTIME_BYTES, efficiency_overrides, platform)
     if layout is not None and not p.layouts(None):
         kinds(layout)[0]().check(spec)  # e.g. a dense model: one line naming what would work

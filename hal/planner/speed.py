@@ -35,7 +35,9 @@ class Efficiency:
     ``moe_layer_s``: what an MoE layer adds to that (routing, top-k, expert dispatch and the
     small grouped GEMMs of a few tokens); ``hop_s``: one pipeline stage handing a token to
     the next; ``host_bandwidth``: achieved / peak host memory bandwidth of experts computed on
-    the CPU (offload).  The bare dataclass has no fixed costs: the pure roofline share.
+    the CPU (offload); ``moe_token_s``: what each sequence a device runs adds to an MoE layer
+    (its routing, permutation and grouped-GEMM tiles).  The bare dataclass has no fixed costs:
+    the pure roofline share.
     """
 
     bandwidth: float = 0.6
@@ -47,6 +49,7 @@ class Efficiency:
     node_latency_s: float = 30e-6
     hop_s: float = 0.0
     host_bandwidth: float = 0.45
+    moe_token_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """JSON form."""
@@ -58,7 +61,7 @@ ENV = {"bandwidth": "HAL_PLAN_BW_EFFICIENCY", "compute": "HAL_PLAN_COMPUTE_EFFIC
        "link": "HAL_PLAN_LINK_EFFICIENCY", "allreduce_latency_s": "HAL_PLAN_ALLREDUCE_LATENCY",
        "layer_overhead_s": "HAL_PLAN_LAYER_OVERHEAD", "moe_layer_s": "HAL_PLAN_MOE_LAYER_OVERHEAD",
        "node_latency_s": "HAL_PLAN_NODE_LATENCY", "hop_s": "HAL_PLAN_HOP_LATENCY",
-       "host_bandwidth": "HAL_PLAN_HOST_BW_EFFICIENCY"}
+       "host_bandwidth": "HAL_PLAN_HOST_BW_EFFICIENCY", "moe_token_s": "HAL_PLAN_MOE_TOKEN_OVERHEAD"}
 
 
 #: The ``hal plan`` flag of each factor, for messages.
@@ -66,9 +69,10 @@ FLAGS = {"bandwidth": "--bw-efficiency", "compute": "--compute-efficiency",
          "link": "--link-efficiency", "allreduce_latency_s": "--allreduce-latency",
          "layer_overhead_s": "--layer-overhead", "moe_layer_s": "--moe-layer-overhead",
          "node_latency_s": "--node-latency", "hop_s": "--hop-latency",
-         "host_bandwidth": "--host-bw-efficiency"}
+         "host_bandwidth": "--host-bw-efficiency", "moe_token_s": "--moe-token-overhead"}
 #: Factors that are seconds (0 allowed) rather than shares of a peak.
-SECONDS = ("allreduce_latency_s", "layer_overhead_s", "moe_layer_s", "node_latency_s", "hop_s")
+SECONDS = ("allreduce_latency_s", "layer_overhead_s", "moe_layer_s", "node_latency_s", "hop_s",
+           "moe_token_s")
 
 
 def efficiency(overrides: Mapping[str, float | None] | None = None,
@@ -149,10 +153,12 @@ class Speed:
     basis: str
     limited_by: str  # "memory bandwidth", "compute" or "interconnect"
     notes: tuple[str, ...] = ()
+    terms: StepTerms | None = None  # the decode step's terms before the factors
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form; labels name which figures are bounds and which estimates."""
         out = asdict(self)
+        out.pop("terms", None)
         out["notes"] = list(self.notes)
         out["labels"] = {"decode_tokens_s": "estimate", "decode_tokens_s_bound": "upper bound",
                          "aggregate_tokens_s": "estimate", "prefill_s": "estimate",
@@ -203,6 +209,51 @@ def flops_per_token(spec: ModelSpec, context: int) -> float:
     return 2 * weights + attn
 
 
+@dataclass(frozen=True)
+class StepTerms:
+    """The terms of one decode step before the fitted factors apply: what each costs at the
+    peak (seconds) and the counts the fixed costs multiply.  :func:`speed` sums them with an
+    engine class's factors; scripts/fit_engine_costs.py fits those factors to published runs
+    from the same terms, so the fit and the estimate share one model.
+
+    step = max(memory_s / bandwidth, compute_s / compute) + host_s / host_bandwidth + wire_s
+    + collectives x (allreduce_latency_s, or node_latency_s across nodes)
+    + layers x layer_overhead_s + moe_layers x (moe_layer_s + sequences x moe_token_s)
+    + hops x hop_s.
+    """
+
+    memory_s: float | None  # a device's bytes a step / peak bandwidth (None: unknown)
+    compute_s: float  # a device's FLOPs a step / peak TFLOPS (0: unknown)
+    host_s: float  # routed-expert bytes the host reads / peak host bandwidth (offload)
+    wire_s: float  # all-reduces' and all-to-alls' bytes over the link (at the link share)
+    layers: int
+    moe_layers: int
+    hops: int  # stage hand-offs a token makes
+    overlap: bool = False  # the collectives run under the computation (two micro-batches)
+    collectives: int = 0  # small collectives a step, each paying a latency
+    across_nodes: bool = False  # they cross the inter-node link (node_latency_s)
+    moe_tokens: float = 0.0  # MoE layers x the sequences a device runs
+
+    def comm_s(self, eff: Efficiency) -> float:
+        """The collectives' time: their latencies plus their bytes over the link."""
+        latency = eff.node_latency_s if self.across_nodes else eff.allreduce_latency_s
+        return self.wire_s + self.collectives * latency
+
+    def step_s(self, eff: Efficiency) -> float | None:
+        """Seconds a decode step takes under ``eff`` (None without a bandwidth figure)."""
+        if self.memory_s is None:
+            return None
+        work = (max(self.memory_s / eff.bandwidth, self.compute_s / eff.compute)
+                + self.host_s / eff.host_bandwidth + self.fixed_s(eff))
+        comm = self.comm_s(eff)
+        return max(work, comm) if self.overlap else work + comm
+
+    def fixed_s(self, eff: Efficiency) -> float:
+        """The fixed per-layer and per-hop costs of a step."""
+        return (self.layers * eff.layer_overhead_s + self.moe_layers * eff.moe_layer_s
+                + self.moe_tokens * eff.moe_token_s + self.hops * eff.hop_s)
+
+
 def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None = None) -> Speed:
     """Decode tokens/s and prefill time of ``work`` (batch x context) spread as ``layout`` says.
 
@@ -217,6 +268,7 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
     eff = eff or Efficiency()
     spec, dtype, batch, context = work.spec, work.dtype, work.batch, work.context
     tp, pp = layout.tp, layout.pp
+    share = layout.compute_share()  # of the FLOPs, one device
     notes: list[str] = []
     if rates.measured:  # a streaming copy and a big GEMM: decode's GEMVs reach a share of them
         notes.append(f"rates {rates.basis}, scaled by the same efficiency factors (a decode "
@@ -233,7 +285,8 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
     act_bytes = 4 if dtype == "fp32" else 2
 
     # all-reduces: one after attention and one after the MLP in every layer
-    comm = 0.0
+    comm = wire_s = 0.0
+    collectives = 0
     comm_known = tp == 1
     across = layout.crosses_nodes(rates.devices_per_node)
     link_bw = rates.node_link_bandwidth if across else rates.link_bandwidth
@@ -243,6 +296,7 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
         message = batch * spec.hidden_size * act_bytes
         wire = 2 * (tp - 1) / tp * message / (link_bw * eff.link)
         comm = 2 * spec.num_layers * (latency + wire)
+        wire_s, collectives = 2 * spec.num_layers * wire, 2 * spec.num_layers
         comm_known = True
         notes.append(f"TP {tp} over {link_name}: 2 all-reduces a layer of batch x hidden x "
                      f"{act_bytes} bytes, ring 2(n-1)/n over {link_bw / 1e9:.0f} GB/s "
@@ -250,15 +304,21 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
     elif tp > 1:
         notes.append(f"TP {tp}: the {'inter-node ' if across else ''}link is not in the "
                      "catalogue; all-reduce time not counted (the estimate is optimistic)")
+    # the layers that route (DeepSeek-V3/R1: the first 3 of 61 are dense)
+    moe_layers = (spec.moe_layers or spec.num_layers) if spec.routed_experts else 0
     if layout.all_to_all and spec.routed_experts and layout.count > 1:
         bw = rates.node_link_bandwidth if across else rates.link_bandwidth
-        message = batch * spec.hidden_size * act_bytes * spec.experts_per_token
-        wire = message / (bw * eff.link) if bw else 0.0
-        comm += 2 * spec.num_layers * (latency + wire)
+        # a device sends its own sequences' tokens, k copies each (data-parallel attention)
+        sent: float = batch * layout.batch_share(batch)
+        a2a = sent * spec.hidden_size * act_bytes * spec.experts_per_token
+        wire = a2a / (bw * eff.link) if bw else 0.0
+        comm += 2 * moe_layers * (latency + wire)
+        wire_s += 2 * moe_layers * wire
+        collectives += 2 * moe_layers
         comm_known = comm_known or bool(bw)
         notes.append(f"{layout.label}: 2 all-to-alls an MoE layer (dispatch and combine) of "
-                     f"batch x hidden x {spec.experts_per_token} experts x {act_bytes} bytes, "
-                     f"+ {latency * 1e6:g} us each")
+                     f"a device's sequences x hidden x {spec.experts_per_token} experts x "
+                     f"{act_bytes} bytes, + {latency * 1e6:g} us each")
 
     decode = decode_bound = aggregate = None
     limited = "memory bandwidth"
@@ -272,25 +332,30 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
         else:
             notes.append("host memory bandwidth unknown: the offloaded experts' time is not "
                          "counted")
-    if rates.bandwidth:
-        mem_t = step_bytes / (rates.bandwidth * eff.bandwidth)
-        bound_t = step_bytes / rates.bandwidth + (host_read / rates.host_bandwidth
-                                                  if host_read and rates.host_bandwidth else 0)
-        flops_t = 0.0
-        if tflops:
-            flops_t = batch * flops_per_token(spec, context) / tp / (tflops * 1e12 * eff.compute)
-            bound_t = max(bound_t, batch * flops_per_token(spec, context) / tp / (tflops * 1e12))
-        moe_layers = spec.num_layers if spec.routed_experts else 0
-        fixed = (spec.num_layers * eff.layer_overhead_s + moe_layers * eff.moe_layer_s
-                 + (pp - 1) * eff.hop_s)
-        step = max(mem_t, flops_t) + host_t + comm + fixed
+    terms = StepTerms(
+        memory_s=step_bytes / rates.bandwidth if rates.bandwidth else None,
+        compute_s=batch * flops_per_token(spec, context) * share / (tflops * 1e12) if tflops else 0.0,
+        host_s=host_read / rates.host_bandwidth if host_read and rates.host_bandwidth else 0.0,
+        wire_s=wire_s, layers=spec.num_layers, moe_layers=moe_layers, hops=pp - 1,
+        overlap=layout.overlaps(batch), collectives=collectives, across_nodes=across,
+        moe_tokens=moe_layers * batch * layout.batch_share(batch))
+    if terms.overlap:
+        notes.append(f"{layout.label}: two micro-batches a step, the all-to-alls run under "
+                     "the other's computation (the step is the longer of the two)")
+    if terms.memory_s is not None and rates.bandwidth:
+        mem_t = terms.memory_s / eff.bandwidth
+        bound_t = max(terms.memory_s + terms.host_s, terms.compute_s)
+        flops_t = terms.compute_s / eff.compute
+        fixed = terms.fixed_s(eff)
+        step = terms.step_s(eff) or 0.0
         parts = {"memory bandwidth": mem_t, "compute": flops_t, "interconnect": comm,
                  "per-layer overhead": fixed, "host memory": host_t}
         limited = max(parts, key=lambda k: parts[k])
         if fixed:
             notes.append(f"+ {spec.num_layers} layers x {eff.layer_overhead_s * 1e6:g} us"
-                         + (f" + {moe_layers} MoE layers x {eff.moe_layer_s * 1e6:g} us"
-                            if moe_layers else "")
+                         + (f" + {moe_layers} MoE layers x ({eff.moe_layer_s * 1e6:g} us + "
+                            f"{terms.moe_tokens / moe_layers:g} sequences x "
+                            f"{eff.moe_token_s * 1e6:g} us)" if moe_layers else "")
                          + (f" + {pp - 1} stage hand-offs x {eff.hop_s * 1e6:g} us"
                             if pp > 1 else "")
                          + f" fixed a decode step ({layout.engine} engine class)")
@@ -317,8 +382,8 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
         prompt_flops = batch * (flops_per_token(spec, 0) * context
                                 + 2 * spec.num_layers * context * context
                                 * spec.num_heads * spec.head_dim)
-        prefill_bound = prompt_flops / tp / (tflops * 1e12)
-        prefill = prompt_flops / tp / (tflops * 1e12 * eff.compute)
+        prefill_bound = prompt_flops * share / (tflops * 1e12)
+        prefill = prompt_flops * share / (tflops * 1e12 * eff.compute)
         if tp > 1 and link_bw:
             message = batch * context * spec.hidden_size * act_bytes
             prefill += 2 * spec.num_layers * (latency + 2 * (tp - 1) / tp
@@ -338,7 +403,7 @@ def speed(work: Workload, layout: Layout, rates: Rates, eff: Efficiency | None =
         decode_tokens_s=decode, decode_tokens_s_bound=decode_bound, aggregate_tokens_s=aggregate,
         prefill_s=prefill, prefill_s_bound=prefill_bound, tokens_per_joule=per_joule,
         bytes_per_step=int(step_bytes), comm_s_per_step=comm, compute_dtype=cdtype,
-        basis=rates.basis, limited_by=limited, notes=tuple(notes),
+        basis=rates.basis, limited_by=limited, notes=tuple(notes), terms=terms,
     )
 
 

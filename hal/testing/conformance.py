@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hal.contract import API_VERSION, Backend, DeviceInfo, Finding, Hardware, MemoryInfo, Probe
+from hal.errors import describe_exception
 
 __all__ = [
     "CHECKS",
@@ -75,7 +76,7 @@ def _probe(backend: Backend) -> Probe:
     try:
         probe = backend.probe()
     except Exception as exc:
-        raise _fail(backend, f"probe() raised {type(exc).__name__}: {exc}; a missing library "
+        raise _fail(backend, f"probe() raised {describe_exception(exc)}; a missing library "
                              "or device must be a Probe(available=False, reason=...)") from exc
     if not isinstance(probe, Probe):
         raise _fail(backend, f"probe() returned {type(probe).__name__}, expected hal.Probe")
@@ -277,7 +278,7 @@ def check_maintenance(backend: Backend) -> None:
             try:
                 getattr(backend, name)(index)
             except Exception as exc:
-                raise _fail(backend, f"{name}({index}) raised {type(exc).__name__}: {exc}") \
+                raise _fail(backend, f"{name}({index}) raised {describe_exception(exc)}") \
                     from exc
     backend.empty_cache()
 
@@ -304,8 +305,8 @@ def check_telemetry(backend: Backend,
     An overriding ``telemetry`` must also leave the runtime uninitialised (it feeds
     ``hal watch``, which must not create device contexts); the default reads ``memory()``.
     """
-    from hal.telemetry import Telemetry
-    from hal.telemetry import check_telemetry as problem_of
+    from hal.readings import Telemetry
+    from hal.validate import check_telemetry as checked
 
     probe = _probe(backend)
     overridden = type(backend).telemetry is not Backend.telemetry
@@ -315,14 +316,15 @@ def check_telemetry(backend: Backend,
             try:
                 value = backend.telemetry(index)
             except Exception as exc:
-                raise _fail(backend, f"telemetry({index}) raised {type(exc).__name__}: {exc}; "
+                raise _fail(backend, f"telemetry({index}) raised {describe_exception(exc)}; "
                                      "an unknown figure is None, not an exception") from exc
             if not isinstance(value, Telemetry) or not _is_frozen(value):
                 raise _fail(backend, f"telemetry({index}) returned {type(value).__name__}, "
                                      "expected hal.Telemetry")
-            problem = problem_of(value)
-            if problem is not None:
-                raise _fail(backend, f"telemetry({index}): {problem}")
+            try:
+                checked(value)
+            except ValueError as problem:
+                raise _fail(backend, f"telemetry({index}): {problem}") from None
     if overridden and runtime_initialized is not None and not before and runtime_initialized():
         raise _fail(backend, "telemetry() initialised the device runtime; read the vendor's "
                              "management library (or sysfs) instead")
@@ -359,7 +361,7 @@ def run_checks(backend: Backend, *, oom_error: BaseException | None = None,
         except ConformanceError as exc:
             problems.append(f"{name}: {exc}")
         except Exception as exc:
-            problems.append(f"{name}: raised {type(exc).__name__}: {exc}")
+            problems.append(f"{name}: raised {describe_exception(exc)}")
     return problems
 
 

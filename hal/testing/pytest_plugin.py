@@ -64,14 +64,13 @@ def hal_plugin_host() -> Iterator[PluginHost]:
     """
     from hal import plugins, selection
 
-    saved = plugins._host
     host = PluginHost()
     selection.reset()
-    plugins._host = host
+    saved = plugins.install_host(host)
     try:
         yield host
     finally:
-        plugins._host = saved
+        plugins.install_host(saved)
         selection.reset()
 
 
