@@ -193,7 +193,10 @@ class _StepStreamer:
 def generate_ids(loaded: Loaded, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                  on_step: OnStep | None = None) -> list[list[int]]:
     """Greedy answers (token ids, without the end-of-turn token) for one left-padded batch;
-    ``on_step`` gets every row's newest token as it is generated (for streaming)."""
+    ``on_step`` gets every row's newest token as it is generated (for streaming); no prompts
+    (a rank of a world larger than the prompt list) give no answers."""
+    if not prompts:
+        return []
     width = max(len(p) for p in prompts)
     pad = loaded.eos_id
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts],

@@ -111,6 +111,20 @@ def test_hal_run_on_two_ranks_prints_what_one_process_answers(
     assert f"\n\n{expected}\n\n" in done.stdout, done.stdout  # answers may hold newlines
 
 
+def test_more_ranks_than_prompts_leaves_a_rank_idle_not_failed(
+        smol: realmodel.Loaded, one_at_a_time: list[list[int]]) -> None:
+    # one prompt on two ranks: rank 1 has nothing to answer and must still take part
+    env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
+    env.update(HAL_PRECISION="fp32", HAL_DEVICE="cpu", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "hal", "run", "-n", "2",
+                           str(EXAMPLES / "chat.py"), "-n", str(NEW), PROMPTS[0]],
+                          capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = smol.tokenizer.decode(one_at_a_time[0], skip_special_tokens=True)
+    assert f"\n> {PROMPTS[0]}\n{answer}\n" in done.stdout, done.stdout
+    assert f"{len(one_at_a_time[0])} tokens in " in done.stdout, done.stdout
+
+
 MEASURE = textwrap.dedent("""
     import gc, json, sys
     sys.path.insert(0, sys.argv[1])
