@@ -140,3 +140,37 @@ def test_plan_integer_flags_refuse_what_int_would_take(value: str,
     assert done.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "--batch=" in line and "not a whole number" in line and len(line) < 300
+
+
+def _aliases() -> set[tuple[str, str]]:
+    """(old, new) of every deprecated alias in hal's source: the renamed_attribute maps, the
+    package's _DEPRECATED map and direct warn_renamed calls."""
+    found: set[tuple[str, str]] = set()
+    for path in INIT.parent.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module = ".".join(path.relative_to(INIT.parent.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "renamed_attribute" and len(node.args) == 3
+                    and isinstance(node.args[2], ast.Dict)):
+                for k, v in zip(node.args[2].keys, node.args[2].values):
+                    assert isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
+                    found.add((f"{module}.{k.value}", f"{module}.{v.value}"))
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                  and node.func.id == "warn_renamed"
+                  and all(isinstance(a, ast.Constant) for a in node.args[:2])):
+                old, new = (a.value for a in node.args[:2])  # type: ignore[attr-defined]
+                found.add((f"hal.{old}", f"hal.{new}"))
+    for old, new in hal._DEPRECATED.items():
+        found.add((f"hal.{old}", f"hal.{new}"))
+    return found
+
+
+def test_the_changelog_lists_every_deprecated_alias_with_its_new_name() -> None:
+    changelog = (INIT.parent.parent / "CHANGELOG.md").read_text(encoding="utf-8")
+    rows = [line for line in changelog.splitlines() if line.startswith("| `")]
+    aliases = _aliases()
+    assert len(aliases) >= 5  # the walk found the maps (hal.backend, plugin_list, Request, ...)
+    for old, new in sorted(aliases):
+        assert any(f"`{old}" in row and f"`{new}" in row for row in rows), (old, new)
