@@ -74,7 +74,9 @@ def test_a_call_with_no_equivalent_is_one_line_and_exit_1() -> None:
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines()
               if "torch.cuda.nvtx.range_push has no equivalent" in line]
-    assert len(errors) == 2  # one line from each rank
+    # each rank that gets there says it once; torchrun stops the other at the first failure,
+    # so on a loaded host the slower rank may be stopped before it reaches the call
+    assert 1 <= len(errors) <= 2, done.stderr[-3000:]
     assert errors[0].endswith("torch.cuda.nvtx.range_push has no equivalent on cpu under hal's "
                               "cuda-compat mode: use torch.profiler.record_function(name) for "
                               "ranges any backend's profiler shows, or drop the call")

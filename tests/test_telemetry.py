@@ -13,6 +13,7 @@ import inspect
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -286,19 +287,28 @@ def test_cpu_telemetry_real_figures() -> None:
     conformance.check_telemetry(b)
 
 
-def test_cpu_telemetry_process_with_a_newline_in_its_command_is_escaped() -> None:
+def test_cpu_telemetry_process_with_a_newline_in_its_command_is_escaped(tmp_path: Path) -> None:
     """A real process whose argv holds a newline (``bash -c "...\n..."``, as CI runs) is listed
-    on one escaped line, with its figures intact (CI once failed on exactly this)."""
+    on one escaped line, with its figures intact (CI once failed on exactly this).
+
+    The list holds the largest processes only, so the root given to the backend holds just
+    the child's real /proc entry (a symlink): the listing cannot depend on the host's load."""
     import subprocess
     import sys
 
     child = subprocess.Popen([sys.executable, "-c", "import time\ntime.sleep(60)"])
     try:
-        b = CpuBackend()
-        b.telemetry(0)
+        (tmp_path / "proc").mkdir()
+        (tmp_path / "proc" / str(child.pid)).symlink_to(f"/proc/{child.pid}")
+        deadline = time.monotonic() + 30  # the exec'd interpreter's argv, not the fork's
+        while "time.sleep" not in Path(f"/proc/{child.pid}/cmdline").read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the child never exec'd"
+            time.sleep(0.01)
+        b = CpuBackend(str(tmp_path))
         checked = check_telemetry(b.telemetry(0))
         mine = [p for p in checked.processes or () if p.pid == child.pid]
         assert mine, "the child is not listed"
+        assert mine[0].memory is not None and mine[0].memory > 0
         assert mine[0].command is not None and mine[0].command.isprintable()
         assert "import time" in mine[0].command and "time.sleep(60)" in mine[0].command
     finally:
