@@ -78,9 +78,12 @@ def _label(backend: Backend) -> str:
     return f"backend {backend.name!r}: telemetry()"
 
 
-def _record(backend: Backend, outcome: Outcome[Any]) -> str:
+def _why_not(backend: Backend, outcome: Outcome[Any], timeout: float) -> str:
     """Why ``outcome`` gave no reading; a sys.exit or a wrong value is also recorded on the plugin,
-    a raise or a hang is not (the telemetry timeout is a display deadline, not HAL_PROBE_TIMEOUT)."""
+    a raise or a hang is not (``timeout``, the telemetry deadline, is a display deadline, not
+    HAL_PROBE_TIMEOUT, and is what a hang is said to have exceeded)."""
+    if outcome.state == "hung":
+        return f"telemetry did not answer within {timeout:g} s"
     problem = outcome.describe("telemetry()")
     if outcome.state in ("exited", "invalid"):
         from hal.plugins import fail_backend
@@ -168,8 +171,7 @@ class Sampler:
                     readings.extend(DeviceReading(b.name, i, now, value, error, elapsed)
                                     for i, (value, error, elapsed) in enumerate(outcome.value))
                     continue
-                why = (f"telemetry did not answer within {self.timeout:g} s"
-                       if outcome.state == "hung" else _record(b, outcome))
+                why = _why_not(b, outcome, self.timeout)
             readings.extend(DeviceReading(b.name, i, now, None, why) for i in range(count))
         return readings
 
@@ -250,8 +252,7 @@ def watch(device: Any = None, *, interval: float = 0.5, timeout: float = 5.0) ->
             result.times.append(time.monotonic() - start)
             result.samples.append(outcome.value)
             return
-        result.errors.append(f"telemetry did not answer within {timeout:g} s"
-                             if outcome.state == "hung" else _record(backend, outcome))
+        result.errors.append(_why_not(backend, outcome, timeout))
 
     def loop() -> None:
         try:

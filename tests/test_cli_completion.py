@@ -81,3 +81,13 @@ def test_without_shtab_one_line_says_how_to_get_it(tmp_path: Path) -> None:
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "pip install shtab" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_hals_written_out_path_completion_is_shtabs_own() -> None:
+    # hal.commands holds shtab.FILE's values so that building the parser never imports shtab:
+    # the copy must stay what the installed shtab means by "complete a file path"
+    import shtab
+
+    from hal.commands import PATH_COMPLETION
+
+    assert {shell: shtab.FILE[shell] for shell in PATH_COMPLETION} == PATH_COMPLETION

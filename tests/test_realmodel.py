@@ -93,13 +93,20 @@ def test_batched_serving_of_16_prompts_equals_one_at_a_time(
     assert served == one_at_a_time
 
 
+def _rank_env() -> dict[str, str]:
+    """The environment of a ``hal run`` of chat.py: no HAL_* of the caller's, fp32 CPU ranks of one
+    thread each (the greedy answers then equal the in-process ones)."""
+    env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
+    env.update(HAL_PRECISION="fp32", HAL_DEVICE="cpu", OMP_NUM_THREADS="1")
+    return env
+
+
 def test_hal_run_on_two_ranks_prints_what_one_process_answers(
         smol: realmodel.Loaded, one_at_a_time: list[list[int]], tmp_path: Path) -> None:
     prompts = PROMPTS[:4]
     file = tmp_path / "prompts.txt"
     file.write_text("\n".join(prompts) + "\n")
-    env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
-    env.update(HAL_PRECISION="fp32", HAL_DEVICE="cpu", OMP_NUM_THREADS="1")
+    env = _rank_env()
     done = subprocess.run([sys.executable, "-m", "hal", "run", "-n", "2",
                            str(EXAMPLES / "chat.py"), "--prompts", str(file), "-n", str(NEW),
                            "--max-batch", "2"],
@@ -114,8 +121,7 @@ def test_hal_run_on_two_ranks_prints_what_one_process_answers(
 def test_more_ranks_than_prompts_leaves_a_rank_idle_not_failed(
         smol: realmodel.Loaded, one_at_a_time: list[list[int]]) -> None:
     # one prompt on two ranks: rank 1 has nothing to answer and must still take part
-    env = {k: v for k, v in os.environ.items() if k not in ISOLATED_VARS}
-    env.update(HAL_PRECISION="fp32", HAL_DEVICE="cpu", OMP_NUM_THREADS="1")
+    env = _rank_env()
     done = subprocess.run([sys.executable, "-m", "hal", "run", "-n", "2",
                            str(EXAMPLES / "chat.py"), "-n", str(NEW), PROMPTS[0]],
                           capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)

@@ -14,7 +14,7 @@ from typing import Any
 from hal.errors import HalError
 
 SHELLS = ("bash", "zsh", "tcsh")
-#: Where each shell reads the script from, for the help text and docs/cli.md.
+#: Where each shell reads the script from, for the help text (the README says the same).
 INSTALL = {
     "bash": 'eval "$(hal completion bash)"  # in ~/.bashrc',
     "zsh": 'hal completion zsh > "${fpath[1]}/_hal"  # once; or eval it in ~/.zshrc',

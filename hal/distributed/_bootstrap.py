@@ -113,7 +113,7 @@ def end(status: int) -> NoReturn:
             with contextlib.suppress(ValueError, OSError):
                 if not obj.closed and obj.writable():
                     obj.flush()
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr):  # also when the script replaced them (a tee object)
         with contextlib.suppress(ValueError, OSError, AttributeError):
             stream.flush()
     os._exit(status)
